@@ -1,0 +1,1 @@
+"""metastore: a persistent store of Cornerstone3D metadata for DICOM archives."""

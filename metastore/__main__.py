@@ -1,0 +1,5 @@
+"""``python -m metastore``: the same as the ``metastore`` command."""
+
+from metastore.cli import main
+
+main()

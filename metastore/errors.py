@@ -1,0 +1,65 @@
+"""The one exception hierarchy of metastore.
+
+Every error metastore raises on purpose derives from :class:`MetastoreError`, so
+callers (and the CLI, in one place) can catch them together::
+
+    MetastoreError
+    ├── InvalidImageIdError      (also a ValueError)  a malformed imageId
+    ├── ModuleError              (also a ValueError)  an unknown module type
+    ├── DicomError                                    input that is not usable DICOM
+    │   └── IndexingError                             one file or URL that failed to index
+    ├── StoreError                                    the database cannot be used
+    │   └── SchemaError                               the schema is wrong or missing
+    │       └── SchemaNotAtHeadError                  the schema is behind the code
+    └── QueryError               (also a ValueError)  a bad query filter
+
+This module is a leaf: it imports nothing from metastore.
+"""
+
+from __future__ import annotations
+
+
+class MetastoreError(Exception):
+    """Base class of every error metastore raises on purpose."""
+
+
+class InvalidImageIdError(MetastoreError, ValueError):
+    """An imageId that cannot be parsed; the message names the imageId."""
+
+    def __init__(self, image_id: object, reason: str) -> None:
+        self.image_id = image_id
+        self.reason = reason
+        super().__init__(f"invalid imageId {image_id!r}: {reason}")
+
+
+class ModuleError(MetastoreError, ValueError):
+    """A module type that metastore does not know."""
+
+
+class DicomError(MetastoreError):
+    """Input that is not usable DICOM (Part 10 or DICOM JSON)."""
+
+
+class IndexingError(DicomError):
+    """One source (file path, archive member or URL) that could not be indexed."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        self.source = source
+        self.reason = reason
+        super().__init__(f"{source}: {reason}")
+
+
+class StoreError(MetastoreError):
+    """The database cannot be reached or used; URLs in messages hide passwords."""
+
+
+class SchemaError(StoreError):
+    """The database schema is missing, foreign or damaged."""
+
+
+class SchemaNotAtHeadError(SchemaError):
+    """The database schema is behind this version of metastore."""
+
+
+class QueryError(MetastoreError, ValueError):
+    """A query filter that cannot be used (bad date range, unknown level...)."""
