@@ -92,7 +92,9 @@ def _image_pixel(ds: Dataset, size: int, frames: int, rng: random.Random) -> Non
     ds.HighBit = 11
     ds.PixelRepresentation = 0
     # Pixel values do not matter to metadata; deterministic filler keeps size.
-    ds.PixelData = bytes(rng.randrange(256) for _ in range(16)) * (size * size * frames * 2 // 16)
+    ds.PixelData = bytes(rng.randrange(256) for _ in range(16)) * (
+        size * size * frames * 2 // 16
+    )
 
 
 def _geometry(
@@ -226,13 +228,19 @@ def plan_archive(images: int) -> list[SeriesPlan]:
 
 
 def iter_datasets(
-    images: int, size: int = 64, seed: int = 1
+    images: int,
+    size: int = 64,
+    seed: int = 1,
+    plans: list[SeriesPlan] | None = None,
 ) -> Iterator[tuple[str, Dataset]]:
-    """Yield ``(relative path, dataset)`` for an archive of about ``images`` images."""
+    """Yield ``(relative path, dataset)`` for an archive of about ``images`` images.
+
+    ``plans`` replaces the default mix of series (e.g. one 500-image CT series).
+    """
     rng = random.Random(seed)
     patient = 0
     study_uid = ""
-    for s, plan in enumerate(plan_archive(images)):
+    for s, plan in enumerate(plans or plan_archive(images)):
         if s % 4 == 0:  # one study of four series per patient
             patient += 1
             study_uid = _uid(rng)
@@ -253,13 +261,66 @@ def iter_datasets(
             yield f"p{patient:05d}/s{s:05d}/i{i:05d}.dcm", ds
 
 
-def generate(out_dir: Path, images: int, size: int = 64, seed: int = 1) -> list[Path]:
+def generate(
+    out_dir: Path,
+    images: int,
+    size: int = 64,
+    seed: int = 1,
+    plans: list[SeriesPlan] | None = None,
+) -> list[Path]:
     """Write the archive under ``out_dir`` and return the file paths."""
     paths = []
-    for rel, ds in iter_datasets(images, size, seed):
+    for rel, ds in iter_datasets(images, size, seed, plans):
         path = out_dir / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+def clone_archive(out_dir: Path, count: int, per_folder: int = 1000) -> list[Path]:
+    """Write ``count`` small single-frame instances fast, by patching a template.
+
+    pydicom writes a few hundred files a second; the scale benchmark needs
+    100,000.  One CT file is written with fixed-width UIDs and position, and
+    every copy replaces those bytes in place (same length, so the encoding
+    stays valid): each copy is a distinct instance in its own series of
+    ``per_folder`` images, with its own slice position.
+    """
+    rng = random.Random(7)
+    plan = SeriesPlan("CT", 1)
+    ds = _single_frame(plan, 0, "9" * 40, 8, rng)
+    _common(ds, rng, 1)
+    _study(ds, "8" * 40, 1, 1)
+    ds.SOPInstanceUID = "7" * 40
+    ds.ImagePositionPatient = ["-125.5", "-120.25", "0000000.0000"]
+    ds.InstanceNumber = "7777777"
+    ds.file_meta = _file_meta(ds.SOPClassUID, ds.SOPInstanceUID)
+    from io import BytesIO
+
+    buf = BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    template = buf.getvalue()
+    width = 40 - len(UID_ROOT) - 3  # "9.<kind><number>" keeps every UID 40 long
+
+    def uid(kind: int, number: int) -> bytes:
+        # a leading kind digit (1-3) keeps the last component free of leading zeros
+        return f"{UID_ROOT}9.{kind}{number:0{width}d}".encode()
+
+    paths = []
+    for i in range(count):
+        series, pos = divmod(i, per_folder)
+        data = (
+            template.replace(b"7" * 40, uid(1, i))
+            .replace(b"9" * 40, uid(2, series))
+            .replace(b"8" * 40, uid(3, series // 4))
+            .replace(b"0000000.0000", f"{pos * 1.25:12.4f}".encode())
+            .replace(b"7777777", f"{pos + 1:<7d}".encode())
+        )
+        path = out_dir / f"s{series:05d}" / f"i{pos:05d}.dcm"
+        if pos == 0:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
         paths.append(path)
     return paths
 
