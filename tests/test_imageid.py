@@ -1,0 +1,262 @@
+"""Tests for metastore.imageid: parsing, formatting and their round trips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from metastore.errors import InvalidImageIdError
+from metastore.imageid import (
+    ImageId,
+    file_image_id,
+    file_location,
+    image_id_to_uri,
+    parse_image_id,
+    wadors_image_id,
+)
+
+ROOT = "https://pacs.example/dicomweb"
+WADORS = f"wadors:{ROOT}/studies/1.2/series/1.2.3/instances/1.2.3.4"
+
+
+def test_wadors_with_frame():
+    """A wadors imageId yields its UIDs, its url without frame and a 1-based frame."""
+    p = parse_image_id(WADORS + "/frames/3")
+    assert p == ImageId("wadors", WADORS[7:], 3, "1.2", "1.2.3", "1.2.3.4")
+    assert p.base == WADORS
+    assert p.with_frame(1) == WADORS + "/frames/1"
+    assert str(p) == p.raw == WADORS + "/frames/3"
+
+
+def test_wadors_without_frame():
+    """A wadors imageId without /frames/ has frame None."""
+    p = parse_image_id(WADORS)
+    assert p.frame is None
+    assert p.sop_instance_uid == "1.2.3.4"
+    assert p.base == WADORS
+
+
+def test_wadors_root_containing_studies_uses_last_studies():
+    """The last /studies/ segment is the one that names the study."""
+    s = "wadors:http://h/studies/x/studies/1/series/2/instances/3/frames/1"
+    p = parse_image_id(s)
+    assert (p.study_uid, p.series_uid, p.sop_instance_uid) == ("1", "2", "3")
+    assert p.url == "http://h/studies/x/studies/1/series/2/instances/3"
+
+
+@pytest.mark.parametrize(
+    ("image_id", "url", "frame"),
+    [
+        ("wadouri:http://x/a.dcm", "http://x/a.dcm", None),
+        ("wadouri:http://x/a.dcm?frame=2", "http://x/a.dcm", 2),
+        ("wadouri:http://x/a.dcm&frame=2", "http://x/a.dcm", 2),
+        ("wadouri:http://x/a.dcm?a=1&frame=5", "http://x/a.dcm?a=1", 5),
+        ("wadouri:http://x/a.dcm?frame=5&a=1", "http://x/a.dcm?a=1", 5),
+        ("wadouri:http://x/a?a=1&frame=5&b=2", "http://x/a?a=1&b=2", 5),
+        ("dicomweb:http://x/a?frame=1&frame=4", "http://x/a?frame=1", 4),
+        ("dicomfile:0", "0", None),
+        ("dicomfile:12?frame=3", "12", 3),
+        ("dicomfile:/data/a.dcm", "/data/a.dcm", None),
+    ],
+)
+def test_query_frame_forms(image_id, url, frame):
+    """Only the last frame= parameter counts; other parameters stay in url."""
+    p = parse_image_id(image_id)
+    assert (p.url, p.frame) == (url, frame)
+    assert p.scheme == image_id.split(":", 1)[0]
+    assert str(p) == image_id
+    assert (p.study_uid, p.series_uid, p.sop_instance_uid) == (None, None, None)
+
+
+def test_with_frame_on_query_forms():
+    """with_frame appends ?frame= or &frame= as the url needs, and parses back."""
+    assert parse_image_id("wadouri:http://x/a").with_frame(2) == (
+        "wadouri:http://x/a?frame=2"
+    )
+    again = parse_image_id("wadouri:http://x/a?b=1&frame=9").with_frame(2)
+    assert again == "wadouri:http://x/a?b=1&frame=2"
+    assert parse_image_id(again).frame == 2
+
+
+@pytest.mark.parametrize("frame", [0, -1, True, 1.0, "1"])
+def test_with_frame_rejects_non_positive_int(frame):
+    """with_frame refuses anything but a positive int."""
+    with pytest.raises(ValueError, match="frame"):
+        parse_image_id(WADORS).with_frame(frame)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "no-colon",
+        "http://x/a.dcm",
+        "streaming-wadors:http://x",
+        "WADORS:" + WADORS[7:],
+        WADORS + "/frames/0",
+        WADORS + "/frames/x",
+        WADORS + "/frames/",
+        WADORS + "/frames/1/rendered",
+        WADORS + "/frames/-1",
+        "wadors:http://x/studies/1/series/2",
+        "wadors:http://x/studies//series/2/instances/3",
+        "wadouri:http://x/a?frame=-1",
+        "wadouri:http://x/a?frame=",
+        "wadouri:http://x/a?frame=1.5",
+        "wadouri:http://x/a?frame=0",
+        "wadouri:",
+        "dicomfile:?frame=1",
+    ],
+)
+def test_malformed_raises_naming_the_image_id(bad):
+    """Malformed imageIds raise InvalidImageIdError whose message names them."""
+    with pytest.raises(InvalidImageIdError) as info:
+        parse_image_id(bad)
+    assert repr(bad) in str(info.value)
+    assert info.value.image_id == bad
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("bad", [None, 3, b"wadouri:x"])
+def test_non_string_raises(bad):
+    """A non-string imageId raises InvalidImageIdError, not TypeError."""
+    with pytest.raises(InvalidImageIdError, match="not a string"):
+        parse_image_id(bad)
+
+
+@pytest.mark.parametrize(
+    ("image_id", "uri"),
+    [
+        ("wadors:http://a/b", "http://a/b"),
+        ("wadouri:derived:uuid", "derived:uuid"),
+        ("dicomfile:0", "0"),
+        ("http://a/b", "//a/b"),
+        ("no-colon", "no-colon"),
+        ("", ""),
+    ],
+)
+def test_image_id_to_uri_classic_first_colon_rule(image_id, uri):
+    """image_id_to_uri drops everything up to the first colon, if any."""
+    assert image_id_to_uri(image_id) == uri
+
+
+def test_wadors_image_id_strips_one_trailing_slash():
+    """wadors_image_id drops a trailing slash of the root."""
+    assert wadors_image_id(ROOT + "/", "1.2", "1.2.3", "1.2.3.4", 2) == (
+        WADORS + "/frames/2"
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("", "2", "3", 1), ("1", "a/b", "3", 1), ("1", "2", "3", 0)],
+)
+def test_wadors_image_id_rejects_bad_input(args):
+    """Empty or slashed UIDs and bad frames are programmer errors (ValueError)."""
+    with pytest.raises(ValueError):
+        wadors_image_id(ROOT, *args)
+
+
+def test_file_image_id_form(tmp_path):
+    """A file imageId is wadouri: + file URI (+ !/member) + ?frame=N."""
+    archive = tmp_path / "a b.zip"
+    image_id = file_image_id(archive, 3, "dir/x #1.dcm")
+    assert image_id == (
+        f"wadouri:{archive.resolve().as_uri()}!/dir/x%20%231.dcm?frame=3"
+    )
+    assert file_location(image_id) == (archive.resolve(), "dir/x #1.dcm")
+    assert file_location(file_image_id(str(archive), 1)) == (archive.resolve(), None)
+
+
+def test_file_image_id_resolves_relative_paths(tmp_path, monkeypatch):
+    """A relative path is made absolute before it becomes a URI."""
+    monkeypatch.chdir(tmp_path)
+    path, member = file_location(file_image_id("x.dcm", 1))
+    assert path == (tmp_path / "x.dcm").resolve()
+    assert member is None
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "wadors:http://x/studies/1/series/2/instances/3",
+        "wadouri:http://x/a.dcm?frame=1",
+        "wadouri:file://otherhost/a.dcm?frame=1",
+        "dicomfile:0",
+    ],
+)
+def test_file_location_rejects_non_file_ids(bad):
+    """file_location only accepts local file: imageIds."""
+    with pytest.raises(InvalidImageIdError):
+        file_location(bad)
+
+
+# -- property tests: format -> parse round trips ---------------------------
+
+uids = st.from_regex(r"[1-9][0-9]{0,8}(\.(0|[1-9][0-9]{0,8})){1,6}", fullmatch=True)
+frames = st.integers(min_value=1, max_value=10**6)
+# Path segments: any printable text incl. spaces and non-ASCII, but no
+# separators, NUL or lone surrogates (not encodable as file names).
+segment = st.text(
+    st.characters(
+        blacklist_categories=("Cs", "Cc"),
+        blacklist_characters="/\\",
+    ),
+    min_size=1,
+    max_size=12,
+).filter(lambda s: s not in (".", ".."))
+roots = st.builds(
+    lambda scheme, host, parts: f"{scheme}://{host}/" + "/".join(parts),
+    st.sampled_from(["http", "https", "file"]),
+    st.sampled_from(["pacs", "localhost:8042", "h.example"]),
+    st.lists(segment, max_size=4),
+).filter(lambda r: "/studies/" not in r)
+
+
+@given(root=roots, study=uids, series=uids, sop=uids, frame=frames)
+def test_wadors_round_trip(root, study, series, sop, frame):
+    """wadors_image_id -> parse_image_id gives back every part."""
+    image_id = wadors_image_id(root, study, series, sop, frame)
+    p = parse_image_id(image_id)
+    assert (p.scheme, p.frame) == ("wadors", frame)
+    assert (p.study_uid, p.series_uid, p.sop_instance_uid) == (study, series, sop)
+    assert p.url.startswith(root.removesuffix("/"))
+    assert p.with_frame(frame) == image_id
+    assert parse_image_id(p.base).frame is None
+
+
+BASE = Path("/").resolve() / "metastore-roundtrip"
+
+
+@given(
+    parts=st.lists(segment, min_size=1, max_size=4),
+    frame=frames,
+    member=st.none() | st.lists(segment, min_size=1, max_size=3).map("/".join),
+)
+def test_file_round_trip(parts, frame, member):
+    """file_image_id -> file_location/parse_image_id gives back path, member, frame."""
+    path = BASE.joinpath(*parts)
+    image_id = file_image_id(path, frame, member)
+    p = parse_image_id(image_id)
+    assert (p.scheme, p.frame) == ("wadouri", frame)
+    assert p.with_frame(frame) == image_id
+    assert file_location(image_id) == (path, member)
+    assert file_location(p) == (path, member)
+
+
+@given(
+    url=st.from_regex(r"https?://[a-z]{1,8}/[a-z0-9._~%-]{0,12}", fullmatch=True),
+    params=st.lists(st.from_regex(r"[a-eg-z]{1,4}=[a-z0-9]{0,4}", fullmatch=True)),
+    frame=frames,
+    scheme=st.sampled_from(["wadouri", "dicomweb", "dicomfile"]),
+)
+def test_query_round_trip(url, params, frame, scheme):
+    """Adding a frame to a url with any other parameters parses back to it."""
+    base = f"{scheme}:{url}" + ("?" + "&".join(params) if params else "")
+    p0 = parse_image_id(base)
+    assert p0.frame is None
+    p = parse_image_id(p0.with_frame(frame))
+    assert (p.scheme, p.url, p.frame, p.base) == (scheme, p0.url, frame, base)
