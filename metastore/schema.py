@@ -1,0 +1,210 @@
+"""The database tables of metastore, as SQLAlchemy 2 typed declarative classes.
+
+This module owns the shape of the rows: studies, series, instances, their
+sources, images, the content-addressed module values and the narrow
+``image_modules`` join.  It imports no pydicom, creates no engines and does
+no I/O; migrations (``migrations/versions``) must never import it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+#: Constraint names identical on SQLite and PostgreSQL, so batch migrations can
+#: drop them and autogenerate compares equal on both (alembic naming.rst).
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+#: The metadata every table belongs to (``target_metadata`` of migrations/env.py).
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+#: DICOM UIDs are at most 64 characters (PS3.5 9.1); longer ones are rejected
+#: by the store before they reach the database.
+UID = String(64)
+#: A small integer key that is still SQLite's rowid alias (only INTEGER is).
+SMALL_ID = SmallInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    """Declarative base bound to :data:`metadata`."""
+
+    metadata = metadata
+
+
+class Study(Base):
+    """One study; the patient attributes live here (one patient per study)."""
+
+    __tablename__ = "studies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
+    patient_id: Mapped[str | None] = mapped_column(Text, index=True)
+    patient_name: Mapped[str | None] = mapped_column(Text)
+    #: ``patient_name`` case-folded in Python (``str.casefold``) for search.
+    patient_name_key: Mapped[str | None] = mapped_column(Text, index=True)
+    #: (0008,0020) StudyDate as ``YYYYMMDD`` text, which sorts like a date.
+    study_date: Mapped[str | None] = mapped_column(String(8), index=True)
+    study_time: Mapped[str | None] = mapped_column(Text)
+    accession_number: Mapped[str | None] = mapped_column(Text, index=True)
+    study_description: Mapped[str | None] = mapped_column(Text)
+
+
+class Series(Base):
+    """One series of a study."""
+
+    __tablename__ = "series"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    modality: Mapped[str | None] = mapped_column(String(16), index=True)
+    series_number: Mapped[int | None] = mapped_column(Integer)
+    series_description: Mapped[str | None] = mapped_column(Text)
+
+
+class Source(Base):
+    """A location (path, archive member or URL) that was indexed successfully."""
+
+    __tablename__ = "sources"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    location: Mapped[str] = mapped_column(Text, unique=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    indexed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Instance(Base):
+    """One DICOM instance with its full DICOM JSON (compressed by the codec)."""
+
+    __tablename__ = "instances"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
+    sop_class_uid: Mapped[str | None] = mapped_column(UID)
+    instance_number: Mapped[int | None] = mapped_column(Integer)
+    number_of_frames: Mapped[int] = mapped_column(Integer)
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id"), index=True)
+    #: ``metastore.codec.encode_dicom_json`` output.
+    dicom_json: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Image(Base):
+    """One frame of an instance, addressed by its Cornerstone imageId."""
+
+    __tablename__ = "images"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[str] = mapped_column(Text, unique=True)
+    instance_id: Mapped[int] = mapped_column(
+        ForeignKey("instances.id", ondelete="CASCADE"), index=True
+    )
+    frame: Mapped[int] = mapped_column(Integer)
+
+
+class ModuleTypeRow(Base):
+    """A module type name (``"imagePlaneModule"``) and its small integer id."""
+
+    __tablename__ = "module_types"
+
+    id: Mapped[int] = mapped_column(SMALL_ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class ModuleValueRow(Base):
+    """A module value stored once, addressed by the digest of its encoding."""
+
+    __tablename__ = "module_values"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: ``metastore.codec.digest`` of the canonical encoding (16 bytes).
+    digest: Mapped[bytes] = mapped_column(LargeBinary(16), unique=True)
+    #: ``metastore.codec.encode_value`` output.
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ImageModule(Base):
+    """Which value an image has for a module type: three integers per row.
+
+    On SQLite the table is ``WITHOUT ROWID``, so the primary key *is* the
+    table and a series load reads one contiguous range per image.
+    """
+
+    __tablename__ = "image_modules"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
+    )
+    module_type_id: Mapped[int] = mapped_column(
+        SmallInteger, ForeignKey("module_types.id"), primary_key=True
+    )
+    value_id: Mapped[int] = mapped_column(ForeignKey("module_values.id"))
+
+
+class IndexErrorRow(Base):
+    """A location that could not be indexed, or a duplicate that was skipped."""
+
+    __tablename__ = "index_errors"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    location: Mapped[str] = mapped_column(Text, index=True)
+    #: ``"unreadable"``, ``"invalid"`` or ``"duplicate"`` (validated in Python).
+    kind: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+studies: Table = metadata.tables["studies"]
+series: Table = metadata.tables["series"]
+sources: Table = metadata.tables["sources"]
+instances: Table = metadata.tables["instances"]
+images: Table = metadata.tables["images"]
+module_types: Table = metadata.tables["module_types"]
+module_values: Table = metadata.tables["module_values"]
+image_modules: Table = metadata.tables["image_modules"]
+index_errors: Table = metadata.tables["index_errors"]
+
+__all__ = [
+    "NAMING_CONVENTION",
+    "Base",
+    "Image",
+    "ImageModule",
+    "IndexErrorRow",
+    "Instance",
+    "ModuleTypeRow",
+    "ModuleValueRow",
+    "Series",
+    "Source",
+    "Study",
+    "image_modules",
+    "images",
+    "index_errors",
+    "instances",
+    "metadata",
+    "module_types",
+    "module_values",
+    "series",
+    "sources",
+    "studies",
+]

@@ -1,0 +1,281 @@
+"""The persistent store: :class:`Store` writes instance records and reads modules.
+
+This module owns the store's public API: batched writes of
+:class:`~metastore.records.InstanceRecord` (``store_write``), module lookups
+per imageId and per series, the full DICOM JSON, search (``store_query``),
+export, prune and statistics.  It talks to the database only through
+``metastore.db``, ``metastore.schema`` and ``metastore.codec``; it imports no
+pydicom.  Values it returns are decoded afresh per call unless documented.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.exc import DBAPIError
+
+from metastore import codec, store_write
+from metastore import schema as t
+from metastore.db import create_engine, ensure_schema, redact
+from metastore.errors import StoreError
+from metastore.records import ErrorRecord, InstanceRecord
+from metastore.types import DicomJson, ModuleValue
+
+__all__ = ["Store"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Attempts of one write transaction before a transient error is raised.
+MAX_ATTEMPTS = 6
+#: SQLSTATEs worth retrying: serialization failure, deadlock, and a foreign
+#: key broken by a concurrent prune (the retry re-inserts the parent row).
+RETRY_SQLSTATES = frozenset({"40001", "40P01", "23503"})
+
+
+def _is_transient(exc: DBAPIError) -> bool:
+    """True for errors a retry of the whole transaction can cure."""
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate in RETRY_SQLSTATES:
+        return True
+    # SQLite: a writer that outwaited busy_timeout, or a stale snapshot.
+    text = str(orig).lower()
+    return "database is locked" in text or "database is busy" in text
+
+
+class Store:
+    """A metastore database: write instance records, read module values.
+
+    Args:
+        url_or_engine: a database URL (``sqlite:///file``,
+            ``postgresql://...``) or an engine made by
+            :func:`metastore.db.create_engine`.
+        upgrade: migrate an existing database that is behind this version of
+            metastore (a brand-new empty database is always set up).
+
+    Raises:
+        SchemaNotAtHeadError: the schema is behind and ``upgrade`` is false.
+        StoreError: the database cannot be reached or used.
+    """
+
+    def __init__(
+        self, url_or_engine: str | URL | Engine, *, upgrade: bool = False
+    ) -> None:
+        self._owns_engine = not isinstance(url_or_engine, Engine)
+        self.engine: Engine = create_engine(url_or_engine)
+        #: The database URL with its password hidden (safe to log).
+        self.url: str = redact(self.engine.url)
+        try:
+            ensure_schema(self.engine, upgrade=upgrade)
+        except BaseException:
+            self.close()
+            raise
+        self._is_sqlite = self.engine.dialect.name == "sqlite"
+        self._type_names: dict[int, str] = {}
+        self._type_ids: dict[str, int] = {}
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the connections (the engine too, if the store made it)."""
+        if self._owns_engine:
+            self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    # -- plumbing ----------------------------------------------------------
+
+    def _write(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` in one write transaction, retrying transient errors."""
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                with self.engine.connect() as conn:
+                    if self._is_sqlite:
+                        conn = conn.execution_options(metastore_begin="IMMEDIATE")
+                    with conn.begin():
+                        return work(conn)
+            except DBAPIError as exc:
+                if attempt == MAX_ATTEMPTS or not _is_transient(exc):
+                    raise StoreError(
+                        f"write to {self.url} failed: {_first_line(exc)}"
+                    ) from exc
+                delay = 0.02 * 2**attempt * (1 + random.random())
+                log.info("retrying write to %s in %.2fs: %s", self.url, delay, exc.orig)
+                time.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _read(self) -> Connection:
+        """A connection for reading (use as a context manager)."""
+        return self.engine.connect()
+
+    def _type_name(self, conn: Connection, type_id: int) -> str:
+        """The module type name of ``type_id`` (cached; reloaded when unknown)."""
+        name = self._type_names.get(type_id)
+        if name is None:
+            rows = conn.execute(sa.select(t.module_types.c.id, t.module_types.c.name))
+            self._type_names = {row.id: row.name for row in rows}
+            self._type_ids = {v: k for k, v in self._type_names.items()}
+            name = self._type_names[type_id]
+        return name
+
+    def _type_names_now(self, conn: Connection) -> dict[int, str]:
+        """All module type names by id, fresh from the database."""
+        rows = conn.execute(sa.select(t.module_types.c.id, t.module_types.c.name))
+        self._type_names = {row.id: row.name for row in rows}
+        self._type_ids = {v: k for k, v in self._type_names.items()}
+        return self._type_names
+
+    # -- write side --------------------------------------------------------
+
+    def known_sources(self) -> dict[str, tuple[int, int]]:
+        """``{location: (size, mtime_ns)}`` of every location stored successfully."""
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(t.sources.c.location, t.sources.c.size, t.sources.c.mtime_ns)
+            )
+            return {row.location: (row.size, row.mtime_ns) for row in rows}
+
+    def write_batch(
+        self,
+        instances: Sequence[InstanceRecord],
+        errors: Sequence[ErrorRecord] = (),
+    ) -> list[ErrorRecord]:
+        """Store a batch of instances and errors in one transaction.
+
+        A location stored before is replaced (its old instances go first).  A
+        SOP Instance UID already stored from another location is not stored
+        again: it comes back as an ``ErrorRecord(kind="duplicate")`` and is
+        recorded with the other errors.  Module values are stored once per
+        distinct value.  Writing a location clears the errors recorded for it
+        before, then records this batch's.  Concurrent writers are safe.
+
+        Args:
+            instances: the records to store.
+            errors: sources that failed to index, recorded as they are.
+
+        Returns:
+            The errors this write found itself (duplicates, invalid UIDs),
+            not including ``errors``.
+
+        Raises:
+            StoreError: the database failed (after retrying transient errors).
+            ValueError: an error record has an unknown ``kind``.
+        """
+        batch = store_write.prepare(instances, errors)
+        found = batch.errors[len(errors) :]
+
+        def work(conn: Connection) -> list[ErrorRecord]:
+            type_ids = store_write.ensure_module_types(conn, batch.module_types)
+            return store_write.write(conn, batch, type_ids)
+
+        written = self._write(work)
+        return [*found, *written]
+
+    def errors(self) -> list[ErrorRecord]:
+        """The recorded errors, oldest first."""
+        e = t.index_errors
+        stmt = sa.select(e.c.location, e.c.kind, e.c.reason).order_by(e.c.id)
+        with self._read() as conn:
+            return [ErrorRecord(*row) for row in conn.execute(stmt)]
+
+    # -- read side ---------------------------------------------------------
+
+    def image_modules(self, image_id: str) -> dict[str, ModuleValue] | None:
+        """Every stored module of one image, or ``None`` if the image is unknown."""
+        im, mv = t.image_modules, t.module_values
+        stmt = (
+            sa.select(t.images.c.id, im.c.module_type_id, mv.c.value)
+            .select_from(t.images)
+            .outerjoin(im, im.c.image_id == t.images.c.id)
+            .outerjoin(mv, mv.c.id == im.c.value_id)
+            .where(t.images.c.image_id == image_id)
+        )
+        with self._read() as conn:
+            rows = conn.execute(stmt).all()
+            if not rows:
+                return None
+            names = self._type_names
+            out: dict[str, ModuleValue] = {}
+            for _, type_id, blob in rows:
+                if type_id is None:
+                    continue
+                name = names.get(type_id) or self._type_name(conn, type_id)
+                out[name] = codec.decode_value(blob)
+            return out
+
+    def series_image_modules(
+        self, series_instance_uid: str
+    ) -> dict[str, dict[str, ModuleValue]]:
+        """``{image_id: {module type: value}}`` for every image of one series.
+
+        One query.  A value shared by several images (patient, study, series
+        modules) is decoded once and the *same object* is returned for each of
+        them: treat the values as read-only.
+        """
+        im, mv, img, ins = t.image_modules, t.module_values, t.images, t.instances
+        stmt = (
+            sa.select(img.c.image_id, im.c.module_type_id, im.c.value_id, mv.c.value)
+            .select_from(t.series)
+            .join(ins, ins.c.series_id == t.series.c.id)
+            .join(img, img.c.instance_id == ins.c.id)
+            .outerjoin(im, im.c.image_id == img.c.id)
+            .outerjoin(mv, mv.c.id == im.c.value_id)
+            .where(t.series.c.series_instance_uid == series_instance_uid)
+        )
+        with self._read() as conn:
+            rows = conn.execute(stmt).all()
+            names = self._type_names
+            if any(r[1] is not None and r[1] not in names for r in rows):
+                names = self._type_names_now(conn)
+        decoded: dict[int, ModuleValue] = {}
+        out: dict[str, dict[str, ModuleValue]] = {}
+        decode = codec.decode_value
+        for image_id, type_id, value_id, blob in rows:
+            modules = out.get(image_id)
+            if modules is None:
+                modules = out[image_id] = {}
+            if type_id is None:
+                continue
+            if value_id in decoded:
+                value = decoded[value_id]
+            else:
+                value = decoded[value_id] = decode(blob)
+            modules[names[type_id]] = value
+        return out
+
+    def dicom_json(self, sop_instance_uid: str) -> DicomJson | None:
+        """The stored DICOM JSON of one instance, or ``None`` if unknown."""
+        stmt = sa.select(t.instances.c.dicom_json).where(
+            t.instances.c.sop_instance_uid == sop_instance_uid
+        )
+        with self._read() as conn:
+            blob = conn.execute(stmt).scalar_one_or_none()
+        return None if blob is None else codec.decode_dicom_json(blob)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of a driver error (statements and parameters left out)."""
+    orig: Any = getattr(exc, "orig", exc)
+    lines = str(orig).strip().splitlines()
+    return lines[0] if lines else type(orig).__name__
