@@ -1,0 +1,185 @@
+"""DICOM JSON -> Cornerstone module values, one frame at a time.
+
+This package owns the mapping of Cornerstone's WADO-RS metadata provider
+(``@cornerstonejs/dicom-image-loader`` 5.14.0): :data:`MODULE_TYPES`,
+:func:`build_module` for one type and :func:`frame_modules` for every type of
+one frame (the indexer's hot path).  Values equal the real provider's except
+the four documented divergences (docs/mapping.md).  It imports
+``metastore.values``, ``metastore.frames``, ``metastore.errors`` and
+``metastore.types`` only; never pydicom or SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from metastore.frames import Frame, combine_frame
+from metastore.modules.instance import instance_module, to_upper_camel_tag
+from metastore.modules.lut import modality_lut_module, voi_lut_module
+from metastore.modules.misc import (
+    cine_module,
+    image_url_module,
+    multiframe_module,
+    sop_common_module,
+    transfer_syntax_module,
+)
+from metastore.modules.overlay import overlay_plane_module
+from metastore.modules.patient import patient_module, patient_study_module
+from metastore.modules.pet import (
+    pet_image_module,
+    pet_isotope_module,
+    pet_series_module,
+)
+from metastore.modules.pixel import image_pixel_module
+from metastore.modules.plane import image_plane_module, nm_multiframe_geometry_module
+from metastore.modules.study import (
+    general_image_module,
+    general_series_module,
+    general_study_module,
+)
+from metastore.modules.ultrasound import (
+    calibration_module,
+    ultrasound_enhanced_region_module,
+)
+from metastore.types import DicomJson, ModuleType, ModuleValue
+
+__all__ = [
+    "ANSWERED_TYPES",
+    "MODULE_TYPES",
+    "Builder",
+    "build_module",
+    "frame_modules",
+    "module_from_frame",
+    "to_upper_camel_tag",
+]
+
+#: A module builder: ``(frame, image_id) -> value``.
+Builder = Callable[[Frame, str], ModuleValue]
+
+#: Every module type the oracle queries, in its order (``ModuleType`` values).
+MODULE_TYPES: tuple[str, ...] = tuple(t.value for t in ModuleType)
+
+_BUILDERS: dict[str, Builder] = {
+    ModuleType.GENERAL_STUDY: general_study_module,
+    ModuleType.GENERAL_SERIES: general_series_module,
+    ModuleType.GENERAL_IMAGE: general_image_module,
+    ModuleType.PATIENT: patient_module,
+    ModuleType.PATIENT_STUDY: patient_study_module,
+    ModuleType.NM_MULTIFRAME_GEOMETRY: nm_multiframe_geometry_module,
+    ModuleType.IMAGE_PLANE: image_plane_module,
+    ModuleType.IMAGE_PIXEL: image_pixel_module,
+    ModuleType.VOI_LUT: voi_lut_module,
+    ModuleType.MODALITY_LUT: modality_lut_module,
+    ModuleType.SOP_COMMON: sop_common_module,
+    ModuleType.PET_ISOTOPE: pet_isotope_module,
+    ModuleType.PET_SERIES: pet_series_module,
+    ModuleType.PET_IMAGE: pet_image_module,
+    ModuleType.OVERLAY_PLANE: overlay_plane_module,
+    ModuleType.TRANSFER_SYNTAX: transfer_syntax_module,
+    ModuleType.MULTIFRAME: multiframe_module,
+    ModuleType.ULTRASOUND_ENHANCED_REGION: ultrasound_enhanced_region_module,
+    ModuleType.CALIBRATION: calibration_module,
+    ModuleType.IMAGE_URL: image_url_module,
+    ModuleType.CINE: cine_module,
+    ModuleType.INSTANCE: instance_module,
+}
+# Plain-str keys, so lookups by a str hash the same way.
+_BUILDERS = {str(k): v for k, v in _BUILDERS.items()}
+
+#: The types the WADO-RS provider answers (the others are always ``None``).
+ANSWERED_TYPES: frozenset[str] = frozenset(_BUILDERS)
+
+
+def module_from_frame(
+    module_type: str,
+    frame: Frame,
+    image_id: str,
+    computed: Mapping[str, ModuleValue] | None = None,
+) -> ModuleValue:
+    """One module of an already combined frame.
+
+    Args:
+        module_type: A module type string.
+        frame: The frame, from :func:`metastore.frames.combine_frame`.
+        image_id: The imageId asked about (``imageUrlModule`` uses it).
+        computed: For ``instance``: sub-module values to reuse.
+
+    Returns:
+        The module value; ``None`` for a type the provider does not answer.
+
+    Raises:
+        DicomError: Where Cornerstone throws and no divergence applies (a null
+            RadiopharmaceuticalInformationSequence or ultrasound region item).
+    """
+    if module_type == ModuleType.INSTANCE:
+        return instance_module(frame, image_id, computed)
+    builder = _BUILDERS.get(module_type)
+    if builder is None:
+        return None
+    return builder(frame, image_id)
+
+
+def build_module(
+    module_type: str, instance: DicomJson, image_id: str, frame: int | None
+) -> ModuleValue:
+    """One module value for one frame of a stored instance.
+
+    Args:
+        module_type: A module type string (``"imagePlaneModule"``...).
+        instance: The whole instance's DICOM JSON (as added under frame 1).
+        image_id: The imageId asked about.
+        frame: The 1-based frame number; ``None`` means 1.
+
+    Returns:
+        The value as Cornerstone's WADO-RS provider gives it, modulo the four
+        divergences; ``None`` for a type the provider does not answer, an
+        unknown type, or a frame that is not an image (divergence 2).
+
+    Raises:
+        DicomError: Where Cornerstone throws and no divergence applies (a null
+            RadiopharmaceuticalInformationSequence or ultrasound region item).
+    """
+    builder = _BUILDERS.get(module_type)
+    if builder is None:
+        return None
+    combined = combine_frame(instance, frame)
+    if combined is None:
+        return None
+    return builder(combined, image_id)
+
+
+def frame_modules(
+    instance: DicomJson, image_id: str, frame: int | None
+) -> dict[str, ModuleValue] | None:
+    """Every module type of :data:`MODULE_TYPES` for one frame.
+
+    The frame is combined once and shared by all types; ``instance`` reuses
+    the twelve sub-modules already built.  Values may share list and dict
+    objects with each other and with ``instance`` (the input): treat them as
+    read-only.
+
+    Args:
+        instance: The whole instance's DICOM JSON (as added under frame 1).
+        image_id: The imageId of this frame.
+        frame: The 1-based frame number; ``None`` means 1.
+
+    Returns:
+        ``{module type: value}`` with every type of :data:`MODULE_TYPES`
+        (``None`` for the unanswered ones), or ``None`` when the frame is not
+        an image (divergence 2).
+
+    Raises:
+        DicomError: When one of the modules would make Cornerstone throw (see
+            :func:`build_module`).
+    """
+    combined = combine_frame(instance, frame)
+    if combined is None:
+        return None
+    out: dict[str, ModuleValue] = {}
+    for module_type in MODULE_TYPES:
+        if module_type == ModuleType.INSTANCE:
+            out[module_type] = instance_module(combined, image_id, out)
+            continue
+        builder = _BUILDERS.get(module_type)
+        out[module_type] = None if builder is None else builder(combined, image_id)
+    return out

@@ -1,0 +1,180 @@
+"""Small modules of the WADO-RS provider.
+
+Owns ``transferSyntax``, ``imageUrlModule``, ``cineModule``,
+``multiframeModule`` and ``sopCommonModule``.  Imports only
+``metastore.values``, ``metastore.frames``, ``metastore.errors`` and
+``metastore.types``; never pydicom or SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+from metastore.errors import DicomError
+from metastore.frames import (
+    NUMBER_OF_FRAMES,
+    PER_FRAME_FUNCTIONAL_GROUPS,
+    SHARED_FUNCTIONAL_GROUPS,
+    Frame,
+    frame_information,
+)
+from metastore.types import JSON, DicomJson, ModuleValue
+from metastore.values import (
+    UNDEFINED,
+    get_number_value,
+    get_tag_value,
+    get_value,
+    js_to_number,
+    js_truthy,
+    raw_value,
+)
+
+#: Transfer syntaxes that make ``imageUrlModule.isVideo`` true (MPEG-2,
+#: MPEG-4 AVC/H.264 and HEVC/H.265, as ``@cornerstonejs/metadata`` lists them).
+VIDEO_TRANSFER_SYNTAXES = frozenset(
+    {
+        "1.2.840.10008.1.2.4.100",
+        "1.2.840.10008.1.2.4.100.1",
+        "1.2.840.10008.1.2.4.101",
+        "1.2.840.10008.1.2.4.101.1",
+        "1.2.840.10008.1.2.4.102",
+        "1.2.840.10008.1.2.4.102.1",
+        "1.2.840.10008.1.2.4.103",
+        "1.2.840.10008.1.2.4.103.1",
+        "1.2.840.10008.1.2.4.104",
+        "1.2.840.10008.1.2.4.104.1",
+        "1.2.840.10008.1.2.4.105",
+        "1.2.840.10008.1.2.4.105.1",
+        "1.2.840.10008.1.2.4.106",
+        "1.2.840.10008.1.2.4.106.1",
+        "1.2.840.10008.1.2.4.107",
+        "1.2.840.10008.1.2.4.108",
+    }
+)
+
+
+def _transfer_syntax_uid(data: DicomJson) -> JSON:
+    """(0002,0010) TransferSyntaxUID, or (0008,3002) if that is falsy (raw)."""
+    uid = raw_value(data.get("00020010"))
+    if not js_truthy(uid):
+        # JS `a || b`: any falsy first value yields the second, as it is
+        uid = raw_value(data.get("00083002"))  # AvailableTransferSyntaxUID
+    return uid
+
+
+def transfer_syntax_module(frame: Frame, image_id: str) -> ModuleValue:
+    """``transferSyntax``: ``{"transferSyntaxUID": ...}``.
+
+    Args:
+        frame: The frame to read.
+        image_id: The imageId asked about (unused).
+
+    Returns:
+        The module dict; the UID is the first value, raw.
+    """
+    uid = _transfer_syntax_uid(frame.data)
+    return {"transferSyntaxUID": None if uid is UNDEFINED else uid}
+
+
+def _is_video(uid: JSON) -> JSON:
+    """``isVideoTransferSyntax``: ``False``, the matching UID, or ``None``."""
+    if not js_truthy(uid):
+        return False
+    candidates = uid if isinstance(uid, list) else [uid]
+    for candidate in candidates:
+        if isinstance(candidate, str) and candidate in VIDEO_TRANSFER_SYNTAXES:
+            return candidate
+    return None  # Array.prototype.find found nothing: undefined
+
+
+def image_url_module(frame: Frame, image_id: str) -> ModuleValue:
+    """``imageUrlModule``: ``isVideo``, ``rendered`` and ``thumbnail`` URLs.
+
+    Args:
+        frame: The frame to read.
+        image_id: The imageId asked about: the URLs are made from it.
+
+    Returns:
+        The module dict.  ``isVideo`` is ``False`` without a transfer syntax,
+        the UID itself for a video syntax, ``None`` otherwise.
+    """
+    is_video = _is_video(_transfer_syntax_uid(frame.data))
+    # Cornerstone quirk: always drops 7 characters ("wadors:"), whatever the
+    # scheme
+    url = image_id[7:]
+    thumbnail = url.replace("/frames/", "/thumbnail/", 1)
+    rendered = url.replace("/frames/", "/rendered/", 1)
+    if js_truthy(is_video):
+        # Cornerstone quirk: also turns ".../rendered/12" into ".../rendered2"
+        rendered = rendered.replace("/rendered/1", "/rendered", 1)
+    return {"isVideo": is_video, "rendered": rendered, "thumbnail": thumbnail}
+
+
+def cine_module(frame: Frame, image_id: str) -> ModuleValue:
+    """``cineModule``: ``cineRate`` (raw) and ``numberOfFrames``.
+
+    Args:
+        frame: The frame to read.
+        image_id: The imageId asked about (unused).
+
+    Returns:
+        The module dict.
+    """
+    data = frame.data
+    return {
+        "cineRate": get_value(data.get("00180040")),  # (0018,0040) CineRate
+        "numberOfFrames": get_number_value(data.get(NUMBER_OF_FRAMES)),
+    }
+
+
+def multiframe_module(frame: Frame, image_id: str) -> ModuleValue:
+    """``multiframeModule``: NumberOfFrames and the functional-group items.
+
+    Args:
+        frame: The frame to read.
+        image_id: The imageId asked about (unused).
+
+    Returns:
+        ``{"NumberOfFrames"}`` (``getTagValue``: the first value if truthy,
+        else the ``Value`` array, else the element itself), plus
+        ``PerFrameFunctionalInformation`` and ``SharedFunctionalInformation``
+        (first items of each macro, raw DICOM JSON) when functional groups
+        apply.
+    """
+    data = frame.data
+    count = get_tag_value(data.get(NUMBER_OF_FRAMES, UNDEFINED))
+    per_frame_groups = get_tag_value(
+        data.get(PER_FRAME_FUNCTIONAL_GROUPS, UNDEFINED), False
+    )
+    number_of_frames = None if count is UNDEFINED else count
+    if js_truthy(per_frame_groups) or js_to_number(count) > 1:
+        shared_groups = get_tag_value(
+            data.get(SHARED_FUNCTIONAL_GROUPS, UNDEFINED), False
+        )
+        try:
+            shared, per_frame = frame_information(
+                per_frame_groups, shared_groups, frame.number
+            )
+        except TypeError as exc:  # pragma: no cover - combine_frame failed first
+            raise DicomError(f"Cornerstone raises TypeError: {exc}") from exc
+        return {
+            "NumberOfFrames": number_of_frames,
+            "PerFrameFunctionalInformation": per_frame,
+            "SharedFunctionalInformation": shared,
+        }
+    return {"NumberOfFrames": number_of_frames}
+
+
+def sop_common_module(frame: Frame, image_id: str) -> ModuleValue:
+    """``sopCommonModule``: SOP class and instance UIDs.
+
+    Args:
+        frame: The frame to read.
+        image_id: The imageId asked about (unused).
+
+    Returns:
+        The module dict.
+    """
+    data = frame.data
+    return {
+        "sopClassUID": get_value(data.get("00080016")),  # (0008,0016) SOPClassUID
+        "sopInstanceUID": get_value(data.get("00080018")),  # (0008,0018)
+    }
