@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from metastore import codec, store_write
+from metastore import codec, store_prune, store_query, store_write
 from metastore import schema as t
 from metastore.db import create_engine, ensure_schema, redact
 from metastore.errors import StoreError
@@ -192,6 +192,26 @@ class Store:
         written = self._write(work)
         return [*found, *written]
 
+    def prune(self, roots: Sequence[str], seen: set[str]) -> int:
+        """Forget instances under ``roots`` whose location is not in ``seen``.
+
+        A location is under a root when it equals the root or continues it
+        after a ``/`` (a folder) or ``!/`` (a zip archive's members), so
+        pruning ``/data/a`` leaves ``/data/ab.dcm`` alone.  Errors recorded
+        for such locations go too.  Then series, studies and module values
+        nothing refers to any more are deleted (also those left behind by
+        re-indexed locations).
+
+        Args:
+            roots: the folders, archives or URL prefixes that were indexed.
+            seen: every location found under ``roots`` in that run.
+
+        Returns:
+            How many instances were deleted.
+        """
+        roots = [root for root in roots if root]
+        return self._write(lambda conn: store_prune.prune(conn, roots, seen))
+
     def errors(self) -> list[ErrorRecord]:
         """The recorded errors, oldest first."""
         e = t.index_errors
@@ -262,6 +282,138 @@ class Store:
             else:
                 value = decoded[value_id] = decode(blob)
             modules[names[type_id]] = value
+        return out
+
+    def export(
+        self, modules: Sequence[str] | None = None
+    ) -> Iterator[tuple[str, dict[str, ModuleValue]]]:
+        """Stream ``(image_id, {module type: value})`` for every image, by imageId.
+
+        Rows are fetched in chunks (a server-side cursor on PostgreSQL), so
+        memory stays flat on big databases.  Values shared by many images may
+        be the same object in several results: treat them as read-only.
+
+        Args:
+            modules: only these module types (all when ``None``); an image
+                with none of them is still yielded, with an empty dict.
+        """
+        im, mv, img = t.image_modules, t.module_values, t.images
+        with self._read() as conn:
+            names = self._type_names_now(conn)
+            on = im.c.image_id == img.c.id
+            if modules is not None:
+                ids = [i for i, name in names.items() if name in set(modules)]
+                on = sa.and_(on, im.c.module_type_id.in_(ids))
+            stmt = (
+                sa.select(
+                    img.c.image_id, im.c.module_type_id, im.c.value_id, mv.c.value
+                )
+                .select_from(img)
+                .outerjoin(im, on)
+                .outerjoin(mv, mv.c.id == im.c.value_id)
+                .order_by(img.c.image_id)
+            )
+            result = conn.execution_options(yield_per=2000).execute(stmt)
+            decoded: dict[int, ModuleValue] = {}
+            current: str | None = None
+            values: dict[str, ModuleValue] = {}
+            for image_id, type_id, value_id, blob in result:
+                if image_id != current:
+                    if current is not None:
+                        yield current, values
+                    current, values = image_id, {}
+                if type_id is None:
+                    continue
+                value = decoded.get(value_id)
+                if value is None and value_id not in decoded:
+                    if len(decoded) > 50_000:
+                        decoded.clear()  # shared values recur soon: a rough bound
+                    value = decoded[value_id] = codec.decode_value(blob)
+                values[names[type_id]] = value
+            if current is not None:
+                yield current, values
+
+    def query(
+        self,
+        level: str,
+        *,
+        patient_id: str | None = None,
+        patient_name: str | None = None,
+        modality: str | None = None,
+        study_date_from: str | None = None,
+        study_date_to: str | None = None,
+        accession_number: str | None = None,
+        description: str | None = None,
+        study_instance_uid: str | None = None,
+        series_instance_uid: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Find studies, series or instances.
+
+        Text filters ignore case (non-Latin scripts too) and take DICOM
+        wildcards: ``*`` for any run of characters, ``?`` for one; every
+        other character, ``%`` and ``_`` included, is matched literally.
+        UIDs match exactly.  ``description`` is the study description at
+        study level and the series description below it; ``modality`` at
+        study level finds studies with a series of that modality.
+
+        Args:
+            level: ``"study"``, ``"series"`` or ``"instance"``.
+            patient_id: (0010,0020) PatientID filter.
+            patient_name: (0010,0010) PatientName filter (any component group).
+            modality: (0008,0060) Modality filter.
+            study_date_from: first (0008,0020) StudyDate, ``YYYYMMDD``.
+            study_date_to: last StudyDate, ``YYYYMMDD``, inclusive.
+            accession_number: (0008,0050) AccessionNumber filter.
+            description: study or series description filter.
+            study_instance_uid: exact (0020,000D) StudyInstanceUID.
+            series_instance_uid: exact (0020,000E) SeriesInstanceUID.
+            limit: at most this many results.
+
+        Returns:
+            One dict per match, keys named like the schema's columns; study
+            results add ``modalities``, ``number_of_series`` and
+            ``number_of_instances``; series results ``number_of_instances``;
+            instance results the source ``location``.
+
+        Raises:
+            QueryError: an unknown level, a malformed date, a date range
+                that ends before it starts, or a bad limit.
+        """
+        with self._read() as conn:
+            return store_query.query(
+                conn,
+                level,
+                patient_id=patient_id,
+                patient_name=patient_name,
+                modality=modality,
+                study_date_from=study_date_from,
+                study_date_to=study_date_to,
+                accession_number=accession_number,
+                description=description,
+                study_instance_uid=study_instance_uid,
+                series_instance_uid=series_instance_uid,
+                limit=limit,
+            )
+
+    def stats(self) -> dict[str, int | None]:
+        """Row counts and the database size in bytes (``None`` if unknown)."""
+        tables = {
+            "studies": t.studies,
+            "series": t.series,
+            "instances": t.instances,
+            "images": t.images,
+            "module_values": t.module_values,
+            "image_modules": t.image_modules,
+            "sources": t.sources,
+            "errors": t.index_errors,
+        }
+        out: dict[str, int | None] = {}
+        with self._read() as conn:
+            for name, table in tables.items():
+                stmt = sa.select(sa.func.count()).select_from(table)
+                out[name] = int(conn.execute(stmt).scalar_one())
+            out["database_bytes"] = store_query.database_bytes(conn)
         return out
 
     def dicom_json(self, sop_instance_uid: str) -> DicomJson | None:

@@ -234,3 +234,192 @@ def test_schema_behind_head_is_refused(sqlite_url: str) -> None:
     with pytest.raises(StoreError):
         Store(sqlite_url)
     assert not isinstance(StoreError(), SchemaNotAtHeadError)
+
+
+def test_prune_deletes_unseen_locations_and_orphans(store: Store) -> None:
+    """prune forgets locations under a root that were not seen, and orphans."""
+    store.write_batch(
+        [
+            make_instance("/data/a/1.dcm", "1.1"),
+            make_instance("/data/a/2.dcm", "1.2", series="1.9", study="1.8"),
+            make_instance("/data/ab.dcm", "1.3"),
+            make_instance("/data/z.zip!/x/1.dcm", "1.4"),
+        ],
+        [ErrorRecord("/data/a/bad.dcm", "invalid", "no pixel data")],
+    )
+    assert store.prune(["/data/a"], {"/data/a/1.dcm"}) == 1
+    assert set(store.known_sources()) == {
+        "/data/a/1.dcm",
+        "/data/ab.dcm",
+        "/data/z.zip!/x/1.dcm",
+    }
+    assert store.errors() == []
+    assert store.query("series", series_instance_uid="1.9") == []
+    assert store.query("study", study_instance_uid="1.8") == []
+    assert store.prune(["/data/z.zip"], set()) == 1
+    assert store.stats()["instances"] == 2
+
+
+def test_prune_removes_unreferenced_module_values(store: Store) -> None:
+    """Module values used only by pruned images are deleted; shared ones stay."""
+    store.write_batch([make_instance(f"/d/{i}.dcm", f"1.{i}") for i in range(3)])
+    before = count(store, t.module_values)
+    store.prune(["/d"], {"/d/0.dcm", "/d/1.dcm"})
+    assert count(store, t.module_values) == before - 1
+    assert store.image_modules(store_image_id("1.0")) is not None
+
+
+def store_image_id(sop: str, frame: int = 1) -> str:
+    """The imageId make_instance gives frame ``frame`` of ``sop``."""
+    return f"wadors:http://h/studies/{STUDY}/series/{SERIES}/instances/{sop}/frames/{frame}"
+
+
+def test_prune_treats_like_metacharacters_in_roots_as_data(store: Store) -> None:
+    """A root containing % or _ matches only itself, not as a pattern."""
+    store.write_batch(
+        [make_instance("/d_1/a.dcm", "1.1"), make_instance("/dx1/a.dcm", "1.2")]
+    )
+    assert store.prune(["/d_1"], set()) == 1
+    assert set(store.known_sources()) == {"/dx1/a.dcm"}
+    assert store.prune(["/%"], set()) == 0
+
+
+def test_export_streams_every_image_in_order(store: Store) -> None:
+    """export yields each image once, ordered by imageId, optionally filtered."""
+    records = [make_instance(f"/a/{i}.dcm", f"1.{i}", frames=2) for i in range(3)]
+    store.write_batch(records)
+    got = list(store.export())
+    assert [image_id for image_id, _ in got] == sorted(
+        image.image_id for r in records for image in r.images
+    )
+    want = {image.image_id: image.modules for r in records for image in r.images}
+    assert all(same(modules, want[image_id]) for image_id, modules in got)
+    only = dict(store.export(["patientModule"]))
+    assert all(list(m) == ["patientModule"] for m in only.values())
+
+
+def test_stats_counts_rows(store: Store) -> None:
+    """stats reports row counts and a database size."""
+    store.write_batch(
+        [make_instance("/a/1.dcm", "1.1", frames=2)],
+        [ErrorRecord("/a/x", "unreadable", "?")],
+    )
+    stats = store.stats()
+    assert stats["studies"] == stats["series"] == stats["instances"] == 1
+    assert stats["images"] == 2
+    assert stats["sources"] == 1
+    assert stats["errors"] == 1
+    assert (stats["database_bytes"] or 0) > 0
+
+
+@pytest.fixture
+def searchable(store: Store) -> Store:
+    """A store with a few studies to search."""
+    store.write_batch(
+        [
+            make_instance("/q/1", "1.1", study="2.1", series="2.1.1",
+                          patient_name="Müller^Jürgen", patient_id="PAT_1",
+                          study_date="20230105", accession_number="A%1",
+                          description="Brain 50% dose", modality="MR"),
+            make_instance("/q/2", "1.2", study="2.2", series="2.2.1",
+                          patient_name="Ὀδυσσεύς^Λαέρτου", patient_id="PATX1",
+                          study_date="20240210", accession_number="A11",
+                          description="O'Brien chest", modality="CT"),
+            make_instance("/q/3", "1.3", study="2.3", series="2.3.1",
+                          patient_name="山田^太郎=やまだ^たろう", patient_id="P3",
+                          study_date="20241231", accession_number=None,
+                          description=None, modality="CT"),
+            make_instance("/q/4", "1.4", study="2.3", series="2.3.2",
+                          patient_name="山田^太郎=やまだ^たろう", patient_id="P3",
+                          study_date="20241231", modality="SR"),
+        ]
+    )  # fmt: skip
+    return store
+
+
+def uids(rows: list[dict[str, Any]], key: str = "study_instance_uid") -> list[str]:
+    """The ``key`` of each result row."""
+    return [row[key] for row in rows]
+
+
+def test_query_levels_return_rows(searchable: Store) -> None:
+    """Each level returns its own rows with counts."""
+    studies = searchable.query("study")
+    assert uids(studies) == ["2.1", "2.2", "2.3"]
+    assert studies[2]["modalities"] == ["CT", "SR"]
+    assert studies[2]["number_of_series"] == 2
+    assert studies[2]["number_of_instances"] == 2
+    assert len(searchable.query("series")) == 4
+    instances = searchable.query("instance", series_instance_uid="2.3.2")
+    assert uids(instances, "sop_instance_uid") == ["1.4"]
+    assert instances[0]["location"] == "/q/4"
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        ({"patient_name": "müller*"}, ["2.1"]),
+        ({"patient_name": "MÜLLER^JÜRGEN"}, ["2.1"]),
+        ({"patient_name": "ὀδυσσεύς*"}, ["2.2"]),
+        ({"patient_name": "ὈΔΥΣΣΕΎΣ*"}, ["2.2"]),
+        ({"patient_name": "*やまだ*"}, ["2.3"]),
+        ({"patient_name": "山田^太?=*"}, ["2.3"]),
+        ({"patient_id": "pat_1"}, ["2.1"]),
+        ({"patient_id": "PAT_*"}, ["2.1"]),
+        ({"patient_id": "PAT?1"}, ["2.1", "2.2"]),
+        ({"accession_number": "A%1"}, ["2.1"]),
+        ({"accession_number": "a%*"}, ["2.1"]),
+        ({"description": "*50%*"}, ["2.1"]),
+        ({"description": "*5_%*"}, []),
+        ({"description": "o'brien*"}, ["2.2"]),
+        ({"description": "'; DROP TABLE studies; --"}, []),
+        ({"modality": "ct"}, ["2.2", "2.3"]),
+        ({"modality": "S?"}, ["2.3"]),
+        ({"study_date_from": "20240101"}, ["2.2", "2.3"]),
+        ({"study_date_to": "20240210"}, ["2.1", "2.2"]),
+        ({"study_date_from": "20240210", "study_date_to": "20240210"}, ["2.2"]),
+        ({"study_instance_uid": "2.3"}, ["2.3"]),
+        ({"series_instance_uid": "2.3.2"}, ["2.3"]),
+        ({"limit": 1}, ["2.1"]),
+    ],
+)
+def test_query_study_filters(
+    searchable: Store, filters: dict[str, Any], expected: list[str]
+) -> None:
+    """Study filters ignore case, honour * and ?, and treat % _ ' as data."""
+    assert uids(searchable.query("study", **filters)) == expected
+    assert count(searchable, t.studies) == 3
+
+
+def test_query_series_level_filters(searchable: Store) -> None:
+    """Series level filters by modality and series description."""
+    rows = searchable.query("series", modality="CT")
+    assert uids(rows, "series_instance_uid") == ["2.2.1", "2.3.1"]
+    assert rows[0]["number_of_instances"] == 1
+    assert searchable.query("series", description="axial") != []
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {"study_date_from": "2024-01-01"},
+        {"study_date_to": "20241301"},
+        {"study_date_from": "20240230"},
+        {"study_date_from": "20240201", "study_date_to": "20240101"},
+        {"limit": -1},
+    ],
+)
+def test_query_bad_filters_raise_query_error(
+    searchable: Store, filters: dict[str, Any]
+) -> None:
+    """Malformed dates, reversed ranges and bad limits raise QueryError."""
+    from metastore.errors import QueryError
+
+    with pytest.raises(QueryError):
+        searchable.query("study", **filters)
+
+
+def test_query_unknown_level_is_an_error(searchable: Store) -> None:
+    """An unknown level raises QueryError (also a ValueError)."""
+    with pytest.raises(ValueError, match="level"):
+        searchable.query("patient")

@@ -1,0 +1,79 @@
+"""Pruning for :meth:`metastore.store.Store.prune`: forget what disappeared.
+
+This module owns deciding which stored locations lie under an indexed root
+and are gone, deleting them, and sweeping the series, studies and module
+values nothing refers to any more.  It is private to the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from metastore import schema as t
+from metastore import store_write
+from metastore.store_query import ESCAPE, escape_like
+
+
+def prune(conn: Connection, roots: Sequence[str], seen: set[str]) -> int:
+    """Delete what ``Store.prune`` deletes, on ``conn``; return the instance count."""
+    stale: list[int] = []
+    stale_errors: list[str] = []
+    for root in roots:
+        src = t.sources
+        for source_id, loc in conn.execute(
+            sa.select(src.c.id, src.c.location).where(_under(src.c.location, root))
+        ):
+            if loc not in seen:
+                stale.append(source_id)
+        err = t.index_errors.c.location
+        for (loc,) in conn.execute(sa.select(err).where(_under(err, root))):
+            if loc not in seen:
+                stale_errors.append(loc)
+    count = store_write.delete_instances_of_sources(conn, stale)
+    for part in store_write.chunks(sorted(set(stale))):
+        conn.execute(sa.delete(t.sources).where(t.sources.c.id.in_(part)))
+    for part in store_write.chunks(sorted(set(stale_errors))):
+        conn.execute(
+            sa.delete(t.index_errors).where(t.index_errors.c.location.in_(part))
+        )
+    _delete_orphans(conn)
+    return count
+
+
+def _under(location: sa.ColumnElement[str], root: str) -> sa.ColumnElement[bool]:
+    """``location`` is ``root`` or lies inside it (folder ``/`` or zip ``!/``)."""
+    escaped = escape_like(root)
+    if root.endswith("/"):
+        return location.like(escaped + "%", escape=ESCAPE)
+    return sa.or_(
+        location == root,
+        location.like(escaped + "/%", escape=ESCAPE),
+        location.like(escaped + "!/%", escape=ESCAPE),
+    )
+
+
+def _delete_orphans(conn: Connection) -> None:
+    """Delete module values, series and studies that nothing refers to."""
+    im, mv, se, st, ins = (
+        t.image_modules,
+        t.module_values,
+        t.series,
+        t.studies,
+        t.instances,
+    )
+    if conn.dialect.name == "sqlite":
+        # SQLite runs NOT IN (subquery) as one pass building a temporary
+        # index; NOT EXISTS would probe image_modules per value (no index
+        # on value_id: it would cost as much space as the table).
+        conn.execute(sa.delete(mv).where(mv.c.id.not_in(sa.select(im.c.value_id))))
+    else:
+        # PostgreSQL plans NOT EXISTS as a hash anti-join.
+        used = sa.select(im.c.value_id).where(im.c.value_id == mv.c.id)
+        conn.execute(sa.delete(mv).where(~used.exists()))
+    in_series = sa.select(ins.c.id).where(ins.c.series_id == se.c.id)
+    conn.execute(sa.delete(se).where(~in_series.exists()))
+    in_study = sa.select(se.c.id).where(se.c.study_id == st.c.id)
+    conn.execute(sa.delete(st).where(~in_study.exists()))
