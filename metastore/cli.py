@@ -1,0 +1,425 @@
+"""The ``metastore`` command (also ``python -m metastore``): a skin over the library.
+
+Every command is one library call plus formatting.  Machine output is JSON
+Lines (NaN written as ``null``); ``query`` prints a table on a terminal.
+Errors metastore raises on purpose (bad imageId, unknown module type,
+unreachable database, schema behind head...) become one line on stderr and
+exit status 2, in one place: :class:`MetastoreGroup`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import IO, Any, TypeVar
+
+import click
+import orjson
+from sqlalchemy.exc import SQLAlchemyError
+
+from metastore import db
+from metastore.errors import MetastoreError, ModuleError
+from metastore.imageid import parse_image_id
+from metastore.indexer import DEFAULT_BATCH_SIZE, IndexReport, index_paths
+from metastore.modules import MODULE_TYPES
+from metastore.store import Store
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Exit status for bad input and an unusable database (click's usage status).
+EXIT_ERROR = 2
+#: ``query`` levels as the command spells them, and as ``Store.query`` does.
+LEVELS = {"studies": "study", "series": "series", "instances": "instance"}
+#: Seconds between two progress lines when stderr is not a terminal.
+LOG_INTERVAL = 10.0
+
+
+class MetastoreGroup(click.Group):
+    """A click group that turns metastore's errors into one line and status 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; report a :class:`MetastoreError` without a traceback."""
+        try:
+            return super().invoke(ctx)
+        except MetastoreError as exc:
+            raise _Failure(str(exc)) from None
+        except SQLAlchemyError as exc:  # a driver error the store did not wrap
+            first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            raise _Failure(f"database error: {first[0] if first else exc}") from None
+
+
+class _Failure(click.ClickException):
+    exit_code = EXIT_ERROR
+
+
+def db_option(command: F) -> F:
+    """The ``--db URL`` option every command that opens the database takes."""
+    option: Callable[[F], F] = click.option(
+        "--db",
+        "url",
+        envvar="METASTORE_DATABASE_URL",
+        default=db.DEFAULT_URL,
+        show_default=True,
+        metavar="URL",
+        help="Database URL (env METASTORE_DATABASE_URL).",
+    )
+    return option(command)
+
+
+def _write_json_lines(rows: Iterable[Any], out: IO[bytes]) -> None:
+    """Write one compact JSON document per line (NaN and infinities as null)."""
+    for row in rows:
+        out.write(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
+    out.flush()
+
+
+def _stdout() -> IO[bytes]:
+    sys.stdout.flush()
+    return sys.stdout.buffer
+
+
+def _module_types(names: Iterable[str]) -> list[str]:
+    """Check module type names; raise ModuleError naming the valid ones."""
+    types = [name.strip() for name in names if name.strip()]
+    for name in types:
+        if name not in MODULE_TYPES:
+            valid = ", ".join(MODULE_TYPES)
+            raise ModuleError(f"unknown module type {name!r}; valid types: {valid}")
+    return types
+
+
+@click.group(
+    cls=MetastoreGroup, context_settings={"help_option_names": ["-h", "--help"]}
+)
+@click.version_option(package_name="metastore")
+def cli() -> None:
+    """metastore: a persistent store of Cornerstone3D metadata for DICOM archives.
+
+    Example:
+
+        metastore index scans/ --wadors-root https://pacs/dicomweb
+    """
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option(
+    "--wadors-root",
+    metavar="URL",
+    help="Make wadors: imageIds under this DICOMweb root.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    help="Worker processes (default: one per CPU; 0 or 1: none).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=DEFAULT_BATCH_SIZE,
+    show_default=True,
+    help="Instances per transaction.",
+)
+@click.option(
+    "--prune", is_flag=True, help="Remove what is no longer under PATHS from the store."
+)
+@click.option(
+    "--upgrade", is_flag=True, help="Migrate a database whose schema is behind first."
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the report as one JSON object."
+)
+@db_option
+def index(
+    paths: tuple[str, ...],
+    wadors_root: str | None,
+    workers: int | None,
+    batch_size: int,
+    prune: bool,
+    upgrade: bool,
+    as_json: bool,
+    url: str,
+) -> None:
+    """Index files, folders, zip archives and DICOM JSON files.
+
+    Exit status: 0 when every DICOM source was indexed, 1 when some failed
+    (the rest are indexed; see the errors on stderr), 2 on bad usage or an
+    unusable database.
+
+    Example:
+
+        metastore index /archive scans.zip --wadors-root https://pacs/dicomweb
+    """
+    with Store(url, upgrade=upgrade) as store, _progress() as progress:
+        report = index_paths(
+            store,
+            paths,
+            wadors_root=wadors_root,
+            workers=workers,
+            batch_size=batch_size,
+            prune=prune,
+            progress=progress,
+        )
+    _print_report(report, as_json)
+    click.get_current_context().exit(report.exit_status)
+
+
+def _print_report(report: IndexReport, as_json: bool) -> None:
+    """The summary on stdout, the errors on stderr."""
+    for error in report.errors:
+        click.echo(f"{error.kind}: {error.location}: {error.reason}", err=True)
+    if report.error_count > len(report.errors):
+        click.echo(
+            f"... {report.error_count - len(report.errors)} more errors", err=True
+        )
+    if as_json:
+        fields = {name: getattr(report, name) for name in report.__dataclass_fields__}
+        fields["errors"] = [
+            {"location": e.location, "kind": e.kind, "reason": e.reason}
+            for e in report.errors
+        ]
+        _write_json_lines([{**fields, "rate": report.rate}], _stdout())
+        return
+    click.echo(f"{report.files_seen} files seen: {_counts(report)}")
+    click.echo(
+        f"{report.instances} instances ({report.duplicates} duplicates), "
+        f"{report.images} images in {report.seconds:.1f} s ({report.rate:.0f} files/s)"
+    )
+
+
+def _counts(report: IndexReport) -> str:
+    return (
+        f"{report.indexed} indexed, {report.unchanged} unchanged, "
+        f"{report.skipped} skipped, {report.failed} failed"
+    )
+
+
+@contextmanager
+def _progress() -> Iterator[Callable[[IndexReport], None]]:
+    """Report progress: a live line on a terminal, else a log line now and then."""
+    tty = sys.stderr.isatty()
+    last = [0.0]
+
+    def show(report: IndexReport) -> None:
+        line = (
+            f"{report.files_seen} files: {_counts(report)} ({report.rate:.0f} files/s)"
+        )
+        if tty:
+            click.echo(f"\r{line}", nl=False, err=True)
+        elif time.monotonic() - last[0] >= LOG_INTERVAL:
+            last[0] = time.monotonic()
+            click.echo(f"metastore index: {line}", err=True)
+
+    try:
+        yield show
+    finally:
+        if tty:
+            click.echo(err=True)
+
+
+@cli.command()
+@click.argument("module_type", metavar="TYPE")
+@click.argument("image_id")
+@db_option
+def get(module_type: str, image_id: str, url: str) -> None:
+    """Print one module of one image as JSON (exit 1 if there is no answer).
+
+    Example:
+
+        metastore get imagePlaneModule 'wadors:https://pacs/dicomweb/studies/1.2/series/1.2.3/instances/1.2.3.4/frames/1'
+    """
+    _module_types([module_type])
+    parse_image_id(image_id)  # a malformed imageId is an error, not "no answer"
+    with Store(url) as store:
+        value = (store.image_modules(image_id) or {}).get(module_type)
+    if value is None:
+        click.echo(f"no {module_type} for {image_id}", err=True)
+        click.get_current_context().exit(1)
+    _write_json_lines([value], _stdout())
+
+
+@cli.command()
+@click.option(
+    "--modules", metavar="A,B", help="Only these module types (comma separated)."
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.File("wb"),
+    default="-",
+    help="Write to FILE instead of stdout.",
+)
+@db_option
+def export(modules: str | None, output: IO[bytes], url: str) -> None:
+    """Export every image as JSON Lines: {"imageId": ..., "modules": {type: value}}.
+
+    Example:
+
+        metastore export --modules imagePlaneModule,voiLutModule -o modules.jsonl
+    """
+    types = _module_types(modules.split(",")) if modules else None
+    with Store(url) as store:
+        rows = ({"imageId": i, "modules": m} for i, m in store.export(types))
+        _write_json_lines(rows, output)
+
+
+class DateRange(click.ParamType[tuple[str | None, str | None]]):
+    """``YYYYMMDD``, ``YYYYMMDD-YYYYMMDD``, ``YYYYMMDD-`` or ``-YYYYMMDD``."""
+
+    name = "range"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[str | None, str | None]:
+        """Split a range into its (first, last) dates; either may be ``None``."""
+        if isinstance(value, tuple):
+            return value
+        first, sep, last = str(value).partition("-")
+        if not sep:
+            last = first
+        if not (first or last) or not all(d.isdigit() for d in (first, last) if d):
+            self.fail(f"{value!r} is not a date range like 20200101-20201231")
+        return first or None, last or None
+
+
+@cli.command()
+@click.argument("level", type=click.Choice(list(LEVELS)))
+@click.option("--patient-id", help="PatientID (* and ? are wildcards).")
+@click.option("--patient-name", help="Patient name, any case; * and ? wildcards.")
+@click.option("--modality", help="Modality (a study matches if a series does).")
+@click.option("--date", "dates", type=DateRange(), help="StudyDate or a range of them.")
+@click.option("--date-from", metavar="YYYYMMDD", help="StudyDate on or after.")
+@click.option("--date-to", metavar="YYYYMMDD", help="StudyDate on or before.")
+@click.option("--accession", help="AccessionNumber.")
+@click.option("--description", help="Study (series) description; * and ? wildcards.")
+@click.option("--limit", type=int, help="At most this many rows.")
+@click.option("--json/--table", "as_json", default=None, help="Output format.")
+@db_option
+def query(
+    level: str,
+    dates: tuple[str | None, str | None] | None,
+    date_from: str | None,
+    date_to: str | None,
+    accession: str | None,
+    as_json: bool | None,
+    url: str,
+    **filters: Any,
+) -> None:
+    """Find studies, series or instances: JSON Lines, or a table on a terminal.
+
+    Example:
+
+        metastore query studies --patient-name 'doe*' --date 20200101-20201231 --table
+    """
+    if dates is not None:
+        date_from, date_to = date_from or dates[0], date_to or dates[1]
+    with Store(url) as store:
+        rows = store.query(
+            LEVELS[level],
+            study_date_from=date_from,
+            study_date_to=date_to,
+            accession_number=accession,
+            **filters,
+        )
+    if as_json is None:
+        as_json = not sys.stdout.isatty()
+    if as_json:
+        _write_json_lines(rows, _stdout())
+    else:
+        click.echo(_table(rows))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    """Rows as an aligned text table (columns of the first row)."""
+    if not rows:
+        return "(no rows)"
+    columns = list(rows[0])
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [
+        max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)
+    ]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += [
+        "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+@cli.command()
+@db_option
+def stats(url: str) -> None:
+    """Print counts of studies, series, instances, images, values and errors as JSON.
+
+    Example:
+
+        metastore stats --db postgresql://user@host/pacs
+    """
+    with Store(url) as store:
+        _write_json_lines([store.stats()], _stdout())
+
+
+@cli.group(name="db")
+def db_group() -> None:
+    """Manage the database schema (Alembic migrations shipped with metastore).
+
+    Example:
+
+        metastore db upgrade --db postgresql://user@host/pacs
+    """
+
+
+@db_group.command()
+@db_option
+def upgrade(url: str) -> None:
+    """Create or migrate the schema to the newest revision.
+
+    Example:
+
+        metastore db upgrade --db sqlite:///archive.sqlite
+    """
+    engine = db.create_engine(url)
+    try:
+        db.upgrade(engine)
+        click.echo(
+            f"{db.redact(engine.url)} is at revision {db.current(engine)} (head)"
+        )
+    finally:
+        engine.dispose()
+
+
+@db_group.command()
+@db_option
+def current(url: str) -> None:
+    """Print the schema revision and whether it is the newest (head).
+
+    Example:
+
+        metastore db current --db sqlite:///archive.sqlite
+    """
+    engine = db.create_engine(url)
+    try:
+        revision, head = db.current(engine), db.head()
+    finally:
+        engine.dispose()
+    if revision == head:
+        click.echo(f"{revision} (head)")
+    else:
+        click.echo(
+            f"{revision or 'no schema'} (behind head {head}; run: metastore db upgrade)"
+        )
+
+
+def main() -> None:
+    """Entry point of the ``metastore`` command."""
+    cli(prog_name="metastore")

@@ -1,0 +1,245 @@
+"""Finding sources to index and telling what they are by their content.
+
+Walks the paths given to ``metastore index`` (files, folders recursively in
+sorted order with symlink loops cut, zip archives listed member by member)
+and yields one :class:`Entry` per candidate source.  :func:`sniff` tells
+Part 10, raw (preamble-less) datasets, DICOM JSON and zip archives apart by
+their first bytes, never by file name.  Imports only ``metastore.records``.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+import stat
+import struct
+import zipfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from metastore.records import ErrorRecord, Source
+
+#: How many leading bytes :func:`sniff` looks at.
+HEAD_SIZE = 4096
+#: Joins an archive path and a member name in a location (``a.zip!/b/c.dcm``).
+MEMBER_SEPARATOR = "!/"
+
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+# A DICOM JSON object key with its value: `"00100010": {`.
+_DICOM_JSON_KEY = re.compile(rb'"[0-9A-Fa-f]{8}"\s*:\s*\{')
+_VRS = frozenset(
+    b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV "
+    b"TM UC UI UL UN UR US UT UV".split()
+)
+# Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2).
+_LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
+
+
+class Kind(enum.Enum):
+    """What the first bytes of a source say it is."""
+
+    PART10 = "part10"  # 128-byte preamble + "DICM"
+    RAW = "raw"  # a dataset without preamble (old Part 10 writers, ACR-NEMA)
+    JSON = "json"  # starts with `[` or `{`: maybe DICOM JSON
+    ZIP = "zip"
+    EMPTY = "empty"
+    OTHER = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One candidate source: a file, or one member of a zip archive."""
+
+    #: What the store keeps about where the instance came from.
+    source: Source
+    #: Absolute path of the file, or of the archive for a member.
+    path: str
+    #: Member name inside the archive, or ``None`` for a plain file.
+    member: str | None = None
+
+
+def member_location(archive: str, member: str) -> str:
+    """Return the location of an archive member: ``/abs/a.zip!/dir/b.dcm``."""
+    return f"{archive}{MEMBER_SEPARATOR}{member}"
+
+
+def sniff(head: bytes, size: int) -> Kind:
+    """Tell what a source is from its first bytes.
+
+    Args:
+        head: The first bytes of the source (up to :data:`HEAD_SIZE`).
+        size: The source's full size in bytes.
+
+    Returns:
+        The kind; ``Kind.OTHER`` for anything that is not DICOM, DICOM JSON or
+        a zip archive.
+    """
+    if not head:
+        return Kind.EMPTY
+    # DICM first: a Part 10 preamble may itself hold a zip or TIFF header.
+    if head[128:132] == b"DICM":
+        return Kind.PART10
+    if is_zip(head):
+        return Kind.ZIP
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text[:1] in (b"[", b"{"):
+        return Kind.JSON
+    if _looks_like_raw_dataset(head, size):
+        return Kind.RAW
+    return Kind.OTHER
+
+
+def is_zip(head: bytes) -> bool:
+    """Return whether a source's first bytes are a zip archive's (and not DICOM's)."""
+    return head[128:132] != b"DICM" and head.startswith(_ZIP_MAGIC)
+
+
+def looks_like_dicom_json(head: bytes) -> bool:
+    """Return whether JSON text starts like DICOM JSON (a tag key, an object)."""
+    return _DICOM_JSON_KEY.search(head) is not None
+
+
+def _looks_like_raw_dataset(head: bytes, size: int) -> bool:
+    """Return whether ``head`` starts with plausible data element headers.
+
+    pydicom reads any bytes with ``force=True`` and returns one garbage
+    element, so a preamble-less dataset is accepted only if it starts with
+    group 0002 or 0008 and its first elements have known VRs (or implicit
+    lengths), ascending tags and lengths that fit in the file.
+    """
+    for little, explicit in ((True, True), (True, False), (False, True)):
+        if _plausible_elements(head, size, little=little, explicit=explicit):
+            return True
+    return False
+
+
+def _plausible_elements(
+    head: bytes, size: int, *, little: bool, explicit: bool
+) -> bool:
+    order = "<" if little else ">"
+    pos, seen, last_tag = 0, 0, -1
+    while seen < 3:
+        if pos == size and seen >= 1:
+            return True  # a tiny dataset that ends cleanly
+        if pos + 8 > len(head):
+            return seen >= 2
+        group, element = struct.unpack_from(order + "HH", head, pos)
+        tag = group << 16 | element
+        if seen == 0 and group not in (0x0002, 0x0008):
+            return False
+        if tag <= last_tag or group % 2:
+            return False
+        if explicit:
+            vr = head[pos + 4 : pos + 6]
+            if vr not in _VRS:
+                return False
+            if vr in _LONG_VRS:
+                if head[pos + 6 : pos + 8] != b"\0\0" or pos + 12 > len(head):
+                    return False
+                (length,) = struct.unpack_from(order + "L", head, pos + 8)
+                pos += 12
+            else:
+                (length,) = struct.unpack_from(order + "H", head, pos + 6)
+                pos += 8
+        else:
+            (length,) = struct.unpack_from(order + "L", head, pos + 4)
+            pos += 8
+        if length == 0xFFFFFFFF:
+            return seen >= 1  # a sequence of undefined length: stop looking here
+        pos += length
+        if pos > size:
+            return False
+        last_tag, seen = tag, seen + 1
+    return True
+
+
+def read_head(path: str, size: int = HEAD_SIZE) -> bytes:
+    """Return the first ``size`` bytes of a file."""
+    with open(path, "rb") as f:
+        return f.read(size)
+
+
+def discover(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Entry | ErrorRecord]:
+    """Yield every candidate source under ``paths``, in a deterministic order.
+
+    Folders are walked recursively in name order (symlinked folders are
+    followed, each real folder once, so loops end); zip archives, found by
+    content, are listed member by member in name order and never extracted.
+    Everything else is yielded as an :class:`Entry` for a reader to sniff.
+
+    Args:
+        paths: Files, folders and zip archives, in the order to index them.
+
+    Yields:
+        An :class:`Entry` per candidate source, or an :class:`ErrorRecord`
+        (kind ``"unreadable"``) for a path, folder or archive that cannot be
+        read.
+    """
+    visited: set[tuple[int, int]] = set()
+    for given in paths:
+        path = os.path.abspath(os.fspath(given))
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            yield ErrorRecord(path, "unreadable", _os_reason(exc))
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            yield from _walk(path, st, visited)
+        elif stat.S_ISREG(st.st_mode):
+            yield from _file(path, st)
+
+
+def _walk(
+    folder: str, st: os.stat_result, visited: set[tuple[int, int]]
+) -> Iterator[Entry | ErrorRecord]:
+    key = (st.st_dev, st.st_ino)
+    if key in visited:
+        return  # a symlink loop, or a folder reached twice
+    visited.add(key)
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        yield ErrorRecord(folder, "unreadable", _os_reason(exc))
+        return
+    for entry in entries:
+        try:
+            est = entry.stat()  # follows symlinks
+        except OSError:
+            continue  # a dangling symlink: nothing to read
+        if stat.S_ISDIR(est.st_mode):
+            yield from _walk(entry.path, est, visited)
+        elif stat.S_ISREG(est.st_mode):
+            yield from _file(entry.path, est)
+
+
+def _file(path: str, st: os.stat_result) -> Iterator[Entry | ErrorRecord]:
+    source = Source(path, st.st_size, st.st_mtime_ns)
+    try:
+        head = read_head(path, 132) if st.st_size else b""
+    except OSError as exc:
+        yield ErrorRecord(path, "unreadable", _os_reason(exc))
+        return
+    if is_zip(head):
+        yield from _members(source)
+    else:
+        yield Entry(source, path)
+
+
+def _members(archive: Source) -> Iterator[Entry | ErrorRecord]:
+    try:
+        with zipfile.ZipFile(archive.location) as zf:
+            names = sorted(i.filename for i in zf.infolist() if not i.is_dir())
+    except (OSError, zipfile.BadZipFile, ValueError) as exc:
+        yield ErrorRecord(archive.location, "unreadable", f"bad zip archive: {exc}")
+        return
+    for name in names:
+        location = member_location(archive.location, name)
+        yield Entry(
+            Source(location, archive.size, archive.mtime_ns), archive.location, name
+        )
+
+
+def _os_reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)

@@ -1,0 +1,160 @@
+"""Building :class:`~metastore.records.InstanceRecord` from one DICOM JSON instance.
+
+Owns what the indexer extracts from an instance: its three UIDs (an instance
+without them is invalid), the attributes people search by, the frame count
+and, per frame, the imageId and the Cornerstone modules from
+``metastore.modules.frame_modules``.  It reads DICOM JSON only (no pydicom)
+and imports nothing of the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from metastore.errors import IndexingError
+from metastore.imageid import ImageId
+from metastore.modules import frame_modules
+from metastore.records import ImageRecord, InstanceRecord, Source
+from metastore.types import DicomJson
+
+#: ``(study, series, instance) -> imageId`` of frame 1: how a source names its
+#: instances; frame N is ``.with_frame(N)``.
+ImageIdFactory = Callable[[str, str, str], ImageId]
+
+# (tag, keyword) of the UIDs every stored instance needs.
+_STUDY_UID = ("0020000D", "StudyInstanceUID")
+_SERIES_UID = ("0020000E", "SeriesInstanceUID")
+_SOP_INSTANCE_UID = ("00080018", "SOPInstanceUID")
+
+
+def first_value(instance: DicomJson, tag: str) -> Any:
+    """Return the first item of a DICOM JSON attribute's ``Value``, or ``None``."""
+    element = instance.get(tag)
+    if not isinstance(element, dict):
+        return None
+    value = element.get("Value")
+    if isinstance(value, list) and value:
+        return value[0]
+    return None
+
+
+def text_value(instance: DicomJson, tag: str) -> str | None:
+    """Return the first value of a string attribute, or ``None`` if it is empty."""
+    value = first_value(instance, tag)
+    if value is None or isinstance(value, dict | list):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def int_value(instance: DicomJson, tag: str) -> int | None:
+    """Return the first value of an IS/US-like attribute as an ``int``, or ``None``."""
+    value = first_value(instance, tag)
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def person_name_text(instance: DicomJson, tag: str) -> str | None:
+    """Return a PN attribute as Part 10 text: ``Alphabetic=Ideographic=Phonetic``.
+
+    Trailing empty groups are dropped as in Part 10; several values are joined
+    with a backslash.
+    """
+    element = instance.get(tag)
+    values = element.get("Value") if isinstance(element, dict) else None
+    if not isinstance(values, list):
+        return None
+    names = []
+    for value in values:
+        if isinstance(value, dict):
+            groups = [
+                str(value.get(k) or "")
+                for k in ("Alphabetic", "Ideographic", "Phonetic")
+            ]
+            names.append("=".join(groups).rstrip("="))
+        elif value is not None:
+            names.append(str(value))  # non-conformant: a plain string
+    text = "\\".join(names)
+    return text or None
+
+
+def number_of_frames(instance: DicomJson) -> int:
+    """Return (0028,0008) NumberOfFrames as a positive ``int`` (1 if absent or odd)."""
+    frames = int_value(instance, "00280008")
+    return frames if frames is not None and frames > 0 else 1
+
+
+def instance_uids(instance: DicomJson) -> tuple[str, str, str]:
+    """Return the study, series and SOP instance UIDs of an instance.
+
+    Raises:
+        ValueError: A UID is missing or empty; the message names the tag.
+    """
+    uids = []
+    for tag, keyword in (_STUDY_UID, _SERIES_UID, _SOP_INSTANCE_UID):
+        uid = text_value(instance, tag)
+        if uid is None:
+            raise ValueError(f"missing {keyword} ({tag[:4]},{tag[4:]})")
+        uids.append(uid)
+    return uids[0], uids[1], uids[2]
+
+
+def build_instance(
+    instance: DicomJson, source: Source, image_id: ImageIdFactory
+) -> InstanceRecord:
+    """Build the record of one instance, with one image per frame.
+
+    Frames for which ``frame_modules`` gives no answer (not an image, e.g. a
+    waveform) get no image record; the instance is still stored.
+
+    Args:
+        instance: The instance in DICOM JSON form.
+        source: Where it was read from.
+        image_id: Names the instance (its frame 1).
+
+    Raises:
+        IndexingError: The instance lacks a UID (the reason names the tag).
+    """
+    try:
+        study, series, sop_instance = instance_uids(instance)
+        base = image_id(study, series, sop_instance)
+    except ValueError as exc:  # a missing UID, or one with "/"
+        raise IndexingError(source.location, str(exc)) from None
+    frames = number_of_frames(instance)
+    images = []
+    for frame in range(1, frames + 1):
+        frame_id = base.with_frame(frame)
+        modules = frame_modules(instance, frame_id, frame)
+        if modules is not None:
+            images.append(ImageRecord(frame_id, frame, modules))
+    return InstanceRecord(
+        source=source,
+        study_instance_uid=study,
+        series_instance_uid=series,
+        sop_instance_uid=sop_instance,
+        sop_class_uid=text_value(instance, "00080016"),
+        patient_id=text_value(instance, "00100020"),
+        patient_name=person_name_text(instance, "00100010"),
+        study_date=text_value(instance, "00080020"),
+        study_time=text_value(instance, "00080030"),
+        accession_number=text_value(instance, "00080050"),
+        study_description=text_value(instance, "00081030"),
+        modality=text_value(instance, "00080060"),
+        series_number=int_value(instance, "00200011"),
+        series_description=text_value(instance, "0008103E"),
+        instance_number=int_value(instance, "00200013"),
+        number_of_frames=frames,
+        dicom_json=instance,
+        images=images,
+    )
