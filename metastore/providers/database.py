@@ -1,0 +1,141 @@
+"""The database provider: answers module lookups from a metastore database.
+
+This module owns :class:`DatabaseProvider`, the read path that Cornerstone-
+style lookups hit: a bounded in-process cache of every module of an image,
+filled one image (or one whole series) per query.  It imports only
+:mod:`metastore.store` and :mod:`metastore.types`.
+"""
+
+from __future__ import annotations
+
+import threading
+from itertools import islice
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy.engine import URL, Engine
+
+from metastore.store import Store
+from metastore.types import ModuleValue
+
+__all__ = ["DatabaseProvider"]
+
+#: The cached answer for an imageId the database does not know (no answer).
+_UNKNOWN: dict[str, ModuleValue] = {}
+
+
+class DatabaseProvider:
+    """Answers ``(type, image_id)`` with exactly what the store holds.
+
+    On a cache miss, every module of that image is loaded in one query and
+    cached, since Cornerstone asks for many types of one imageId in a row;
+    an unknown imageId is cached too, as "no answer".  :meth:`load_series`
+    fills the cache for a whole series in one query.  A hit is two dict
+    lookups with no lock and no bookkeeping; when the cache holds more than
+    ``cache_size`` images, the oldest half is dropped at once.
+
+    The imageId must be the one the indexer stored, byte for byte.  Values
+    are shared, not copied (several images of a series get the *same*
+    patient module object): treat every answer as read-only.  Lookups are
+    safe from several threads.
+
+    Args:
+        source: a :class:`~metastore.store.Store` (used, not closed here), or
+            a database URL or engine (a store is opened, and closed by
+            :meth:`close`).
+        cache_size: how many images to keep in the cache.
+
+    Example:
+        >>> provider = DatabaseProvider("sqlite:///metastore.sqlite")  # doctest: +SKIP
+        >>> provider("imagePlaneModule", image_id)  # doctest: +SKIP
+    """
+
+    __slots__ = ("_cache", "_cache_size", "_lock", "_owns_store", "store")
+
+    def __init__(
+        self, source: Store | str | URL | Engine, *, cache_size: int = 100_000
+    ) -> None:
+        """Open (or use) the store and start with an empty cache."""
+        if cache_size < 1:
+            raise ValueError(f"cache_size must be at least 1, not {cache_size}")
+        self._owns_store = not isinstance(source, Store)
+        #: The store answers come from.
+        self.store: Store = source if isinstance(source, Store) else Store(source)
+        self._cache: dict[str, dict[str, ModuleValue]] = {}
+        self._cache_size = cache_size
+        # Taken on misses only (loading and evicting), never on hits.
+        self._lock = threading.Lock()
+
+    def get(self, type: str, image_id: str, *args: Any) -> ModuleValue | None:
+        """The stored value of module ``type`` for ``image_id``, or ``None``.
+
+        Args:
+            type: the module type, e.g. ``"imagePlaneModule"``.
+            image_id: the imageId as stored.
+            *args: accepted for the provider protocol and ignored.
+        """
+        modules = self._cache.get(image_id)
+        if modules is None:
+            modules = self._load(image_id)
+        return modules.get(type)
+
+    __call__ = get
+
+    def _load(self, image_id: str) -> dict[str, ModuleValue]:
+        """Load and cache every module of one image (cache miss path)."""
+        modules = self.store.image_modules(image_id)
+        if modules is None:
+            modules = _UNKNOWN
+        with self._lock:
+            self._make_room(1)
+            self._cache[image_id] = modules
+        return modules
+
+    def load_series(self, series_instance_uid: str) -> int:
+        """Cache every image of a series with one query; return how many.
+
+        Args:
+            series_instance_uid: (0020,000E) SeriesInstanceUID of the series.
+        """
+        images = self.store.series_image_modules(series_instance_uid)
+        with self._lock:
+            self._make_room(len(images))
+            self._cache.update(images)
+        return len(images)
+
+    def _make_room(self, incoming: int) -> None:
+        """Drop the oldest half of the cache if ``incoming`` would overflow it."""
+        if len(self._cache) + incoming <= self._cache_size:
+            return
+        keep = max(self._cache_size // 2 - incoming, 0)
+        drop = len(self._cache) - keep
+        for key in list(islice(self._cache, drop)):
+            self._cache.pop(key, None)
+
+    def clear_cache(self) -> None:
+        """Forget every cached answer (after the database changed)."""
+        with self._lock:
+            self._cache = {}
+
+    def cache_info(self) -> dict[str, int]:
+        """``{"images": cached images, "cache_size": limit}``."""
+        return {"images": len(self._cache), "cache_size": self._cache_size}
+
+    def close(self) -> None:
+        """Close the store if this provider opened it."""
+        if self._owns_store:
+            self.store.close()
+
+    def __enter__(self) -> DatabaseProvider:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"DatabaseProvider({self.store.url!r})"

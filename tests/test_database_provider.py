@@ -1,0 +1,107 @@
+"""DatabaseProvider: answers what was written, caches per image, loads series."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from metastore.providers.database import DatabaseProvider
+from metastore.store import Store
+from tests.test_store import SERIES, make_instance, same
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    """A store holding three two-frame instances of one series."""
+    with Store(db_url) as s:
+        s.write_batch(
+            [make_instance(f"/a/{i}.dcm", f"1.{i}", frames=2) for i in range(3)]
+        )
+        yield s
+
+
+def image_ids(store: Store) -> list[str]:
+    """Every stored imageId."""
+    return [image_id for image_id, _ in store.export()]
+
+
+def test_answers_equal_what_was_written(store: Store) -> None:
+    """Every (type, imageId) answer equals the value written."""
+    provider = DatabaseProvider(store)
+    record = make_instance("/a/0.dcm", "1.0", frames=2)
+    for image in record.images:
+        for module_type, value in image.modules.items():
+            assert same(provider.get(module_type, image.image_id), value)
+            assert same(provider(module_type, image.image_id, "extra"), value)
+
+
+def test_unknown_image_or_type_is_none(store: Store) -> None:
+    """No answer is None, for unknown imageIds and unknown types alike."""
+    provider = DatabaseProvider(store)
+    assert provider.get("imagePlaneModule", "wadors:unknown") is None
+    first = image_ids(store)[0]
+    assert provider.get("noSuchModule", first) is None
+
+
+def test_a_miss_caches_all_modules_of_the_image(store: Store) -> None:
+    """After one lookup the image's other modules come from the cache."""
+    provider = DatabaseProvider(store)
+    first = image_ids(store)[0]
+    provider.get("patientModule", first)
+    assert provider.cache_info()["images"] == 1
+    # Delete the rows: cached answers survive until clear_cache().
+    store.prune(["/a"], set())
+    assert provider.get("imagePlaneModule", first) is not None
+    provider.clear_cache()
+    assert provider.get("imagePlaneModule", first) is None
+
+
+def test_unknown_images_are_cached_as_no_answer(store: Store) -> None:
+    """An unknown imageId is remembered, so repeated asks do not query again."""
+    provider = DatabaseProvider(store)
+    provider.get("patientModule", "wadors:nothing")
+    assert provider.cache_info()["images"] == 1
+
+
+def test_load_series_warms_the_cache(store: Store) -> None:
+    """load_series caches every image of the series in one call."""
+    provider = DatabaseProvider(store)
+    assert provider.load_series(SERIES) == 6
+    assert provider.cache_info()["images"] == 6
+    assert provider.load_series("9.9.9") == 0
+    store.prune(["/a"], set())
+    assert all(
+        provider.get("patientModule", i) is not None for i in image_ids_of_series()
+    )
+
+
+def image_ids_of_series() -> list[str]:
+    """The imageIds the fixture wrote."""
+    return [
+        image.image_id
+        for i in range(3)
+        for image in make_instance(f"/a/{i}.dcm", f"1.{i}", frames=2).images
+    ]
+
+
+def test_cache_is_bounded(store: Store) -> None:
+    """The cache never grows past cache_size after a miss."""
+    provider = DatabaseProvider(store, cache_size=4)
+    for image_id in image_ids(store):
+        provider.get("patientModule", image_id)
+        assert provider.cache_info()["images"] <= 4
+
+
+def test_cache_size_must_be_positive(store: Store) -> None:
+    """A cache_size below one is a ValueError."""
+    with pytest.raises(ValueError, match="cache_size"):
+        DatabaseProvider(store, cache_size=0)
+
+
+def test_provider_opens_and_closes_its_own_store(db_url: str) -> None:
+    """Given a URL, the provider opens a store and closes it on exit."""
+    with DatabaseProvider(db_url) as provider:
+        assert provider.get("patientModule", "wadors:x") is None
+        store = provider.store
+    assert repr(provider) == f"DatabaseProvider({store.url!r})"
