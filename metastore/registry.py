@@ -21,6 +21,7 @@ __all__ = [
     "ProviderLike",
     "Registry",
     "SupportsGet",
+    "as_provider",
     "metadata",
     "to_lower_camel_tag",
     "to_upper_camel_tag",
@@ -58,8 +59,15 @@ def _same(a: object, b: object) -> bool:
     return isinstance(a, _METHOD_TYPES) and type(a) is type(b) and a == b
 
 
-def _as_provider(provider: ProviderLike) -> Provider:
-    """Return the callable that represents ``provider`` in the chain.
+def as_provider(provider: ProviderLike) -> Provider:
+    """Return the callable that represents ``provider`` in a registry.
+
+    Args:
+        provider: A provider callable, or an object (not itself callable)
+            with a callable ``get`` attribute.
+
+    Returns:
+        ``provider`` itself when it is callable, else its bound ``get``.
 
     Raises:
         TypeError: ``provider`` is neither callable nor has a callable ``get``.
@@ -153,7 +161,7 @@ class Registry:
                 a number.
             ValueError: ``priority`` is NaN.
         """
-        fn = _as_provider(provider)
+        fn = as_provider(provider)
         priority = _check_priority(priority)
         with self._lock:
             entries = self._entries
@@ -181,7 +189,7 @@ class Registry:
         Raises:
             TypeError: ``provider`` is not a provider.
         """
-        fn = _as_provider(provider)
+        fn = as_provider(provider)
         with self._lock:
             entries = self._entries
             for i, (_, p) in enumerate(entries):
@@ -210,7 +218,7 @@ class Registry:
     def __contains__(self, provider: object) -> bool:
         """Whether ``provider`` is registered (by the matching rule above)."""
         try:
-            fn = _as_provider(provider)  # type: ignore[arg-type]
+            fn = as_provider(provider)  # type: ignore[arg-type]
         except TypeError:
             return False
         return any(_same(p, fn) for _, p in self._entries)
@@ -253,7 +261,7 @@ class Registry:
             The providers after its entry, in chain order (a snapshot), or
             ``None`` when ``provider`` is not registered.
         """
-        fn = _as_provider(provider)
+        fn = as_provider(provider)
         entries = self._entries
         for i, (_, p) in enumerate(entries):
             if _same(p, fn):
