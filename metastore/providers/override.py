@@ -4,7 +4,9 @@ This module owns :class:`OverrideProvider`: it patches chosen fields of a
 module for one image, one series or one study and lets every other field come
 from "the value below" (the provider or registry entries it sits above),
 instead of restating whole modules as Cornerstone's providers must. It imports
-:mod:`metastore.registry`, :mod:`metastore.imageid` and :mod:`metastore.types`.
+:mod:`metastore.imageid`, :mod:`metastore.errors` and :mod:`metastore.types`
+(the registry only for type annotations: a registry is recognised by its
+``chain_after`` method).
 """
 
 from __future__ import annotations
@@ -12,12 +14,16 @@ from __future__ import annotations
 import copy
 import threading
 from collections.abc import Iterable, Mapping
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, cast
 
 from metastore.errors import InvalidImageIdError
 from metastore.imageid import image_id_to_uri, parse_image_id
-from metastore.registry import ProviderLike, Registry, as_provider
 from metastore.types import JSON, ModuleType, ModuleValue, Provider
+
+if TYPE_CHECKING:
+    # For annotations only: providers sit below the registry and do not
+    # import it at run time; a registry is recognised by its chain_after.
+    from metastore.registry import ProviderLike, Registry
 
 __all__ = ["OverrideProvider"]
 
@@ -69,6 +75,7 @@ class OverrideProvider:
     continue below it instead of recursing forever.
 
     Example:
+        >>> from metastore.registry import Registry
         >>> registry = Registry()
         >>> registry.add_provider(lambda t, i, *a: {"rows": 512, "pixelSpacing": [1, 1]})
         >>> overrides = OverrideProvider(registry)
@@ -91,14 +98,20 @@ class OverrideProvider:
                 ``generalSeriesModule``) to remember.
 
         Raises:
-            TypeError: ``below`` is neither a registry nor a provider.
+            TypeError: ``below`` is neither a registry (anything with
+                ``chain_after``, see :class:`~metastore.registry.Registry`)
+                nor a provider.
         """
         self._registry: Registry | None = None
         self._below: Provider | None = None
-        if isinstance(below, Registry):
-            self._registry = below
+        if callable(getattr(below, "chain_after", None)):
+            self._registry = cast("Registry", below)
+        elif callable(below):
+            self._below = below
+        elif callable(getattr(below, "get", None)):
+            self._below = below.get
         else:
-            self._below = as_provider(below)
+            raise TypeError(f"below must be a Registry or a provider, not {below!r}.")
         # type -> scope -> key -> fields. Field dicts are replaced, never
         # mutated, so get() reads them without a lock.
         self._overrides: dict[str, dict[_Scope, dict[str, _Fields]]] = {}
