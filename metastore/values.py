@@ -35,6 +35,7 @@ __all__ = [
     "js_truthy",
     "js_values",
     "parse_float",
+    "parse_int",
 ]
 
 
@@ -184,6 +185,23 @@ def parse_float(value: JSON) -> float:
     if match is None:
         return math.nan
     return float(match.group())
+
+
+_INT_PREFIX: Final = re.compile(r"[+-]?[0-9]+")
+
+
+def parse_int(text: str) -> int | None:
+    """JavaScript ``parseInt(text, 10)``.
+
+    Args:
+        text: The string to read.
+
+    Returns:
+        The integer read from the longest ``[+-]digits`` prefix after JS white
+        space, or ``None`` where JavaScript gives NaN.
+    """
+    match = _INT_PREFIX.match(text.lstrip(_JS_WHITESPACE))
+    return None if match is None else int(match.group())
 
 
 def js_to_number(value: JSON) -> float:
