@@ -1,0 +1,290 @@
+"""The indexing pipeline on real databases: counts, incremental runs, prune, workers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dicom_samples import (
+    CT,
+    MIXED,
+    copy,
+    dicom_json,
+    junk,
+    mixed_archive,
+    sample_path,
+    truncated,
+    write_ct,
+    write_json,
+    zip_of,
+)
+
+from metastore.indexer import IndexReport, index_paths
+from metastore.store import Store
+
+ROOT = "http://localhost/dicomweb"
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    """A store on a fresh database (SQLite and PostgreSQL)."""
+    with Store(db_url) as s:
+        yield s
+
+
+def export(store: Store) -> dict[str, Any]:
+    """Everything the store answers, by imageId."""
+    return {image_id: modules for image_id, modules in store.export()}
+
+
+def counts(report: IndexReport) -> dict[str, int]:
+    """The source counts of a report."""
+    names = ("files_seen", "indexed", "unchanged", "skipped", "failed")
+    return {name: getattr(report, name) for name in names}
+
+
+def touch_later(path: Path) -> None:
+    """Move a file's modification time one second on (a sure change)."""
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+
+
+def test_mixed_archive_counts_and_errors(store: Store, tmp_path: Path) -> None:
+    """Every kind of source is indexed, skipped or failed as documented."""
+    root = mixed_archive(tmp_path / "archive")
+    report = index_paths(store, [root], workers=1)
+    assert counts(report) == {
+        **{k: MIXED[k] for k in counts(report) if k in MIXED},
+        "unchanged": 0,
+    }
+    assert report.images == MIXED["images"]
+    assert [(e.location, e.kind) for e in report.errors] == [
+        (str(root / "cut.dcm"), "unreadable")
+    ]
+    assert report.exit_status == 1
+    assert store.stats()["images"] == MIXED["images"]
+    assert {e.location for e in store.errors()} == {str(root / "cut.dcm")}
+
+
+def test_reindexing_is_a_no_op(store: Store, tmp_path: Path) -> None:
+    """A second run reads nothing and leaves the store exactly as it was."""
+    root = mixed_archive(tmp_path / "archive")
+    first = index_paths(store, [root], workers=1)
+    before, stats = export(store), store.stats()
+    second = index_paths(store, [root], workers=1)
+    assert second.unchanged == first.indexed
+    assert (second.indexed, second.instances, second.images) == (0, 0, 0)
+    assert second.files_seen == first.files_seen
+    assert export(store) == before
+    assert store.stats() == stats
+
+
+def test_changed_file_is_read_again_and_replaced(store: Store, tmp_path: Path) -> None:
+    """A file whose size or time changed replaces its old rows."""
+    tmp_path = tmp_path / "src"  # the SQLite database lives in tmp_path
+    one = write_ct(tmp_path / "one.dcm", 1, patient_name="Old^Name", study=1)
+    write_ct(tmp_path / "two.dcm", 2, patient_name="Old^Name", study=2)
+    index_paths(store, [tmp_path], workers=1)
+    write_ct(one, 1, patient_name="New^Name", study=1)
+    touch_later(one)
+    report = index_paths(store, [tmp_path], workers=1)
+    assert (report.indexed, report.unchanged, report.duplicates) == (1, 1, 0)
+    names = [row["patient_name"] for row in store.query("instance")]
+    assert names.count("New^Name") == 1
+    assert store.stats()["instances"] == 2
+
+
+def test_prune_removes_what_disappeared(store: Store, tmp_path: Path) -> None:
+    """Without --prune a deleted file stays; with it, its images go."""
+    write_ct(tmp_path / "a" / "one.dcm", 1)
+    gone = write_ct(tmp_path / "a" / "two.dcm", 2)
+    elsewhere = write_ct(tmp_path / "b" / "three.dcm", 3)
+    index_paths(store, [tmp_path / "a", elsewhere], workers=1)
+    gone.unlink()
+    index_paths(store, [tmp_path / "a"], workers=1)
+    assert store.stats()["instances"] == 3
+    index_paths(store, [tmp_path / "a"], workers=1, prune=True)
+    assert store.stats()["instances"] == 2  # b/three.dcm is not under the root
+    assert not any("two.dcm" in row["location"] for row in store.query("instance"))
+
+
+def test_prune_removes_a_file_that_is_no_longer_dicom(
+    store: Store, tmp_path: Path
+) -> None:
+    """A source overwritten with junk is skipped, and pruned with --prune."""
+    tmp_path = tmp_path / "src"  # the SQLite database lives in tmp_path
+    path = write_ct(tmp_path / "x.dcm", 1)
+    index_paths(store, [tmp_path], workers=1)
+    junk(path)
+    touch_later(path)
+    report = index_paths(store, [tmp_path], workers=1, prune=True)
+    assert report.skipped == 1
+    assert store.stats()["instances"] == 0
+
+
+def test_same_sop_instance_in_two_files_is_stored_once(
+    store: Store, tmp_path: Path
+) -> None:
+    """A second file with the same SOP Instance UID is a reported duplicate."""
+    tmp_path = tmp_path / "src"  # the SQLite database lives in tmp_path
+    copy(CT, tmp_path / "a.dcm")
+    copy(CT, tmp_path / "b.dcm")
+    report = index_paths(store, [tmp_path], workers=1)
+    assert (report.indexed, report.duplicates, report.exit_status) == (2, 1, 0)
+    (error,) = report.errors
+    assert (error.location, error.kind) == (str(tmp_path / "b.dcm"), "duplicate")
+    assert store.stats()["instances"] == 1
+    assert [row["location"] for row in store.query("instance")] == [
+        str(tmp_path / "a.dcm")
+    ]
+
+
+def test_damaged_archive_indexes_every_valid_image(
+    store: Store, tmp_path: Path
+) -> None:
+    """Every valid member of a damaged archive is indexed; the rest reported."""
+    members: dict[str, Any] = {
+        f"ok/{n}.dcm": write_ct(tmp_path / "src" / f"{n}.dcm", n).read_bytes()
+        for n in range(1, 6)
+    }
+    members["bad/cut.dcm"] = truncated(tmp_path / "src" / "cut", CT).read_bytes()
+    members["bad/broken.json"] = b'{"00080018": {"vr": "UI", "Val'
+    members["junk.bin"] = junk(tmp_path / "src" / "junk").read_bytes()
+    archive = zip_of(tmp_path / "in" / "archive.zip", members)
+    report = index_paths(store, [archive], workers=1)
+    assert counts(report) == {
+        "files_seen": 8,
+        "indexed": 5,
+        "unchanged": 0,
+        "skipped": 1,
+        "failed": 2,
+    }
+    assert sorted(e.location for e in report.errors) == [
+        f"{archive}!/bad/broken.json",
+        f"{archive}!/bad/cut.dcm",
+    ]
+    assert store.stats()["images"] == 5
+
+
+def test_missing_path_is_reported_not_raised(store: Store, tmp_path: Path) -> None:
+    """A path that does not exist is a failed source; the others are indexed."""
+    tmp_path = tmp_path / "src"  # the SQLite database lives in tmp_path
+    copy(CT, tmp_path / "ct.dcm")
+    report = index_paths(store, [tmp_path / "nope", tmp_path / "ct.dcm"], workers=1)
+    assert (report.failed, report.indexed) == (1, 1)
+    assert report.errors[0].location == str(tmp_path / "nope")
+
+
+def many_sources(folder: Path) -> Path:
+    """Enough sources for several worker chunks, duplicates and failures included."""
+    for n in range(1, 41):
+        write_ct(folder / f"ct{n:02d}.dcm", n, series=1 + n % 3)
+    copy(CT, folder / "dup1.dcm")
+    copy(CT, folder / "dup2.dcm")
+    copy("emri_small.dcm", folder / "mr")
+    truncated(folder / "zz-cut.dcm")
+    write_json(folder / "mr.json", [dicom_json("MR_small.dcm")])
+    return folder
+
+
+def test_two_workers_give_the_same_store_as_one(db_url: str, tmp_path: Path) -> None:
+    """Worker processes change nothing: same report, errors and answers."""
+    folder = many_sources(tmp_path / "src")
+    with Store(db_url) as parallel:
+        two = index_paths(parallel, [folder], workers=2, batch_size=7)
+        answers = export(parallel)
+    with Store(f"sqlite:///{tmp_path / 'serial.sqlite'}") as serial:
+        one = index_paths(serial, [folder], workers=1)
+        assert export(serial) == answers
+    assert counts(two) == counts(one)
+    assert sorted(map(repr, two.errors)) == sorted(map(repr, one.errors))
+    assert (two.instances, two.duplicates, two.images) == (
+        one.instances,
+        one.duplicates,
+        one.images,
+    )
+
+
+def test_a_rerun_completes_an_interrupted_run(db_url: str, tmp_path: Path) -> None:
+    """A run stopped midway keeps its written batches; the next run does the rest."""
+    folder = many_sources(tmp_path / "src")
+
+    def stop(report: IndexReport) -> None:
+        if report.files_seen >= 20:
+            raise KeyboardInterrupt
+
+    with Store(db_url) as store:
+        with pytest.raises(KeyboardInterrupt):
+            index_paths(store, [folder], workers=1, batch_size=5, progress=stop)
+        partial = store.stats()["instances"]
+        report = index_paths(store, [folder], workers=1, batch_size=5)
+        assert 0 < partial < store.stats()["instances"]
+        assert report.unchanged == partial
+        answers = export(store)
+    with Store(f"sqlite:///{tmp_path / 'clean.sqlite'}") as clean:
+        index_paths(clean, [folder], workers=1)
+        assert export(clean) == answers
+
+
+def test_progress_gets_the_final_report(store: Store, tmp_path: Path) -> None:
+    """The progress callback is called at least once, last with the final report."""
+    tmp_path = tmp_path / "src"  # the SQLite database lives in tmp_path
+    copy(CT, tmp_path / "ct.dcm")
+    seen: list[IndexReport] = []
+    report = index_paths(store, [tmp_path], workers=1, progress=seen.append)
+    assert seen[-1] == report
+
+
+def test_json_and_part10_indexes_answer_alike(db_url: str, tmp_path: Path) -> None:
+    """An archive indexed as Part 10 or as DICOM JSON under a root answers alike."""
+    names = [CT, "MR_small.dcm", "emri_small.dcm"]
+    for name in names:
+        copy(name, tmp_path / "p10" / name)
+        write_json(tmp_path / "json" / f"{name}.json", dicom_json(name))
+    with Store(db_url) as store:
+        index_paths(store, [tmp_path / "p10"], wadors_root=ROOT, workers=1)
+        from_files = export(store)
+    with Store(f"sqlite:///{tmp_path / 'json.sqlite'}") as store:
+        index_paths(store, [tmp_path / "json"], wadors_root=ROOT, workers=1)
+        assert export(store) == from_files
+    assert len(from_files) == 12
+
+
+def test_wadors_root_trailing_slash_is_ignored(store: Store, tmp_path: Path) -> None:
+    """``--wadors-root URL/`` and ``URL`` give the same imageIds."""
+    tmp_path = tmp_path / "src"  # the SQLite database lives in tmp_path
+    copy(CT, tmp_path / "ct.dcm")
+    index_paths(store, [tmp_path], wadors_root=ROOT + "/", workers=1)
+    (image_id,) = export(store)
+    assert image_id.startswith(f"wadors:{ROOT}/studies/")
+
+
+def test_unchanged_zip_members_are_not_read_again(store: Store, tmp_path: Path) -> None:
+    """Members of an unchanged archive are unchanged; a touched archive is re-read."""
+    tmp_path = tmp_path / "src"  # the SQLite database lives in tmp_path
+    archive = zip_of(tmp_path / "a.zip", {"ct.dcm": sample_path(CT), "x.txt": b"x"})
+    index_paths(store, [archive], workers=1)
+    again = index_paths(store, [archive], workers=1)
+    assert (again.unchanged, again.skipped, again.indexed) == (1, 1, 0)
+    touch_later(archive)
+    changed = index_paths(store, [archive], workers=1)
+    assert (changed.unchanged, changed.indexed) == (0, 1)
+    assert store.stats()["instances"] == 1
+
+
+def test_moved_archive_with_prune(store: Store, tmp_path: Path) -> None:
+    """Moving a folder and re-indexing its parent with prune keeps one copy."""
+    write_ct(tmp_path / "root" / "a" / "x.dcm", 1)
+    index_paths(store, [tmp_path / "root"], workers=1)
+    shutil.move(tmp_path / "root" / "a", tmp_path / "root" / "b")
+    report = index_paths(store, [tmp_path / "root"], workers=1, prune=True)
+    # the moved file is new to the store, and a duplicate of the old row,
+    # which prune then removes; a second run stores it from its new place
+    assert report.files_seen == 1
+    index_paths(store, [tmp_path / "root"], workers=1, prune=True)
+    (row,) = store.query("instance")
+    assert row["location"] == str(tmp_path / "root" / "b" / "x.dcm")

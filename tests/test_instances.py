@@ -1,0 +1,129 @@
+"""Instance records from DICOM JSON: UIDs, searchable attributes, frames."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from dicom_samples import CT, dicom_json
+
+from metastore.errors import IndexingError
+from metastore.imageid import parse_image_id, wadors_image_id
+from metastore.instances import (
+    build_instance,
+    int_value,
+    number_of_frames,
+    person_name_text,
+    text_value,
+)
+from metastore.records import Source
+
+SOURCE = Source("/data/x.json", 10, 20)
+
+
+def name_of(study: str, series: str, sop: str) -> Any:
+    """Frame-1 imageId under a test root."""
+    return parse_image_id(wadors_image_id("http://h", study, series, sop, 1))
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        ({"Alphabetic": "Yamada^Tarou"}, "Yamada^Tarou"),
+        (
+            {
+                "Alphabetic": "Yamada^Tarou",
+                "Ideographic": "山田^太郎",
+                "Phonetic": "やまだ^たろう",
+            },
+            "Yamada^Tarou=山田^太郎=やまだ^たろう",
+        ),
+        ({"Alphabetic": "A", "Phonetic": "P"}, "A==P"),
+        ({"Ideographic": "山田"}, "=山田"),
+        ("Plain^String", "Plain^String"),
+        ({}, None),
+    ],
+)
+def test_person_name_text_joins_groups_like_part10(
+    value: Any, text: str | None
+) -> None:
+    """PN objects become Alphabetic=Ideographic=Phonetic, trailing groups dropped."""
+    assert (
+        person_name_text({"00100010": {"vr": "PN", "Value": [value]}}, "00100010")
+        == text
+    )
+
+
+def test_person_name_text_of_several_values_and_none() -> None:
+    """Several names are joined with a backslash; a missing Value gives None."""
+    two = {"x": {"vr": "PN", "Value": [{"Alphabetic": "A"}, {"Alphabetic": "B"}]}}
+    assert person_name_text(two, "x") == "A\\B"
+    assert person_name_text({"x": {"vr": "PN"}}, "x") is None
+
+
+@pytest.mark.parametrize(
+    ("value", "number"),
+    [
+        ([5], 5),
+        (["12"], 12),
+        ([" 7 "], 7),
+        ([3.0], 3),
+        ([2.5], None),
+        (["x"], None),
+        ([True], None),
+        ([], None),
+    ],
+)
+def test_int_value_is_lenient(value: list[Any], number: int | None) -> None:
+    """IS values sent as numbers or strings give ints; anything else gives None."""
+    assert int_value({"00200013": {"vr": "IS", "Value": value}}, "00200013") == number
+
+
+def test_text_value_strips_and_ignores_objects() -> None:
+    """Strings are stripped, empty ones are None, objects are not text."""
+    instance = {"a": {"Value": [" CT "]}, "b": {"Value": [""]}, "c": {"Value": [{}]}}
+    assert [text_value(instance, k) for k in "abcd"] == ["CT", None, None, None]
+
+
+@pytest.mark.parametrize(("value", "frames"), [([3], 3), (["2"], 2), ([0], 1), ([], 1)])
+def test_number_of_frames_defaults_to_one(value: list[Any], frames: int) -> None:
+    """NumberOfFrames is a positive int, 1 when absent or odd."""
+    assert number_of_frames({"00280008": {"vr": "IS", "Value": value}}) == frames
+
+
+def test_build_instance_fills_every_field() -> None:
+    """CT_small's DICOM JSON gives a record with all searchable attributes."""
+    record = build_instance(dicom_json(CT), SOURCE, name_of)
+    assert record.source == SOURCE
+    assert record.sop_class_uid == "1.2.840.10008.5.1.4.1.1.2"
+    assert record.study_time == "072730"
+    assert record.series_number == 1
+    assert record.instance_number == 1
+    assert record.accession_number is None
+    assert [i.frame for i in record.images] == [1]
+    assert record.images[0].modules["generalSeriesModule"]["modality"] == "CT"
+
+
+@pytest.mark.parametrize(
+    ("tag", "reason"),
+    [
+        ("0020000D", "missing StudyInstanceUID (0020,000D)"),
+        ("0020000E", "missing SeriesInstanceUID (0020,000E)"),
+        ("00080018", "missing SOPInstanceUID (0008,0018)"),
+    ],
+)
+def test_missing_uid_names_the_tag(tag: str, reason: str) -> None:
+    """Each missing UID makes the instance invalid with a reason naming it."""
+    instance = dicom_json(CT)
+    del instance[tag]
+    with pytest.raises(IndexingError) as info:
+        build_instance(instance, SOURCE, name_of)
+    assert (info.value.source, info.value.reason) == (SOURCE.location, reason)
+
+
+def test_uid_with_a_slash_is_invalid() -> None:
+    """A UID that would break a wadors URL is refused, not mangled."""
+    instance = dicom_json(CT)
+    instance["00080018"] = {"vr": "UI", "Value": ["1.2/3"]}
+    with pytest.raises(IndexingError, match="sop_instance_uid"):
+        build_instance(instance, SOURCE, name_of)
