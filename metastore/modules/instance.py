@@ -49,6 +49,9 @@ INSTANCE_MODULE_NAMES: tuple[tuple[str, Callable[[Frame, str], ModuleValue]], ..
 )
 
 
+_UPPER_CAMEL: dict[str, str] = {}
+
+
 def to_upper_camel_tag(key: str) -> str:
     """Cornerstone 5.x ``toUpperCamelTag``.
 
@@ -59,13 +62,19 @@ def to_upper_camel_tag(key: str) -> str:
         ``sop…`` -> ``SOP…``, ``voi…`` -> ``VOI…``, a trailing ``Id`` ->
         ``ID``, then the first letter upper-cased.
     """
+    cached = _UPPER_CAMEL.get(key)
+    if cached is not None:
+        return cached
     if key.startswith("sop"):
-        return "SOP" + key[3:]
-    if key.startswith("voi"):
-        return "VOI" + key[3:]
-    if key.endswith("Id"):
-        key = key[:-2] + "ID"
-    return key[:1].upper() + key[1:]
+        result = "SOP" + key[3:]
+    elif key.startswith("voi"):
+        result = "VOI" + key[3:]
+    else:
+        tag = key[:-2] + "ID" if key.endswith("Id") else key
+        result = tag[:1].upper() + tag[1:]
+    if len(_UPPER_CAMEL) < 4096:  # module keys are a small fixed set
+        _UPPER_CAMEL[key] = result
+    return result
 
 
 def instance_module(

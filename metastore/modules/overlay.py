@@ -23,6 +23,7 @@ from metastore.values import get_number_value, get_value, js_to_string, js_truth
 
 #: Overlay groups: (6000,xxxx) to (601E,xxxx), even groups only.
 OVERLAY_GROUPS = tuple(range(0x6000, 0x6020, 2))
+_DATA_KEYS = tuple((group, f"{group:04X}3000") for group in OVERLAY_GROUPS)
 
 # byte -> its 8 bits, least significant first (the URI provider's order)
 _BITS = tuple(tuple((byte >> k) & 1 for k in range(8)) for byte in range(256))
@@ -128,9 +129,9 @@ def overlays(data: DicomJson) -> list[dict[str, JSON]]:
         One dict per overlay, in group order.
     """
     found = []
-    for group in OVERLAY_GROUPS:
-        element = data.get(f"{group:04X}3000")  # (60xx,3000) OverlayData
-        if not js_truthy(element):
+    for group, key in _DATA_KEYS:
+        element = data.get(key)  # (60xx,3000) OverlayData
+        if element is None or not js_truthy(element):
             continue
         found.append(_overlay(data, group, element))
     return found
