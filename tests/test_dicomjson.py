@@ -534,7 +534,7 @@ def _datasets(draw: st.DrawFn, depth: int = 0) -> Dataset:
     chars = CHARSETS[charset]
     sequences: list[tuple[int, list[Dataset]]] = []
     for _ in range(draw(st.integers(0, 8))):
-        vr = draw(st.sampled_from([*sorted(TAGS_BY_VR), "SQ", "PN", "DS", "IS"]))
+        vr = draw(st.sampled_from([*sorted(TAGS_BY_VR), *["SQ"] * 4, "PN", "DS", "IS"]))
         tag = draw(st.sampled_from(TAGS_BY_VR[vr]))
         if vr == "SQ":
             if depth < 2:
@@ -554,7 +554,12 @@ def _datasets(draw: st.DrawFn, depth: int = 0) -> Dataset:
         )
     ds = _raw_dataset(*sorted(dict((t, (t, v, b)) for t, v, b in elems).values()))
     for tag, items in sequences:
-        ds.add(DataElement(tag, "SQ", Sequence(items)))
+        # pydicom writes defined lengths unless told otherwise: vary both.
+        elem = DataElement(tag, "SQ", Sequence(items))
+        elem.is_undefined_length = draw(st.booleans())
+        for item in items:
+            item.is_undefined_length_sequence_item = draw(st.booleans())
+        ds.add(elem)
     return ds
 
 
