@@ -198,7 +198,8 @@ def parse_int(text: str) -> int | None:
 
     Returns:
         The integer read from the longest ``[+-]digits`` prefix after JS white
-        space, or ``None`` where JavaScript gives NaN.
+        space (exact: JavaScript would round it to a double beyond 2**53), or
+        ``None`` where JavaScript gives NaN.
     """
     match = _INT_PREFIX.match(text.lstrip(_JS_WHITESPACE))
     return None if match is None else int(match.group())
