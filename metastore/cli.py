@@ -99,6 +99,7 @@ def cli() -> None:
 
     Example:
 
+    \b
         metastore index scans/ --wadors-root https://pacs/dicomweb
     """
 
@@ -150,6 +151,7 @@ def index(
 
     Example:
 
+    \b
         metastore index /archive scans.zip --wadors-root https://pacs/dicomweb
     """
     with Store(url, upgrade=upgrade) as store, _progress() as progress:
@@ -228,7 +230,9 @@ def get(module_type: str, image_id: str, url: str) -> None:
 
     Example:
 
-        metastore get imagePlaneModule 'wadors:https://pacs/dicomweb/studies/1.2/series/1.2.3/instances/1.2.3.4/frames/1'
+    \b
+        IMAGE_ID=$(metastore export | head -n 1 | jq -r .imageId)
+        metastore get imagePlaneModule "$IMAGE_ID"
     """
     _module_types([module_type])
     parse_image_id(image_id)  # a malformed imageId is an error, not "no answer"
@@ -257,6 +261,7 @@ def export(modules: str | None, output: IO[bytes], url: str) -> None:
 
     Example:
 
+    \b
         metastore export --modules imagePlaneModule,voiLutModule -o modules.jsonl
     """
     types = _module_types(modules.split(",")) if modules else None
@@ -311,6 +316,7 @@ def query(
 
     Example:
 
+    \b
         metastore query studies --patient-name 'doe*' --date 20200101-20201231 --table
     """
     if dates is not None:
@@ -363,6 +369,7 @@ def stats(url: str) -> None:
 
     Example:
 
+    \b
         metastore stats --db postgresql://user@host/pacs
     """
     with Store(url) as store:
@@ -375,6 +382,7 @@ def db_group() -> None:
 
     Example:
 
+    \b
         metastore db upgrade --db postgresql://user@host/pacs
     """
 
@@ -386,6 +394,7 @@ def upgrade(url: str) -> None:
 
     Example:
 
+    \b
         metastore db upgrade --db sqlite:///archive.sqlite
     """
     engine = db.create_engine(url)
@@ -405,6 +414,7 @@ def current(url: str) -> None:
 
     Example:
 
+    \b
         metastore db current --db sqlite:///archive.sqlite
     """
     engine = db.create_engine(url)

@@ -1,0 +1,327 @@
+"""The metastore command through click's CliRunner: output, exit statuses, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner, Result
+from dicom_samples import (
+    CT,
+    EMRI,
+    copy,
+    dicom_json,
+    mixed_archive,
+    write_ct,
+    write_json,
+)
+
+from metastore import db
+from metastore.cli import cli
+
+ROOT = "http://localhost/dicomweb"
+CT_IMAGE = (
+    f"wadors:{ROOT}/studies/1.3.6.1.4.1.5962.1.2.1.20040119072730.12322"
+    "/series/1.3.6.1.4.1.5962.1.3.1.1.20040119072730.12322"
+    "/instances/1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322/frames/1"
+)
+
+
+def run(*args: str, db_url: str | None = None) -> Result:
+    """Run ``metastore ARGS [--db URL]`` in process."""
+    extra = ["--db", db_url] if db_url else []
+    return CliRunner().invoke(cli, [*args, *extra], catch_exceptions=False)
+
+
+def assert_one_line_error(result: Result, status: int, text: str) -> None:
+    """The command failed with ``status`` and one ``Error:`` line, no traceback."""
+    assert result.exit_code == status, result.output
+    assert "Traceback" not in result.output
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: ")
+    assert text in result.stderr
+
+
+def json_lines(text: str) -> list[Any]:
+    """Parse JSON Lines output."""
+    return [json.loads(line) for line in text.splitlines()]
+
+
+@pytest.fixture
+def indexed(db_url: str, tmp_path: Path) -> str:
+    """A database holding CT_small and a 10-frame MR, under the test root."""
+    copy(CT, tmp_path / "src" / "ct.dcm")
+    copy(EMRI, tmp_path / "src" / "mr.dcm")
+    result = run("index", str(tmp_path / "src"), "--wadors-root", ROOT, db_url=db_url)
+    assert result.exit_code == 0, result.output
+    return db_url
+
+
+def test_index_prints_a_summary_and_exits_0(db_url: str, tmp_path: Path) -> None:
+    """A clean run prints the counts and exits 0."""
+    copy(CT, tmp_path / "src" / "ct.dcm")
+    result = run("index", str(tmp_path / "src"), "--workers", "1", db_url=db_url)
+    assert result.exit_code == 0
+    assert "1 files seen: 1 indexed, 0 unchanged, 0 skipped, 0 failed" in result.stdout
+    assert "1 images" in result.stdout
+
+
+def test_index_exits_1_when_some_files_failed(db_url: str, tmp_path: Path) -> None:
+    """Failures are listed on stderr and give exit 1; the rest is indexed."""
+    root = mixed_archive(tmp_path / "src")
+    result = run("index", str(root), "--json", db_url=db_url)
+    assert result.exit_code == 1
+    (report,) = json_lines(result.stdout)
+    assert (report["indexed"], report["failed"], report["skipped"]) == (6, 1, 5)
+    assert report["errors"][0]["location"] == str(root / "cut.dcm")
+    assert f"unreadable: {root / 'cut.dcm'}: truncated" in result.stderr
+
+
+def test_index_twice_reports_unchanged(db_url: str, tmp_path: Path) -> None:
+    """The second run reads nothing."""
+    copy(CT, tmp_path / "src" / "ct.dcm")
+    run("index", str(tmp_path / "src"), db_url=db_url)
+    result = run("index", str(tmp_path / "src"), "--json", db_url=db_url)
+    (report,) = json_lines(result.stdout)
+    assert (report["unchanged"], report["indexed"]) == (1, 0)
+
+
+def test_index_missing_path_is_a_usage_error(db_url: str, tmp_path: Path) -> None:
+    """A PATH that does not exist is refused before anything is read."""
+    result = run("index", str(tmp_path / "nope"), db_url=db_url)
+    assert result.exit_code == 2
+    assert "does not exist" in result.stderr
+
+
+def test_get_prints_the_module(indexed: str) -> None:
+    """`get` prints one module as one JSON line."""
+    result = run("get", "generalSeriesModule", CT_IMAGE, db_url=indexed)
+    assert result.exit_code == 0
+    (value,) = json_lines(result.stdout)
+    assert value["modality"] == "CT"
+
+
+def test_get_writes_nan_as_null(db_url: str, tmp_path: Path) -> None:
+    """A NaN module field (parseFloat of junk) comes out as JSON null."""
+    instance = dicom_json(CT)
+    instance["00281050"] = {"vr": "DS", "Value": ["abc"]}
+    write_json(tmp_path / "src" / "ct.json", instance)
+    run("index", str(tmp_path / "src"), "--wadors-root", ROOT, db_url=db_url)
+    result = run("get", "voiLutModule", CT_IMAGE, db_url=db_url)
+    assert result.exit_code == 0
+    assert '"windowCenter":[null]' in result.stdout
+
+
+def test_get_without_an_answer_exits_1(indexed: str) -> None:
+    """An unknown imageId, or a type with no answer, is a message and exit 1."""
+    other = CT_IMAGE.replace("frames/1", "frames/9")
+    result = run("get", "imagePlaneModule", other, db_url=indexed)
+    assert (result.exit_code, result.stdout) == (1, "")
+    assert "no imagePlaneModule" in result.stderr
+    result = run("get", "scalingModule", CT_IMAGE, db_url=indexed)
+    assert result.exit_code == 1
+
+
+def test_get_unknown_type_lists_the_valid_ones(indexed: str) -> None:
+    """An unknown module type is one line naming the valid types, exit 2."""
+    result = run("get", "imagePlaneModul", CT_IMAGE, db_url=indexed)
+    assert_one_line_error(result, 2, "unknown module type 'imagePlaneModul'")
+    assert "imagePlaneModule" in result.stderr
+
+
+def test_get_malformed_image_id_is_one_line(indexed: str) -> None:
+    """A malformed imageId is one line, exit 2."""
+    result = run("get", "imagePlaneModule", "wadors:http://x/frames/1", db_url=indexed)
+    assert_one_line_error(result, 2, "invalid imageId")
+
+
+def test_export_streams_json_lines(indexed: str) -> None:
+    """`export` writes one {imageId, modules} object per image, sorted."""
+    result = run("export", db_url=indexed)
+    rows = json_lines(result.stdout)
+    assert len(rows) == 11
+    assert [r["imageId"] for r in rows] == sorted(r["imageId"] for r in rows)
+    assert CT_IMAGE in {r["imageId"] for r in rows}
+    assert len(rows[0]["modules"]) == 26
+
+
+def test_export_modules_and_output_file(indexed: str, tmp_path: Path) -> None:
+    """`--modules` limits the types; `-o` writes to a file."""
+    out = tmp_path / "out.jsonl"
+    result = run(
+        "export",
+        "--modules",
+        "imagePlaneModule, voiLutModule",
+        "-o",
+        str(out),
+        db_url=indexed,
+    )
+    assert (result.exit_code, result.stdout) == (0, "")
+    rows = json_lines(out.read_text())
+    assert {tuple(sorted(r["modules"])) for r in rows} == {
+        ("imagePlaneModule", "voiLutModule")
+    }
+
+
+def test_export_unknown_module_is_an_error(indexed: str) -> None:
+    """`--modules` with an unknown type is refused in one line."""
+    result = run("export", "--modules", "nope", db_url=indexed)
+    assert_one_line_error(result, 2, "unknown module type 'nope'")
+
+
+@pytest.fixture
+def studies(db_url: str, tmp_path: Path) -> str:
+    """Three studies: two CT (2020 and 2021) and one MR (2021)."""
+    src = tmp_path / "src"
+    write_ct(src / "1.dcm", 1, study=1, patient_name="Doe^Jane", study_date="20200105")
+    write_ct(src / "2.dcm", 2, study=2, patient_name="Roe^Rich", study_date="20210610")
+    write_ct(
+        src / "3.dcm",
+        3,
+        study=3,
+        patient_name="Doe^John",
+        study_date="20211231",
+        modality="MR",
+    )
+    assert run("index", str(src), db_url=db_url).exit_code == 0
+    return db_url
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        ([], ["Doe^Jane", "Roe^Rich", "Doe^John"]),
+        (["--patient-name", "doe*"], ["Doe^Jane", "Doe^John"]),
+        (["--date", "20210101-20211231"], ["Roe^Rich", "Doe^John"]),
+        (["--date", "20200105"], ["Doe^Jane"]),
+        (["--date", "-20201231"], ["Doe^Jane"]),
+        (["--date-from", "20210101", "--modality", "MR"], ["Doe^John"]),
+        (["--limit", "1"], ["Doe^Jane"]),
+    ],
+)
+def test_query_studies_filters(studies: str, args: list[str], names: list[str]) -> None:
+    """`query studies` filters by name, dates and modality (JSON Lines off a tty)."""
+    result = run("query", "studies", *args, db_url=studies)
+    assert result.exit_code == 0, result.output
+    assert [r["patient_name"] for r in json_lines(result.stdout)] == names
+
+
+def test_query_series_and_instances(studies: str) -> None:
+    """`query series` and `query instances` give one row per series or instance."""
+    series = json_lines(
+        run("query", "series", "--modality", "CT", db_url=studies).stdout
+    )
+    assert [s["modality"] for s in series] == ["CT", "CT"]
+    instances = json_lines(run("query", "instances", db_url=studies).stdout)
+    assert len(instances) == 3
+    assert all(Path(i["location"]).name.endswith(".dcm") for i in instances)
+
+
+def test_query_table(studies: str) -> None:
+    """`--table` prints a header, a rule and one line per row."""
+    result = run("query", "studies", "--table", db_url=studies)
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:3] == ["study_instance_uid", "patient_id", "patient_name"]
+    assert set(lines[1]) <= {"-", " "}
+    assert len(lines) == 5
+
+
+@pytest.mark.parametrize(
+    ("args", "text"),
+    [
+        (["--date", "2021-2020"], "study_date_from"),
+        (["--date-from", "20211301"], "not a valid date"),
+        (["--limit", "-1"], "limit"),
+    ],
+)
+def test_query_bad_filter_is_one_line(studies: str, args: list[str], text: str) -> None:
+    """A bad filter is one line and exit 2."""
+    result = run("query", "studies", *args, db_url=studies)
+    assert_one_line_error(result, 2, text)
+
+
+def test_query_unparseable_date_range_is_a_usage_error(studies: str) -> None:
+    """`--date abc` is refused by click with exit 2."""
+    result = run("query", "studies", "--date", "abc", db_url=studies)
+    assert result.exit_code == 2
+    assert "not a date range" in result.stderr
+
+
+def test_stats(indexed: str) -> None:
+    """`stats` prints the row counts as one JSON object."""
+    (stats,) = json_lines(run("stats", db_url=indexed).stdout)
+    assert (stats["instances"], stats["images"]) == (2, 11)
+
+
+def test_db_upgrade_and_current(empty_db_url: str) -> None:
+    """`db current` says whether the schema is at head; `db upgrade` gets it there."""
+    result = run("db", "current", db_url=empty_db_url)
+    assert "no schema (behind head" in result.stdout
+    assert run("db", "upgrade", db_url=empty_db_url).exit_code == 0
+    result = run("db", "current", db_url=empty_db_url)
+    assert result.stdout.strip() == f"{db.head()} (head)"
+
+
+def test_database_env_var_is_used(
+    indexed: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """METASTORE_DATABASE_URL picks the database when --db is not given."""
+    monkeypatch.setenv("METASTORE_DATABASE_URL", indexed)
+    (stats,) = json_lines(run("stats").stdout)
+    assert stats["images"] == 11
+
+
+def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
+    """A database that cannot be opened is one line, exit 2."""
+    url = f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.sqlite'}"
+    for args in (["stats"], ["index", str(tmp_path)], ["export"]):
+        assert_one_line_error(run(*args, db_url=url), 2, "does not exist")
+
+
+def test_unreachable_postgres_is_one_line() -> None:
+    """A PostgreSQL server that does not answer is one line, exit 2."""
+    result = run("stats", db_url="postgresql://nobody:secret@127.0.0.1:1/x")
+    assert_one_line_error(result, 2, "127.0.0.1")
+    assert "secret" not in result.output
+
+
+def test_schema_not_at_head_is_one_line(db_url: str) -> None:
+    """A schema this metastore does not know is refused in one line."""
+    engine = db.create_engine(db_url)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(f"UPDATE {db.VERSION_TABLE} SET version_num = '0000'")
+        )
+    engine.dispose()
+    for args in (["stats"], ["index", "--upgrade", "."]):
+        assert_one_line_error(run(*args, db_url=db_url), 2, "revision 0000")
+
+
+def test_every_command_has_help_ending_with_an_example() -> None:
+    """Each command's --help works and ends with an example."""
+    commands = [[name] for name in cli.commands if name != "db"]
+    commands += [["db", name] for name in ("upgrade", "current")]
+    for command in commands:
+        result = run(*command, "--help")
+        assert result.exit_code == 0
+        text = result.stdout.split("Options:")[0].rstrip()
+        assert "Example:" in text, command
+        assert text.splitlines()[-1].strip().startswith("metastore "), command
+
+
+def test_python_dash_m_metastore_runs_the_cli() -> None:
+    """`python -m metastore --help` is the same command."""
+    result = subprocess.run(
+        [sys.executable, "-m", "metastore", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert result.returncode == 0
+    for name in ("index", "get", "export", "query", "stats", "db"):
+        assert name in result.stdout
