@@ -9,6 +9,7 @@ and imports nothing of the store.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,8 @@ from metastore.types import DicomJson
 #: instances; frame N is ``.with_frame(N)``.
 ImageIdFactory = Callable[[str, str, str], ImageId]
 
+_DATE = re.compile(r"[0-9]{8}")
+_LEGACY_DATE = re.compile(r"[0-9]{4}\.[0-9]{2}\.[0-9]{2}")
 # (tag, keyword) of the UIDs every stored instance needs.
 _STUDY_UID = ("0020000D", "StudyInstanceUID")
 _SERIES_UID = ("0020000E", "SeriesInstanceUID")
@@ -63,6 +66,20 @@ def int_value(instance: DicomJson, tag: str) -> int | None:
         except ValueError:
             return None
     return None
+
+
+def date_value(instance: DicomJson, tag: str) -> str | None:
+    """Return a DA attribute as ``YYYYMMDD`` (searchable, sortable), or ``None``.
+
+    The ACR-NEMA form ``YYYY.MM.DD`` that old files still carry is converted;
+    anything else that is not eight digits gives ``None``.
+    """
+    text = text_value(instance, tag)
+    if text is None:
+        return None
+    if _LEGACY_DATE.fullmatch(text):
+        text = text.replace(".", "")
+    return text if _DATE.fullmatch(text) else None
 
 
 def person_name_text(instance: DicomJson, tag: str) -> str | None:
@@ -146,7 +163,7 @@ def build_instance(
         sop_class_uid=text_value(instance, "00080016"),
         patient_id=text_value(instance, "00100020"),
         patient_name=person_name_text(instance, "00100010"),
-        study_date=text_value(instance, "00080020"),
+        study_date=date_value(instance, "00080020"),
         study_time=text_value(instance, "00080030"),
         accession_number=text_value(instance, "00080050"),
         study_description=text_value(instance, "00081030"),

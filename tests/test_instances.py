@@ -11,6 +11,7 @@ from metastore.errors import IndexingError
 from metastore.imageid import parse_image_id, wadors_image_id
 from metastore.instances import (
     build_instance,
+    date_value,
     int_value,
     number_of_frames,
     person_name_text,
@@ -83,6 +84,22 @@ def test_text_value_strips_and_ignores_objects() -> None:
     """Strings are stripped, empty ones are None, objects are not text."""
     instance = {"a": {"Value": [" CT "]}, "b": {"Value": [""]}, "c": {"Value": [{}]}}
     assert [text_value(instance, k) for k in "abcd"] == ["CT", None, None, None]
+
+
+@pytest.mark.parametrize(
+    ("value", "date"),
+    [
+        ("20200131", "20200131"),
+        ("1997.04.24", "19970424"),
+        (" 20200131 ", "20200131"),
+        ("2020-01-31", None),
+        ("20200131-20200201", None),
+        ("", None),
+    ],
+)
+def test_date_value_is_yyyymmdd_or_none(value: str, date: str | None) -> None:
+    """Study dates are stored as eight digits (ACR-NEMA dots removed) or not at all."""
+    assert date_value({"00080020": {"vr": "DA", "Value": [value]}}, "00080020") == date
 
 
 @pytest.mark.parametrize(("value", "frames"), [([3], 3), (["2"], 2), ([0], 1), ([], 1)])
