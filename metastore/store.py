@@ -39,6 +39,8 @@ MAX_ATTEMPTS = 6
 #: SQLSTATEs worth retrying: serialization failure, deadlock, and a foreign
 #: key broken by a concurrent prune (the retry re-inserts the parent row).
 RETRY_SQLSTATES = frozenset({"40001", "40P01", "23503"})
+#: PostgreSQL advisory lock: shared by writers, exclusive for prune.
+WRITE_LOCK_KEY = 0x6D65746177726974
 
 
 def _is_transient(exc: DBAPIError) -> bool:
@@ -106,14 +108,26 @@ class Store:
 
     # -- plumbing ----------------------------------------------------------
 
-    def _write(self, work: Callable[[Connection], T]) -> T:
-        """Run ``work`` in one write transaction, retrying transient errors."""
+    def _write(self, work: Callable[[Connection], T], *, exclusive: bool = False) -> T:
+        """Run ``work`` in one write transaction, retrying transient errors.
+
+        On PostgreSQL, writers share an advisory lock that ``exclusive`` work
+        (prune) takes alone: prune's sweeps lock rows in an order writers
+        cannot follow, so the two never run together.  SQLite writers are
+        serialised by ``BEGIN IMMEDIATE`` anyway.
+        """
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 with self.engine.connect() as conn:
                     if self._is_sqlite:
                         conn = conn.execution_options(metastore_begin="IMMEDIATE")
                     with conn.begin():
+                        if not self._is_sqlite:
+                            lock = "" if exclusive else "_shared"
+                            conn.execute(
+                                sa.text(f"SELECT pg_advisory_xact_lock{lock}(:key)"),
+                                {"key": WRITE_LOCK_KEY},
+                            )
                         return work(conn)
             except DBAPIError as exc:
                 if attempt == MAX_ATTEMPTS or not _is_transient(exc):
@@ -210,7 +224,9 @@ class Store:
             How many instances were deleted.
         """
         roots = [root for root in roots if root]
-        return self._write(lambda conn: store_prune.prune(conn, roots, seen))
+        return self._write(
+            lambda conn: store_prune.prune(conn, roots, seen), exclusive=True
+        )
 
     def errors(self) -> list[ErrorRecord]:
         """The recorded errors, oldest first."""

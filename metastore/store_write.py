@@ -205,7 +205,7 @@ def _upsert_keyed(
         conn, key_col, [table.c.id, *(table.c[f] for f in fields)], rows
     )
     updates = []
-    for uid, new in rows.items():
+    for uid, new in sorted(rows.items()):
         old = stored[uid]
         merged = {f: new[f] if new[f] is not None else getattr(old, f) for f in fields}
         if any(merged[f] != getattr(old, f) for f in fields):

@@ -423,3 +423,61 @@ def test_query_unknown_level_is_an_error(searchable: Store) -> None:
     """An unknown level raises QueryError (also a ValueError)."""
     with pytest.raises(ValueError, match="level"):
         searchable.query("patient")
+
+
+def _concurrent_writer(url: str, worker: int, rounds: int) -> int:
+    """Write overlapping batches (and copies from other locations) to ``url``."""
+    written = 0
+    with Store(url) as store:
+        for round_ in range(rounds):
+            # Each worker walks the same 12 instances in its own order.
+            order = [(worker * 5 + round_ * 7 + i) % 12 for i in range(12)]
+            batch = [
+                make_instance(f"/c/{i}.dcm", f"1.{i}", frames=2) for i in order[:6]
+            ]
+            batch.append(
+                make_instance(f"/copy/{worker}/{order[0]}.dcm", f"1.{order[0]}")
+            )
+            store.write_batch(batch)
+            store.write_batch(
+                [make_instance(f"/c/{i}.dcm", f"1.{i}", frames=2) for i in order[6:]]
+            )
+            if worker == 0:
+                # Sweeps orphans while the others write (deletes no instance).
+                store.prune(["/c"], {f"/c/{i}.dcm" for i in range(12)})
+            written += 1
+    return written
+
+
+@pytest.mark.parametrize("workers", [4])
+def test_concurrent_writers_never_duplicate_or_fail(db_url: str, workers: int) -> None:
+    """Processes writing overlapping batches at once leave one row per thing."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    Store(db_url).close()
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        results = list(
+            pool.map(
+                _concurrent_writer, [db_url] * workers, range(workers), [3] * workers
+            )
+        )
+    assert results == [3] * workers
+    with Store(db_url) as store:
+        stats = store.stats()
+        assert stats["studies"] == 1
+        assert stats["series"] == 1
+        assert stats["instances"] == 12
+        # Every SOP is stored once; its frames are all there unless a copy won.
+        with store.engine.connect() as conn:
+            sops = (
+                conn.execute(sa.select(t.instances.c.sop_instance_uid)).scalars().all()
+            )
+        assert sorted(sops) == sorted(f"1.{i}" for i in range(12))
+        # 1 patient + 1 series + 1 None + one imagePlaneModule per frame stored.
+        assert stats["module_values"] <= 3 + 24
+        assert stats["image_modules"] == 4 * stats["images"]
+        assert set(store.series_image_modules(SERIES)) == {
+            image_id for image_id, _ in store.export()
+        }
