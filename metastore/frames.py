@@ -195,11 +195,13 @@ def combine_frame(instance: DicomJson, frame: int | None = None) -> Frame | None
     )
     try:
         shared, per_frame = frame_information(per_frame_groups, shared_groups, number)
+        # Divergence 4: merge into a copy; Cornerstone writes into the stored
+        # instance, so later frames inherit earlier frames' keys.
         data = dict(instance)
         for item in (*shared, *per_frame):
             # Per-frame values overwrite shared ones, which overwrite the
             # instance's; the macro sequences themselves stay in.
             data.update(js_entries(item))
     except TypeError:
-        return None  # divergence 2: Cornerstone throws for this frame
+        return None  # Divergence 2: Cornerstone throws for this frame
     return Frame(instance, data, number, shared, per_frame, merged=True)

@@ -440,7 +440,7 @@ def get_number_values(element: JSON, minimum_length: int = 0) -> list[float] | N
     else:
         values = js_get(element, "Value")
     if not isinstance(values, list) or not values:
-        # Cornerstone: an empty array passes its `!Value` test, so [] gives []
+        # Cornerstone quirk: an empty array passes `!Value`, so [] gives []
         if isinstance(values, list) and not minimum_length:
             return []
         return None
@@ -488,6 +488,7 @@ def get_sequence_items(element: JSON) -> list[JSON]:
     if isinstance(values, list):
         return values
     if isinstance(values, dict):
+        # Cornerstone quirk: only an object with a truthy `length` is wrapped
         return [values]
     return []
 

@@ -55,7 +55,8 @@ def _transfer_syntax_uid(data: DicomJson) -> JSON:
     """(0002,0010) TransferSyntaxUID, or (0008,3002) if that is falsy (raw)."""
     uid = raw_value(data.get("00020010"))
     if not js_truthy(uid):
-        # JS `a || b`: any falsy first value yields the second, as it is
+        # Cornerstone quirk: JS `a || b`, so any falsy (0002,0010) ("") yields
+        # (0008,3002) as it is, even when that is undefined
         uid = raw_value(data.get("00083002"))  # AvailableTransferSyntaxUID
     return uid
 
@@ -140,6 +141,8 @@ def multiframe_module(frame: Frame, image_id: str) -> ModuleValue:
         apply.
     """
     data = frame.data
+    # Cornerstone quirk: getTagValue, so NumberOfFrames 0 gives [0] and an
+    # element without Value gives the element itself
     count = get_tag_value(data.get(NUMBER_OF_FRAMES, UNDEFINED))
     per_frame_groups = get_tag_value(
         data.get(PER_FRAME_FUNCTIONAL_GROUPS, UNDEFINED), False

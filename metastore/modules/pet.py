@@ -49,6 +49,7 @@ def pet_isotope_module(frame: Frame, image_id: str) -> ModuleValue:
     return {
         "radiopharmaceuticalInfo": {
             # (0018,1072) RadiopharmaceuticalStartTime, raw TM text
+            # Cornerstone quirk: the two times default to "" (not undefined)
             "radiopharmaceuticalStartTime": get_value(js_get(info, "00181072"), 0, ""),
             # (0018,1078) RadiopharmaceuticalStartDateTime, raw DT text
             "radiopharmaceuticalStartDateTime": get_value(

@@ -40,7 +40,7 @@ def _is_nm_modality(data: DicomJson) -> bool:
     modality = raw_value(data.get("00080060"))
     if isinstance(modality, (str, list)):
         return "NM" in modality  # String/Array.prototype.includes
-    return False  # divergence 1 (Cornerstone: TypeError)
+    return False  # Divergence 1 (Cornerstone: TypeError)
 
 
 def _image_sub_type(data: DicomJson, index: int) -> JSON:
@@ -69,6 +69,8 @@ def _detector_vector(data: DicomJson, key: str, length: int) -> list[float] | No
 def _orientation(data: DicomJson) -> list[float] | None:
     """``extractOrientationFromMetadata``: (0020,0037) or the NM fallback."""
     orientation = get_number_values(data.get("00200037"), 6)  # ImageOrientationPatient
+    # Cornerstone quirk: too few values count as missing; NM RECON images then
+    # read (0054,0022) DetectorInformationSequence
     if orientation is None and _is_nm_modality(data):
         orientation = _detector_vector(data, "00200037", 6)
     return orientation
@@ -141,6 +143,7 @@ def image_plane_module(frame: Frame, image_id: str) -> ModuleValue:
         column_spacing: float | None = pixel_spacing[1]
     else:
         using_defaults = True
+        # Cornerstone quirk: pixelSpacing stays None while row/column are 1
         row_spacing = column_spacing = 1.0
     if orientation is not None:
         row_cosines = [parse_float(v) for v in orientation[:3]]

@@ -100,6 +100,7 @@ def calibration_module(frame: Frame, image_id: str) -> ModuleValue:
         DicomError: When a region item is ``null`` (Cornerstone throws).
     """
     data = frame.data
+    # Cornerstone quirk: strict equality, so "US " or ["US"] do not count
     if raw_value(data.get("00080060")) != "US":
         return None
     return {"sequenceOfUltrasoundRegions": us_enhanced_regions(data)}

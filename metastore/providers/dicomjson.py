@@ -233,6 +233,7 @@ class DicomJsonProvider:
         frame means frame 1 of itself).
         """
         uri = image_id_to_uri(image_id)
+        # Cornerstone quirk: the *first* "/frames/", even one in the root URL
         index = uri.find(_FRAMES)
         if index >= 0:
             cut = index + len(_FRAMES)
