@@ -378,3 +378,17 @@ def test_mutated_json_never_breaks_the_modules(
         return
     assert not raised
     assert result is None or list(result) == list(MODULE_TYPES)
+
+
+def test_ow_overlay_listed_byte_by_byte_reads_as_bytes() -> None:
+    """OW OverlayData sent as one JSON number per byte gives the same bits as words."""
+    case = next(
+        c for c in load_cases("extra") if c["source"] == "extra:overlays-value-and-bulk"
+    )
+    meta = copy.deepcopy(case["metadata"])
+    words = meta["60003000"]["Value"]
+    as_bytes = [b for w in words for b in (w & 0xFF, w >> 8)]
+    want = build_module("overlayPlaneModule", meta, case["imageId"], 1)["overlays"][0]
+    meta["60003000"] = {"vr": "OW", "Value": as_bytes[: math.ceil(10 * 10 / 8)]}
+    got = build_module("overlayPlaneModule", meta, case["imageId"], 1)["overlays"][0]
+    assert got["pixelData"][:100] == want["pixelData"][:100]

@@ -99,9 +99,14 @@ def _overlay(data: DicomJson, group: int, element: JSON) -> dict[str, JSON]:
     prefix = f"{group:04X}"
     rows = get_number_value(data.get(prefix + "0010"))  # (60xx,0010) OverlayRows
     columns = get_number_value(data.get(prefix + "0011"))  # (60xx,0011) OverlayColumns
+    # (60xx,0015) NumberOfFramesInOverlay: the data holds every overlay frame
+    frames = get_number_value(data.get(prefix + "0015"))
+    if frames is None or not math.isfinite(frames) or frames < 1:
+        frames = 1
     expected = None
-    if rows and columns and rows > 0 and columns > 0 and math.isfinite(rows * columns):
-        expected = math.ceil(rows * columns / 8)
+    if rows and columns and rows > 0 and columns > 0:
+        size = rows * columns * frames
+        expected = math.ceil(size / 8) if math.isfinite(size) else None
     raw = _overlay_bytes(element, expected)
     origin = data.get(prefix + "0050")  # (60xx,0050) OverlayOrigin: row\column, 1-based
     return {
