@@ -26,6 +26,7 @@ import orjson
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.tag import BaseTag
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from metastore.dicomjson import dataset_to_dicom_json
@@ -180,7 +181,7 @@ def _read_part10(
         pixel = _check_pixel_data(guard, size, ds)
     name = _namer(entry, root, json=False)
     try:
-        study, series, sop = (str(ds.get(k, "")).strip() for k in _UID_KEYWORDS)
+        study, series, sop = (_raw_text(ds, tag) for tag in _UID_TAGS)
         base = name(study, series, sop) if study and series and sop else None
     except ValueError:
         base = None  # a UID wadors cannot carry: build_instance says which
@@ -194,7 +195,22 @@ def _read_part10(
     return _build(entry, [instance], name)
 
 
-_UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+# (0020,000D) StudyInstanceUID, (0020,000E) SeriesInstanceUID and
+# (0008,0018) SOPInstanceUID
+_UID_TAGS = (BaseTag(0x0020000D), BaseTag(0x0020000E), BaseTag(0x00080018))
+
+
+def _raw_text(ds: Dataset, tag: BaseTag) -> str:
+    """A UID as text, read without pydicom converting the element.
+
+    Converting here would be slow and would make metastore.dicomjson take its
+    slow path for the element; the bytes of a UI value are plain ASCII.
+    """
+    element = ds._dict.get(tag)
+    value = None if element is None else element.value
+    if isinstance(value, bytes):
+        return value.decode("ascii", "replace").strip("\0 ")
+    return "" if value is None else str(value).strip()
 
 
 class _TruncationGuard:
@@ -203,11 +219,14 @@ class _TruncationGuard:
     pydicom stops quietly at a short read, which makes a truncated header look
     like a complete one.  A clean end of file can only come where an element
     starts (an 8-byte header read that returns nothing); any other short read
-    means the file was cut.
+    means the file was cut.  Only ``read`` runs Python code: pydicom calls it
+    for every element, so the complete-read path is kept to one comparison.
     """
 
     def __init__(self, fp: IO[bytes], name: str) -> None:
-        self._fp = fp
+        self._read = fp.read
+        self.seek = fp.seek
+        self.tell = fp.tell
         self.name = name
         self.truncated_at: int | None = None
 
@@ -217,21 +236,20 @@ class _TruncationGuard:
         return self.truncated_at is not None
 
     def read(self, size: int = -1) -> bytes:
-        start = self._fp.tell()
-        data = self._fp.read(size)
-        # A short read is fine only for the preamble of a small raw dataset and
-        # for an element header at the very end (a clean end of file).
-        preamble = start == 0 and size == 128
-        clean_end = not data and size == 8
-        if len(data) < size and not preamble and not clean_end:
-            self.truncated_at = start + len(data)
+        """Read like the file does, noting a read cut short."""
+        data = self._read(size)
+        if len(data) < size:
+            self._short(size, len(data))
         return data
 
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        return self._fp.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._fp.tell()
+    def _short(self, size: int, got: int) -> None:
+        start = self.tell() - got
+        # Fine: the preamble read of a small raw dataset, and an element header
+        # that finds the very end of the file (a clean end).
+        if (start == 0 and size == 128) or (got == 0 and size == 8):
+            return
+        if self.truncated_at is None:
+            self.truncated_at = start + got
 
     def close(self) -> None:
         """Leave closing to the owner of the underlying file."""
