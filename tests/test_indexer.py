@@ -23,6 +23,7 @@ from dicom_samples import (
     zip_of,
 )
 
+from metastore import indexer
 from metastore.indexer import IndexReport, index_paths
 from metastore.store import Store
 
@@ -209,9 +210,12 @@ def test_two_workers_give_the_same_store_as_one(db_url: str, tmp_path: Path) -> 
     )
 
 
-def test_a_rerun_completes_an_interrupted_run(db_url: str, tmp_path: Path) -> None:
+def test_a_rerun_completes_an_interrupted_run(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A run stopped midway keeps its written batches; the next run does the rest."""
     folder = many_sources(tmp_path / "src")
+    monkeypatch.setattr(indexer, "PROGRESS_INTERVAL", 0.0)  # a call per source
 
     def stop(report: IndexReport) -> None:
         if report.files_seen >= 20:
