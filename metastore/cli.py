@@ -202,7 +202,7 @@ def _counts(report: IndexReport) -> str:
 def _progress() -> Iterator[Callable[[IndexReport], None]]:
     """Report progress: a live line on a terminal, else a log line now and then."""
     tty = sys.stderr.isatty()
-    last = [0.0]
+    last = [time.monotonic()]  # the first log line after LOG_INTERVAL
 
     def show(report: IndexReport) -> None:
         line = (

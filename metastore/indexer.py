@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 import time
@@ -278,7 +279,7 @@ def _read_all(
         yield from _read_here(iter(first), root)
         return
     context = _process_context()
-    pool = ProcessPoolExecutor(workers, mp_context=context)
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init)
     try:
         pending: deque[tuple[list[Entry], Future[list[Outcome]]]] = deque()
         for chunk in chain(first, chunks):
@@ -325,6 +326,11 @@ def _read_here(chunks: Iterator[list[Entry]], root: str | None) -> Iterator[Outc
                 yield read_entry(entry, root, zips)
     finally:
         zips.close()
+
+
+def _worker_init() -> None:
+    """Leave Ctrl-C to the main process, which stops the pool cleanly."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 # One per worker process: consecutive chunks of one archive share the open zip.
