@@ -214,8 +214,9 @@ def index_paths(
     tally = _Tally()
     known = store.known_sources()
     batches = _Batches(store, batch_size, tally)
-    seen: set[str] = set()
-    todo = _to_read(discover(roots), known, tally, batches, seen)
+    seen: set[str] = set()  # locations to keep; only needed for prune
+    note = seen.add if prune else _ignore
+    todo = _to_read(discover(roots), known, tally, batches, note)
     root = wadors_root.removesuffix("/") if wadors_root else None
     next_call = time.perf_counter() + PROGRESS_INTERVAL
     if workers is None:
@@ -224,7 +225,7 @@ def index_paths(
         tally.outcome(outcome)
         batches.add(outcome.instances, outcome.errors)
         if outcome.status != "skipped":  # a skipped source has no rows to keep
-            seen.add(outcome.location)
+            note(outcome.location)
         if progress is not None and time.perf_counter() >= next_call:
             progress(tally.report())
             next_call = time.perf_counter() + PROGRESS_INTERVAL
@@ -242,7 +243,7 @@ def _to_read(
     known: Mapping[str, tuple[int, int]],
     tally: _Tally,
     batches: _Batches,
-    seen: set[str],
+    note: Callable[[str], None],
 ) -> Iterator[Entry]:
     """Count what needs no reading (unchanged, discovery errors); yield the rest."""
     for item in found:
@@ -251,15 +252,19 @@ def _to_read(
             tally.count("failed")
             tally.error(item)
             batches.add((), (item,))
-            seen.add(item.location)
+            note(item.location)
             continue
         source = item.source
         if known.get(source.location) == (source.size, source.mtime_ns):
             tally.count("files_seen")
             tally.count("unchanged")
-            seen.add(source.location)
+            note(source.location)
             continue
         yield item
+
+
+def _ignore(location: str) -> None:
+    """Forget a location (without prune nothing needs to remember it)."""
 
 
 def _read_all(

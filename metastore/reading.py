@@ -16,7 +16,6 @@ import os
 import struct
 import warnings
 import zipfile
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,13 +24,12 @@ from typing import IO, Any, Literal
 import orjson
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.tag import BaseTag
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from metastore.dicomjson import dataset_to_dicom_json
 from metastore.discovery import HEAD_SIZE, Entry, Kind, looks_like_dicom_json, sniff
-from metastore.errors import MetastoreError
+from metastore.errors import DicomError, MetastoreError
 from metastore.imageid import ImageId, file_image_id, parse_image_id, wadors_image_id
 from metastore.instances import build_instance
 from metastore.records import ErrorRecord, InstanceRecord
@@ -119,16 +117,10 @@ def read_entry(entry: Entry, wadors_root: str | None, zips: ZipCache) -> Outcome
                 kind, "not DICOM"
             )
             return Outcome(location, "skipped", reason=reason)
-    except (Unreadable, OSError, zipfile.BadZipFile, zlib.error, RuntimeError) as exc:
-        return _failed(location, "unreadable", _reason(exc))
-    except (
-        InvalidDicomError,
-        MetastoreError,
-        ValueError,
-        KeyError,
-        struct.error,
-    ) as exc:
-        # pydicom raises assorted errors on damaged headers
+    except DicomError as exc:  # pydicom read it, but it cannot become DICOM JSON
+        return _failed(location, "invalid", _reason(exc))
+    except Exception as exc:  # one bad source must never stop a run
+        # pydicom, zipfile and zlib raise assorted errors on damaged input
         return _failed(location, "unreadable", _reason(exc))
 
 
@@ -137,10 +129,13 @@ def _failed(location: str, kind: str, reason: str) -> Outcome:
 
 
 def _reason(exc: BaseException) -> str:
+    """One line saying why: our own reasons as they are, others with their type."""
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
-    text = str(exc).strip() or type(exc).__name__
-    return text if isinstance(exc, Unreadable) else f"{type(exc).__name__}: {text}"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, Unreadable | MetastoreError):
+        return text
+    return f"{type(exc).__name__}: {text}"
 
 
 @contextmanager
