@@ -1,39 +1,52 @@
-"""Direct decoding of raw DICOM element values into DICOM JSON (helpers of dicomjson).
+"""Direct decoding of encoded DICOM values into DICOM JSON (helpers of dicomjson).
 
-Each decoder turns the encoded bytes of one element into its DICOM JSON
-object exactly as pydicom's value conversion followed by
-``DataElement.to_json_dict`` would, or answers :data:`DELEGATE` when the value
-is one pydicom treats specially (the caller then lets pydicom convert it).
-:func:`parse_sequence` does the same for a whole encoded sequence, raising
-:class:`Abort` on anything unusual.  pydicom is imported only by this module,
+Values are decoded from their bytes exactly as pydicom's value conversion
+followed by ``DataElement.to_json_dict`` would, or answered with
+:data:`DELEGATE` when pydicom treats the value specially (the caller then lets
+pydicom convert that element).  Decoded values are memoised by their bytes:
+an archive repeats most values from file to file.  :func:`parse_sequence`
+reads a whole encoded sequence the same way and raises :class:`Abort` on
+anything unusual.  pydicom is imported only by this module,
 ``metastore.dicomjson`` and the indexer.
 """
 
 from __future__ import annotations
 
 import base64
+import codecs
 import struct
+import warnings
 from collections.abc import Callable
 from typing import Any, Final
 
 from pydicom.charset import convert_encodings
 from pydicom.datadict import dictionary_VR
 
-#: Answer of a decoder: "let pydicom convert this element".
+#: Answer meaning "let pydicom convert this element".
 DELEGATE: Final[Any] = object()
+#: Cached answer meaning "no value": the element is ``{"vr": vr}``.
+EMPTY: Final[Any] = object()
 
 #: A JSON element: {"vr": ..., "Value"/"InlineBinary"/"BulkDataURI": ...}.
 Element = dict[str, Any]
+#: Memo of decoded values for one VR: encoded bytes -> tuple | EMPTY | DELEGATE.
+ValueCache = dict[bytes, Any]
 
 
 class Abort(Exception):
     """An encoded sequence holds something only pydicom should interpret."""
 
 
+class Names(tuple[dict[str, str], ...]):
+    """Decoded PN values: their dicts are copied for every element made."""
+
+    __slots__ = ()
+
+
 class Ctx:
     """Per-call settings shared by the decoders."""
 
-    __slots__ = ("handler", "inline", "max_inline", "threshold")
+    __slots__ = ("guard", "handler", "inline", "max_inline", "threshold")
 
     def __init__(
         self,
@@ -47,21 +60,48 @@ class Ctx:
         # i.e. when the base64 text would be longer than the threshold.
         self.max_inline = (threshold // 4) * 3
         self.inline = inline
+        self.guard: warnings.catch_warnings[None] | None = None
+
+    def quiet(self) -> None:
+        """Silence warnings until :meth:`close`: pydicom is about to run.
+
+        pydicom warns about every odd value (make_cases ignores them); the
+        guard is entered only when needed because it is not free.
+        """
+        if self.guard is None:
+            self.guard = warnings.catch_warnings()
+            self.guard.__enter__()
+            warnings.simplefilter("ignore")
+
+    def close(self) -> None:
+        """Restore the warning filters :meth:`quiet` replaced."""
+        if self.guard is not None:
+            self.guard.__exit__(None, None, None)
+            self.guard = None
 
 
 # Memo of tag -> "GGGGEEEE"; the same tags come back in every file.
-_KEYS: dict[int, str] = {}
-# Memo of tag -> dictionary VR for implicit VR data (None: ask pydicom).
-_IMPLICIT_VR: dict[int, str | None] = {}
+KEYS: dict[int, str] = {}
+#: Memo of tag -> dictionary VR for implicit VR data (None: ask pydicom).
+IMPLICIT_VRS: dict[int, str | None] = {}
 # Memo of encoded (0008,0005) SpecificCharacterSet -> Python encodings.
 _CHARSETS: dict[bytes, list[str]] = {}
+# (little endian, first encoding) -> {vr: value cache}
+_CACHE_MAPS: dict[tuple[bool, str], dict[str, ValueCache]] = {}
+# A value cache is emptied when it grows past this many values.
+CACHE_SIZE = 20_000
+
+
+def clear_caches() -> None:
+    """Forget every memoised value (benchmarks: each round starts cold)."""
+    _CACHE_MAPS.clear()
 
 
 def key(tag: int) -> str:
     """The DICOM JSON key of ``tag`` (a plain int): 8 upper-case hex digits."""
-    k = _KEYS.get(tag)
+    k = KEYS.get(tag)
     if k is None:
-        k = _KEYS[tag] = f"{tag:08X}"
+        k = KEYS[tag] = f"{tag:08X}"
     return k
 
 
@@ -73,7 +113,7 @@ def tag_str(tag: int) -> str:
 def implicit_vr(tag: int) -> str | None:
     """The VR pydicom gives a public tag in implicit VR data; None: not simple."""
     try:
-        return _IMPLICIT_VR[tag]
+        return IMPLICIT_VRS[tag]
     except KeyError:
         pass
     vr: str | None
@@ -87,14 +127,15 @@ def implicit_vr(tag: int) -> str | None:
             vr = "UL" if tag & 0xFFFF == 0 else None
         if vr is not None and (" " in vr or vr == "UN"):
             vr = None  # "US or SS" etc. are resolved from other elements
-    _IMPLICIT_VR[tag] = vr
+    IMPLICIT_VRS[tag] = vr
     return vr
 
 
-def item_encodings(data: bytes) -> list[str]:
+def item_encodings(data: bytes, ctx: Ctx) -> list[str]:
     """Python encodings of an item's own (0008,0005) SpecificCharacterSet."""
     enc = _CHARSETS.get(data)
     if enc is None:
+        ctx.quiet()  # convert_encodings warns about misspelt charsets
         # pydicom: convert_string (latin-1, rstrip, split) then convert_encodings
         parts = data.decode("latin-1").rstrip(" \x00").split("\\")
         enc = convert_encodings(parts[0] if len(parts) == 1 else parts)
@@ -102,22 +143,51 @@ def item_encodings(data: bytes) -> list[str]:
     return enc
 
 
-# --------------------------------------------------------------------------
-# value decoders: (tag, vr, data, little, encodings, ctx, implicit) -> element
-# ``data`` is never empty; the answer is an element, None (bulk data left
-# out) or DELEGATE.
+def caches_for(little: bool, enc: list[str]) -> dict[str, ValueCache]:
+    """The value caches for data of this endianness and charset, by VR."""
+    caches = _CACHE_MAPS.get((little, enc[0]))
+    if caches is None:
+        caches = _CACHE_MAPS[little, enc[0]] = {vr: {} for vr in _VALUE_DECODERS}
+    return caches
 
-Decoder = Callable[[int, str, bytes, bool, list[str], Ctx, bool], Any]
+
+def decode(
+    cache: ValueCache, vr: str, data: bytes, little: bool, enc: list[str]
+) -> Any:
+    """Decode ``data`` (not empty) and remember the answer in ``cache``."""
+    if len(cache) >= CACHE_SIZE:
+        cache.clear()
+    value = cache[data] = _VALUE_DECODERS[vr](vr, data, little, _codec(enc[0]))
+    return value
 
 
-def _binary(
+def other(
     tag: int, vr: str, data: bytes, little: bool, enc: list[str], ctx: Ctx, im: bool
-) -> Element | None:
-    if len(data) > ctx.max_inline and tag not in ctx.inline:
-        if ctx.handler is None:
-            return None
-        return {"vr": vr, "BulkDataURI": ctx.handler(key(tag))}
-    return {"vr": vr, "InlineBinary": base64.b64encode(data).decode("ascii")}
+) -> Any:
+    """Element for a value without a cache: binary, SS, SQ; else DELEGATE.
+
+    Raises:
+        Abort: An SQ value pydicom should parse.
+    """
+    if vr in _BINARY_VRS:
+        if len(data) > ctx.max_inline and tag not in ctx.inline:
+            if ctx.handler is None:
+                return None
+            return {"vr": vr, "BulkDataURI": ctx.handler(key(tag))}
+        return {"vr": vr, "InlineBinary": base64.b64encode(data).decode("ascii")}
+    if vr == "SQ":
+        caches = caches_for(little, enc)
+        items, _ = parse_sequence(data, 0, len(data), im, little, enc, caches, ctx)
+        return {"vr": "SQ", "Value": items}
+    if vr == "SS":
+        values = _numbers(vr, data, little, "")
+        if values.__class__ is not tuple:
+            return {"vr": vr} if values is EMPTY else DELEGATE
+        if tag in _LUT_DESCRIPTOR_TAGS and len(values) > 1 and values[0] < 0:
+            # pydicom makes the first value of a LUT descriptor unsigned
+            return {"vr": vr, "Value": [values[0] + 65536, *values[1:]]}
+        return {"vr": vr, "Value": list(values)}
+    return DELEGATE  # UN, "US or SS"...: pydicom replaces the VR
 
 
 def bulk(tag: int, vr: str, data: bytes, ctx: Ctx) -> Element | None:
@@ -129,109 +199,103 @@ def bulk(tag: int, vr: str, data: bytes, ctx: Ctx) -> Element | None:
     return {"vr": vr, "BulkDataURI": ctx.handler(key(tag))}
 
 
+def element(v: Any, vr: str) -> Any:
+    """The element for a cached answer ``v`` (fresh containers every time)."""
+    if v.__class__ is tuple:
+        return {"vr": vr, "Value": list(v)}
+    if v is EMPTY:
+        return {"vr": vr}
+    if v.__class__ is Names:
+        return {"vr": vr, "Value": list(map(dict, v))}
+    return v  # DELEGATE
+
+
+_BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
+_LUT_DESCRIPTOR_TAGS = frozenset({0x00281101, 0x00281102, 0x00281103, 0x00283002})
+_FAST_CODECS = {"iso8859-1": "latin-1", "utf-8": "utf-8", "ascii": "ascii"}
+_CODECS: dict[str, str] = {}
+
+
+def _codec(encoding: str) -> str:
+    """``encoding`` under a name CPython decodes without a codec lookup."""
+    name = _CODECS.get(encoding)
+    if name is None:
+        try:
+            name = _FAST_CODECS.get(codecs.lookup(encoding).name, encoding)
+        except LookupError:
+            name = encoding  # decoding fails and the value is delegated
+        _CODECS[encoding] = name
+    return name
+
+
+# --------------------------------------------------------------------------
+# value decoders: (vr, data, little, codec) -> tuple of values | EMPTY | DELEGATE
+# ``data`` is never empty.  They depend on nothing else, so they are cached.
+
 _NUMBER_FORMATS = {"US": "H", "SS": "h", "UL": "L", "SL": "l"}
 _NUMBER_FORMATS |= {"FL": "f", "FD": "d", "SV": "q", "UV": "Q"}
-# (vr, little endian) -> (item size, struct for one item, format character)
-_NUMBERS: dict[tuple[str, bool], tuple[int, struct.Struct, str]] = {
-    (vr, little): (
-        struct.calcsize("<" + fmt),
-        struct.Struct(("<" if little else ">") + fmt),
-        fmt,
-    )
-    for vr, fmt in _NUMBER_FORMATS.items()
-    for little in (True, False)
-}
-# pydicom makes the first value of these LUT descriptors unsigned when it
-# comes out negative: (0028,1101-1103) and (0028,3002).
-_LUT_DESCRIPTOR_TAGS = frozenset({0x00281101, 0x00281102, 0x00281103, 0x00283002})
+_SIZES = {vr: struct.calcsize("<" + fmt) for vr, fmt in _NUMBER_FORMATS.items()}
 
 
-def _numbers(
-    tag: int, vr: str, data: bytes, little: bool, enc: list[str], ctx: Ctx, im: bool
-) -> Any:
-    size, one, fmt = _NUMBERS[vr, little]
-    n = len(data)
-    if n == size:
-        return {"vr": vr, "Value": list(one.unpack(data))}
-    count, rest = divmod(n, size)
+def _numbers(vr: str, data: bytes, little: bool, codec: str) -> Any:
+    count, rest = divmod(len(data), _SIZES[vr])
     if rest:
         return DELEGATE  # pydicom raises BytesLengthException
-    values = list(struct.unpack(f"{'<' if little else '>'}{count}{fmt}", data))
-    if tag in _LUT_DESCRIPTOR_TAGS and values[0] < 0:
-        values[0] += 65536
-    return {"vr": vr, "Value": values}
+    order = "<" if little else ">"
+    return struct.unpack(f"{order}{count}{_NUMBER_FORMATS[vr]}", data)
 
 
-def _at(
-    tag: int, vr: str, data: bytes, little: bool, enc: list[str], ctx: Ctx, im: bool
-) -> Any:
+def _at(vr: str, data: bytes, little: bool, codec: str) -> Any:
     count, rest = divmod(len(data), 4)
     if rest:
         return DELEGATE
     w = struct.unpack(f"{'<' if little else '>'}{2 * count}H", data)
-    return {
-        "vr": vr,
-        "Value": [f"{w[i]:04X}{w[i + 1]:04X}" for i in range(0, len(w), 2)],
-    }
+    return tuple(f"{w[i]:04X}{w[i + 1]:04X}" for i in range(0, len(w), 2))
 
 
-def _strings(vr: str, parts: list[str]) -> Element:
-    if len(parts) == 1 and not parts[0]:
-        return {"vr": vr}
-    return {"vr": vr, "Value": parts}
-
-
-def _cs(
-    tag: int, vr: str, data: bytes, little: bool, enc: list[str], ctx: Ctx, im: bool
-) -> Any:
+def _cs(vr: str, data: bytes, little: bool, codec: str) -> Any:
     # AS CS DA DT TM: latin-1, trailing padding off the whole value, split
     text = data.decode("latin-1").rstrip(" \x00")
-    if not text:
-        return {"vr": vr}
-    return {"vr": vr, "Value": text.split("\\")}
+    return tuple(text.split("\\")) if text else EMPTY
 
 
-def _ui(
-    tag: int, vr: str, data: bytes, little: bool, enc: list[str], ctx: Ctx, im: bool
-) -> Any:
+def _strings(parts: list[str]) -> Any:
+    if len(parts) == 1 and not parts[0]:
+        return EMPTY
+    return tuple(parts)
+
+
+def _ui(vr: str, data: bytes, little: bool, codec: str) -> Any:
     # pydicom's UID() strips each value
     text = data.decode("latin-1").rstrip("\x00 ")
-    return _strings(vr, [s.strip() for s in text.split("\\")])
+    return _strings([s.strip() for s in text.split("\\")])
 
 
-def _ae(
-    tag: int, vr: str, data: bytes, little: bool, enc: list[str], ctx: Ctx, im: bool
-) -> Any:
-    return _strings(vr, [s.strip() for s in data.decode("latin-1").split("\\")])
+def _ae(vr: str, data: bytes, little: bool, codec: str) -> Any:
+    return _strings([s.strip() for s in data.decode("latin-1").split("\\")])
 
 
-def _ur(
-    tag: int, vr: str, data: bytes, little: bool, enc: list[str], ctx: Ctx, im: bool
-) -> Any:
+def _ur(vr: str, data: bytes, little: bool, codec: str) -> Any:
     text = data.decode("latin-1").rstrip()
-    return {"vr": vr, "Value": [text]} if text else {"vr": vr}
+    return (text,) if text else EMPTY
 
 
-def _ds(
-    tag: int, vr: str, data: bytes, little: bool, enc: list[str], ctx: Ctx, im: bool
-) -> Any:
+def _ds(vr: str, data: bytes, little: bool, codec: str) -> Any:
     text = data.decode("latin-1").strip().rstrip(" \x00")
     if not text:
-        return {"vr": vr}
+        return EMPTY
     try:
         # DSfloat is float(str); an empty item in a multi-value makes
         # to_json_dict raise, and so does float("") here.
-        return {"vr": vr, "Value": [float(s) for s in text.split("\\")]}
+        return tuple(map(float, text.split("\\")))
     except ValueError:
         return DELEGATE
 
 
-def _is(
-    tag: int, vr: str, data: bytes, little: bool, enc: list[str], ctx: Ctx, im: bool
-) -> Any:
+def _is(vr: str, data: bytes, little: bool, codec: str) -> Any:
     text = data.decode("latin-1").rstrip(" \x00")
     if not text:
-        return {"vr": vr}
+        return EMPTY
     out = []
     for s in text.split("\\"):
         t = s.strip(" ")
@@ -241,49 +305,40 @@ def _is(
         if not (digits.isdigit() and digits.isascii() and len(digits) < 16):
             return DELEGATE
         out.append(int(t))
-    return {"vr": vr, "Value": out}
+    return tuple(out)
 
 
-def _text(
-    tag: int, vr: str, data: bytes, little: bool, enc: list[str], ctx: Ctx, im: bool
-) -> Any:
+def _text(vr: str, data: bytes, little: bool, codec: str) -> Any:
     # SH LO UC: charset, split, trailing padding off each value
     if b"\x1b" in data:
         return DELEGATE  # ISO 2022 escape sequences: pydicom's decode_bytes
     try:
-        text = data.decode(enc[0])
+        text = data.decode(codec)
     except (UnicodeError, LookupError):
         return DELEGATE  # pydicom warns and decodes with replacements
-    if "\\" not in text:
-        text = text.rstrip("\x00 ")
-        return {"vr": vr, "Value": [text]} if text else {"vr": vr}
-    return {"vr": vr, "Value": [s.rstrip("\x00 ") for s in text.split("\\")]}
+    return _strings([s.rstrip("\x00 ") for s in text.split("\\")])
 
 
-def _long_text(
-    tag: int, vr: str, data: bytes, little: bool, enc: list[str], ctx: Ctx, im: bool
-) -> Any:
+def _long_text(vr: str, data: bytes, little: bool, codec: str) -> Any:
     # ST LT UT: one value, backslashes kept
     if b"\x1b" in data:
         return DELEGATE
     try:
-        text = data.decode(enc[0]).rstrip("\x00 ")
+        text = data.decode(codec).rstrip("\x00 ")
     except (UnicodeError, LookupError):
         return DELEGATE
-    return {"vr": vr, "Value": [text]} if text else {"vr": vr}
+    return (text,) if text else EMPTY
 
 
-def _pn(
-    tag: int, vr: str, data: bytes, little: bool, enc: list[str], ctx: Ctx, im: bool
-) -> Any:
+def _pn(vr: str, data: bytes, little: bool, codec: str) -> Any:
     data = data.rstrip(b"\x00 ")
     if b"\x1b" in data:
         return DELEGATE
     try:
-        text = data.decode(enc[0])
+        text = data.decode(codec)
         # pydicom re-encodes every name (PersonName.encode); keep to names
         # that survive that round trip unchanged.
-        if text.encode(enc[0]) != data:
+        if text.encode(codec) != data:
             return DELEGATE
     except (UnicodeError, LookupError):
         return DELEGATE
@@ -295,7 +350,7 @@ def _pn(
             comps.pop()
         if not comps:
             if len(names) == 1:
-                return {"vr": vr}
+                return EMPTY
             return DELEGATE  # to_json_dict raises IndexError on an empty name
         pn = {"Alphabetic": comps[0]}
         if len(comps) > 1:
@@ -303,19 +358,11 @@ def _pn(
             if len(comps) > 2:
                 pn["Phonetic"] = comps[2]
         out.append(pn)
-    return {"vr": vr, "Value": out}
+    return Names(out)
 
 
-def _sq(
-    tag: int, vr: str, data: bytes, little: bool, enc: list[str], ctx: Ctx, im: bool
-) -> Any:
-    items, _ = parse_sequence(data, 0, len(data), im, little, enc, ctx)
-    return {"vr": "SQ", "Value": items}
-
-
-DECODERS: dict[str, Decoder] = {
-    **dict.fromkeys(("OB", "OD", "OF", "OL", "OV", "OW"), _binary),
-    **dict.fromkeys(_NUMBER_FORMATS, _numbers),
+_VALUE_DECODERS: dict[str, Callable[[str, bytes, bool, str], Any]] = {
+    **dict.fromkeys(("US", "UL", "SL", "FL", "FD", "SV", "UV"), _numbers),
     **dict.fromkeys(("AS", "CS", "DA", "DT", "TM"), _cs),
     **dict.fromkeys(("SH", "LO", "UC"), _text),
     **dict.fromkeys(("ST", "LT", "UT"), _long_text),
@@ -324,11 +371,11 @@ DECODERS: dict[str, Decoder] = {
     "DS": _ds,
     "IS": _is,
     "PN": _pn,
-    "SQ": _sq,
     "UI": _ui,
     "UR": _ur,
 }
-# UN and the ambiguous VRs are missing on purpose: pydicom replaces them.
+# SS (LUT descriptors), binary VRs and SQ go through other(); UN and the
+# ambiguous VRs are pydicom's.
 
 
 # --------------------------------------------------------------------------
@@ -336,8 +383,10 @@ DECODERS: dict[str, Decoder] = {
 
 _LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UR"})
 _LONG_VRS |= {"UT", "UV", "UN"}
+#: The VRs decoded here (UN and the ambiguous ones are pydicom's).
+KNOWN_VRS = frozenset([*_VALUE_DECODERS, *_BINARY_VRS, "SS", "SQ"])
 # explicit VR bytes -> (VR, has a 4-byte length)
-_VR_BYTES = {vr.encode(): (vr, vr in _LONG_VRS) for vr in [*DECODERS, "UN"]}
+_VR_BYTES = {vr.encode(): (vr, vr in _LONG_VRS) for vr in KNOWN_VRS}
 # VRs whose decoding depends on the charset (SQ: its items inherit it)
 _ENCODED_VRS = frozenset({"SH", "LO", "UC", "ST", "LT", "UT", "PN", "SQ"})
 _ITEM = 0xFFFEE000
@@ -356,9 +405,10 @@ def parse_sequence(
     implicit: bool,
     little: bool,
     enc: list[str],
+    caches: dict[str, ValueCache],
     ctx: Ctx,
 ) -> tuple[list[dict[str, Element]], int]:
-    """The items of an encoded sequence value, as pydicom's read_sequence reads them.
+    """The items of an encoded sequence, as pydicom's read_sequence reads them.
 
     Args:
         buf: The bytes holding the sequence.
@@ -368,6 +418,7 @@ def parse_sequence(
         implicit: Implicit VR encoding.
         little: Little endian encoding.
         enc: The Python encodings the items inherit.
+        caches: ``caches_for(little, enc)``.
         ctx: Conversion settings.
 
     Returns:
@@ -376,7 +427,7 @@ def parse_sequence(
     Raises:
         Abort: Something pydicom may read differently (a malformed or
             truncated value, private or ambiguous VRs in implicit VR data,
-            UN, escape sequences...).
+            UN, escape sequences, invalid values...).
     """
     items = []
     header = _HEADER[little]
@@ -384,20 +435,20 @@ def parse_sequence(
     while end is None or pos < end:
         if pos + 8 > size:
             raise Abort("sequence ends inside an item header")
-        group, element, length = header.unpack_from(buf, pos)
+        group, elem, length = header.unpack_from(buf, pos)
         pos += 8
-        tag = group << 16 | element
+        tag = group << 16 | elem
         if tag == _SEQUENCE_END:
             break
         if tag != _ITEM:
             raise Abort(f"expected an item, found {tag_str(tag)}")
         if length == _UNDEFINED:
-            item, pos = _parse_item(buf, pos, None, implicit, little, enc, ctx)
+            item, pos = _parse_item(buf, pos, None, implicit, little, enc, caches, ctx)
         else:
             stop = pos + length
             if stop > (size if end is None else end):
                 raise Abort("item longer than its sequence")
-            item, pos = _parse_item(buf, pos, stop, implicit, little, enc, ctx)
+            item, pos = _parse_item(buf, pos, stop, implicit, little, enc, caches, ctx)
         items.append(item)
     return items, pos
 
@@ -409,31 +460,34 @@ def _parse_item(
     implicit: bool,
     little: bool,
     enc: list[str],
+    caches: dict[str, ValueCache],
     ctx: Ctx,
 ) -> tuple[dict[str, Element], int]:
     """One item's elements, up to ``end`` or the item delimiter."""
     out: dict[str, Element] = {}
-    size = len(buf)
     header = _HEADER[little] if implicit else _EXPLICIT[little]
     length32 = _LENGTH32[little]
-    limit = size if end is None else end
-    text_seen = False
+    limit = len(buf) if end is None else end
+    keys = KEYS
+    last = -1
+    ordered = True
+    vr: str | None
     while end is None or pos < end:
         if pos + 8 > limit:
             raise Abort("item ends inside an element header")
         if implicit:
-            group, element, length = header.unpack_from(buf, pos)
+            group, elem, length = header.unpack_from(buf, pos)
             pos += 8
-            tag = group << 16 | element
+            tag = group << 16 | elem
             if tag == _ITEM_END:
                 break
             vr = implicit_vr(tag)
             if vr is None:
                 raise Abort(f"{tag_str(tag)} has no simple VR in implicit VR data")
         else:
-            group, element, vr_bytes, length = header.unpack_from(buf, pos)
+            group, elem, vr_bytes, length = header.unpack_from(buf, pos)
             pos += 8
-            tag = group << 16 | element
+            tag = group << 16 | elem
             if tag == _ITEM_END:
                 break
             known = _VR_BYTES.get(vr_bytes)
@@ -447,30 +501,45 @@ def _parse_item(
                 pos += 4
         if tag == 0x00080005:
             # pydicom decodes the whole item with the item's own charset
-            if text_seen:
+            if any(e["vr"] in _ENCODED_VRS for e in out.values()):
                 raise Abort("(0008,0005) after text elements")
-            enc = item_encodings(buf[pos : pos + length])
-        elif vr in _ENCODED_VRS:
-            text_seen = True
+            enc = item_encodings(buf[pos : pos + length], ctx)
+            caches = caches_for(little, enc)
         if length == _UNDEFINED:
             if vr != "SQ":
                 raise Abort(f"{tag_str(tag)} has an undefined length")
-            items, pos = parse_sequence(buf, pos, None, implicit, little, enc, ctx)
-            out[key(tag)] = {"vr": "SQ", "Value": items}
-            continue
-        stop = pos + length
-        if stop > limit:
-            raise Abort(f"{tag_str(tag)} is longer than its item")
-        if length == 0:
-            value: Any = {"vr": "SQ", "Value": []} if vr == "SQ" else {"vr": vr}
+            items, pos = parse_sequence(
+                buf, pos, None, implicit, little, enc, caches, ctx
+            )
+            value: Any = {"vr": "SQ", "Value": items}
         else:
-            decoder = DECODERS.get(vr)
-            if decoder is None:
-                raise Abort(f"{tag_str(tag)} has VR {vr}")
-            value = decoder(tag, vr, buf[pos:stop], little, enc, ctx, implicit)
-            if value is DELEGATE:
-                raise Abort(f"{tag_str(tag)} needs pydicom")
-        pos = stop
+            stop = pos + length
+            if stop > limit:
+                raise Abort(f"{tag_str(tag)} is longer than its item")
+            if length == 0:
+                value = {"vr": "SQ", "Value": []} if vr == "SQ" else {"vr": vr}
+            else:
+                data = buf[pos:stop]
+                cache = caches.get(vr)
+                if vr == "SQ":
+                    items, _ = parse_sequence(
+                        data, 0, length, implicit, little, enc, caches, ctx
+                    )
+                    value = {"vr": "SQ", "Value": items}
+                elif cache is None:
+                    value = other(tag, vr, data, little, enc, ctx, implicit)
+                else:
+                    v = cache.get(data)
+                    if v is None:
+                        v = decode(cache, vr, data, little, enc)
+                    value = element(v, vr)
+                if value is DELEGATE:
+                    raise Abort(f"{tag_str(tag)} needs pydicom")
+            pos = stop
         if value is not None:
-            out[key(tag)] = value
-    return dict(sorted(out.items())), pos
+            k = keys.get(tag)
+            out[k if k is not None else key(tag)] = value
+        if tag < last:
+            ordered = False
+        last = tag
+    return (out if ordered else dict(sorted(out.items()))), pos

@@ -11,7 +11,6 @@ in the indexer.
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -20,9 +19,10 @@ from pydicom import hooks as _pd_hooks
 from pydicom import valuerep as _pd_valuerep
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 from metastore import _vr
-from metastore._vr import DECODERS, DELEGATE, Abort, Ctx, implicit_vr, key, tag_str
+from metastore._vr import DELEGATE, Abort, Ctx, implicit_vr, key, tag_str
 from metastore.errors import DicomError
 from metastore.types import DicomJson
 
@@ -46,7 +46,10 @@ OVERLAY_DATA_TAGS: frozenset[int] = frozenset(
 #: metastore reads overlays for real (overlayPlaneModule, divergence 3).
 DEFAULT_INLINE_TAGS: frozenset[int] = OVERLAY_DATA_TAGS
 
-_BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
+# Text VRs whose JSON values are the element's str values, unchanged.
+_STRING_VRS = frozenset(
+    {"AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
+)
 
 
 class _Fallback(Exception):
@@ -118,23 +121,41 @@ def dataset_to_dicom_json(
         bulk_threshold,
         DEFAULT_INLINE_TAGS if inline_tags is None else inline_tags,
     )
-    with warnings.catch_warnings():
-        # pydicom warns about every odd value; make_cases ignores them.
-        warnings.simplefilter("ignore")
+    try:
         try:
             meta = _convert(ds, ctx, "", _fast_path_allowed(), top=True)
         except _Fallback as fb:
             logger.debug("to_json_dict fallback: %s", fb)
             meta = _make_cases_fallback(ds, ctx)
-        try:
-            ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        except Exception as exc:
-            raise DicomError(
-                f"(0002,0010) TransferSyntaxUID cannot be read: {exc}"
-            ) from exc
+        ts = _transfer_syntax(ds, ctx)
+    finally:
+        ctx.close()
+    # meta is in tag order; keep it so without sorting again when we can.
     if ts:
-        meta["00020010"] = {"vr": "UI", "Value": [str(ts)]}
-    return dict(sorted(meta.items()))
+        ts_value = {"vr": "UI", "Value": [str(ts)]}
+        if "00020010" in meta:
+            meta["00020010"] = ts_value
+        elif next(iter(meta), "FFFFFFFF") > "00020010":
+            meta = {"00020010": ts_value, **meta}
+        else:
+            meta["00020010"] = ts_value
+            meta = dict(sorted(meta.items()))
+    return meta
+
+
+def _transfer_syntax(ds: Dataset, ctx: Ctx) -> Any:
+    """make_cases': ``ds.file_meta.TransferSyntaxUID``, or None."""
+    meta = getattr(ds, "file_meta", None)
+    elem = getattr(meta, "_dict", {}).get(0x00020010)
+    if type(elem) is DataElement:
+        return elem.value  # what meta.TransferSyntaxUID returns, sooner
+    try:
+        ctx.quiet()
+        return getattr(meta, "TransferSyntaxUID", None)
+    except Exception as exc:
+        raise DicomError(
+            f"(0002,0010) TransferSyntaxUID cannot be read: {exc}"
+        ) from exc
 
 
 def _fast_path_allowed() -> bool:
@@ -156,12 +177,15 @@ def _fast_path_allowed() -> bool:
     )
 
 
-def _encodings(ds: Dataset) -> list[str]:
+def _encodings(ds: Dataset, ctx: Ctx) -> list[str]:
     """The Python encodings pydicom decodes ``ds``'s text with."""
     # What Dataset.__getitem__ passes to convert_raw_data_element: the
     # charset read with the dataset (sequence items inherit their parent's
     # unless they have their own (0008,0005)), else (0008,0005) itself.
-    enc = ds.original_character_set or ds._character_set
+    enc = ds.original_character_set
+    if not enc:
+        ctx.quiet()
+        enc = ds._character_set
     if isinstance(enc, str):
         return [enc]
     return list(enc) or ["iso8859"]
@@ -170,58 +194,122 @@ def _encodings(ds: Dataset) -> list[str]:
 def _convert(ds: Dataset, ctx: Ctx, path: str, fast: bool, *, top: bool) -> DicomJson:
     """Convert one dataset (the instance or a sequence item)."""
     out: DicomJson = {}
-    enc = _encodings(ds) if fast else []
+    enc = _encodings(ds, ctx) if fast else []
+    # The value memo of this dataset's encoding; elements encoded otherwise
+    # (never seen in practice) take the slow path.
+    little = ds._read_little if ds._read_little is not None else True
+    caches = _vr.caches_for(little, enc) if fast else {}
     raw_type = RawDataElement
-    decoders = DECODERS
+    tuple_type = tuple
+    empty = _vr.EMPTY
+    keys = _vr.KEYS
+    implicit_vrs = _vr.IMPLICIT_VRS
+    last = -1
+    ordered = True
+    value: Any
     # A copy: converting an element through pydicom replaces it in ds._dict.
     for tag, elem in list(ds._dict.items()):
         t = hash(tag)  # the plain int: BaseTag's __eq__ is slow in dict lookups
-        if top and t in PIXEL_DATA_TAGS:
-            value = _pixel_data(ds, t, elem, ctx, path)
-        elif fast and type(elem) is raw_type:
-            _, vr, length, data, _, implicit, little, _, _ = elem
+        if type(elem) is raw_type:
+            _, vr, _, data, _, _, elem_little, _, _ = elem
             if vr is None:
-                vr = implicit_vr(t)
-            decoder = None if vr is None else decoders.get(vr)
-            if vr is None or decoder is None or (data is None and length):
-                # UN, "US or SS"..., private implicit VR, deferred read
-                value = _element(ds, tag, ctx, path, fast)
-            elif not data:
-                value = {"vr": "SQ", "Value": []} if vr == "SQ" else {"vr": vr}
+                vr = implicit_vrs.get(t) or implicit_vr(t)
+            cache = caches.get(vr)  # type: ignore[arg-type]
+            if cache is not None and data and elem_little is little:
+                # the hot path: a text or number value, usually memoised
+                v = cache.get(data)
+                if v is None:
+                    v = _vr.decode(cache, vr, data, little, enc)  # type: ignore[arg-type]
+                if v.__class__ is tuple_type:
+                    value = {"vr": vr, "Value": list(v)}
+                elif v is empty:
+                    value = {"vr": vr}
+                else:
+                    value = _vr.element(v, vr)  # type: ignore[arg-type]
+                    if value is DELEGATE:
+                        value = _element(ds, tag, ctx, path, fast)
             else:
-                try:
-                    value = decoder(t, vr, data, little, enc, ctx, implicit)
-                except Abort:
-                    value = DELEGATE
-                if value is DELEGATE:
-                    value = _element(ds, tag, ctx, path, fast)
+                value = _raw(ds, tag, elem, vr, ctx, path, fast, enc)
+        elif type(elem) is DataElement and elem.VR in _STRING_VRS:
+            # Already converted text, e.g. (0008,0005) that dcmread reads:
+            # to_json_dict's own rule, minus its overhead.
+            v = elem.value
+            if isinstance(v, str):
+                value = {"vr": elem.VR, "Value": [v]} if v else {"vr": elem.VR}
+            elif type(v) is MultiValue and len(v) > 1:
+                value = {"vr": elem.VR, "Value": list(v)}
+            else:
+                value = _element(ds, tag, ctx, path, fast)
         else:
             value = _element(ds, tag, ctx, path, fast)
         if value is not None:
-            out[key(t)] = value
-    return out if top else dict(sorted(out.items()))
+            k = keys.get(t)
+            out[k if k is not None else key(t)] = value
+        if t < last:
+            ordered = False
+        last = t
+    if top:
+        _pixel_data(out, ctx)
+    return out if ordered else dict(sorted(out.items()))
 
 
-def _pixel_data(
-    ds: Dataset, tag: int, elem: Any, ctx: Ctx, path: str
-) -> dict[str, Any] | None:
-    """A top-level Pixel Data element: always a BulkDataURI, never read."""
-    vr = elem.VR
-    if type(elem) is not RawDataElement or vr not in _BINARY_VRS:
-        # Implicit VR ("OB or OW") or already converted: let pydicom settle it.
-        try:
-            vr = ds[tag].VR
-        except Exception as exc:
-            raise _Fallback(path + tag_str(tag), exc) from exc
-    if ctx.handler is None:
-        return None
-    return {"vr": vr, "BulkDataURI": ctx.handler(key(tag))}
+def _raw(
+    ds: Dataset,
+    tag: int,
+    raw: RawDataElement,
+    vr: str | None,
+    ctx: Ctx,
+    path: str,
+    fast: bool,
+    enc: list[str],
+) -> Any:
+    """A raw element off the hot path: binary, SQ, SS, empty, UN, implicit..."""
+    t = hash(tag)
+    data = raw.value
+    if (
+        not fast
+        or vr is None
+        or vr not in _vr.KNOWN_VRS
+        or (data is None and raw.length)
+    ):
+        # UN, private or ambiguous VR in implicit VR data, deferred read
+        return _element(ds, tag, ctx, path, fast)
+    if not data:
+        return {"vr": "SQ", "Value": []} if vr == "SQ" else {"vr": vr}
+    little = raw.is_little_endian
+    cache = _vr.caches_for(little, enc).get(vr)
+    try:
+        if cache is None:
+            value = _vr.other(t, vr, data, little, enc, ctx, raw.is_implicit_VR)
+        else:
+            v = cache.get(data)
+            if v is None:
+                v = _vr.decode(cache, vr, data, little, enc)
+            value = _vr.element(v, vr)
+    except Abort:
+        value = DELEGATE
+    if value is DELEGATE:
+        return _element(ds, tag, ctx, path, fast)
+    return value
+
+
+def _pixel_data(out: DicomJson, ctx: Ctx) -> None:
+    """Top-level Pixel Data is always a BulkDataURI (or left out), as in make_cases."""
+    for tag in PIXEL_DATA_TAGS:
+        k = key(tag)
+        value = out.get(k)
+        if value is not None:
+            if ctx.handler is None:
+                del out[k]
+            else:
+                out[k] = {"vr": value["vr"], "BulkDataURI": ctx.handler(k)}
 
 
 def _element(
     ds: Dataset, tag: int, ctx: Ctx, path: str, fast: bool
 ) -> dict[str, Any] | None:
     """Convert one element through pydicom (exact by construction)."""
+    ctx.quiet()
     try:
         elem = ds[tag]
         if elem.VR == "SQ":
@@ -246,6 +334,7 @@ def _element(
 
 def _make_cases_fallback(ds: Dataset, ctx: Ctx) -> DicomJson:
     """What make_cases.convert() does when to_json_dict raises."""
+    ctx.quiet()
     try:
         meta: DicomJson = ds.to_json_dict(
             bulk_data_threshold=ctx.threshold, bulk_data_element_handler=_bulk_marker
@@ -265,21 +354,16 @@ def _make_cases_fallback(ds: Dataset, ctx: Ctx) -> DicomJson:
                     logger.warning(
                         "dropped %s: %s: %s", tag_str(tag), type(exc).__name__, exc
                     )
-    _resolve(meta, ctx, top=True)
-    return meta
+    return _resolve(meta, ctx, top=True)
 
 
-def _resolve(meta: DicomJson, ctx: Ctx, *, top: bool) -> None:
-    """Replace the placeholders of a to_json_dict result and sort, in place."""
+def _resolve(meta: DicomJson, ctx: Ctx, *, top: bool) -> DicomJson:
+    """Replace the placeholders of a to_json_dict result; sort the top level."""
     for k in list(meta):
         value = meta[k]
         tag = int(k, 16)
         if top and tag in PIXEL_DATA_TAGS:
-            if ctx.handler is None:
-                del meta[k]
-            else:
-                meta[k] = {"vr": value["vr"], "BulkDataURI": ctx.handler(k)}
-            continue
+            continue  # _pixel_data() below
         marker = value.get("BulkDataURI")
         if isinstance(marker, _Bulk):
             resolved = _vr.bulk(tag, value["vr"], marker.elem.value, ctx)
@@ -292,3 +376,7 @@ def _resolve(meta: DicomJson, ctx: Ctx, *, top: bool) -> None:
             for item in items:
                 _resolve(item, ctx, top=False)
             value["Value"] = [dict(sorted(item.items())) for item in items]
+    if top:
+        _pixel_data(meta, ctx)
+        return dict(sorted(meta.items()))
+    return meta
