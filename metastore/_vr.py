@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from pydicom.charset import convert_encodings
-from pydicom.datadict import dictionary_VR
+from pydicom.datadict import dictionary_VR, private_dictionary_VR
 
 #: Answer meaning "let pydicom convert this element".
 DELEGATE: Final[Any] = object()
@@ -84,6 +84,8 @@ class Ctx:
 KEYS: dict[int, str] = {}
 #: Memo of tag -> dictionary VR for implicit VR data (None: ask pydicom).
 IMPLICIT_VRS: dict[int, str | None] = {}
+# Memo of (private tag, private creator) -> VR.
+_PRIVATE_VRS: dict[tuple[int, str], str] = {}
 # Memo of encoded (0008,0005) SpecificCharacterSet -> Python encodings.
 _CHARSETS: dict[bytes, list[str]] = {}
 # (little endian, first encoding) -> {vr: value cache}
@@ -131,6 +133,22 @@ def implicit_vr(tag: int) -> str | None:
     return vr
 
 
+def private_vr(tag: int, creator: str, ctx: Ctx) -> str | None:
+    """The VR of a private tag in pydicom's private dictionary, else UN.
+
+    None when the dictionary gives an ambiguous VR ("US or SS").
+    """
+    vr = _PRIVATE_VRS.get((tag, creator))
+    if vr is None:
+        ctx.quiet()
+        try:
+            vr = str(private_dictionary_VR(tag, creator))
+        except KeyError:
+            vr = "UN"
+        _PRIVATE_VRS[tag, creator] = vr
+    return None if " " in vr else vr
+
+
 def item_encodings(data: bytes, ctx: Ctx) -> list[str]:
     """Python encodings of an item's own (0008,0005) SpecificCharacterSet."""
     enc = _CHARSETS.get(data)
@@ -161,6 +179,15 @@ def decode(
     return value
 
 
+def binary(tag: int, vr: str, data: bytes, ctx: Ctx) -> Element | None:
+    """A binary value (not empty): InlineBinary, BulkDataURI or left out."""
+    if len(data) > ctx.max_inline and tag not in ctx.inline:
+        if ctx.handler is None:
+            return None
+        return {"vr": vr, "BulkDataURI": ctx.handler(key(tag))}
+    return {"vr": vr, "InlineBinary": base64.b64encode(data).decode("ascii")}
+
+
 def other(
     tag: int, vr: str, data: bytes, little: bool, enc: list[str], ctx: Ctx, im: bool
 ) -> Any:
@@ -170,11 +197,7 @@ def other(
         Abort: An SQ value pydicom should parse.
     """
     if vr in _BINARY_VRS:
-        if len(data) > ctx.max_inline and tag not in ctx.inline:
-            if ctx.handler is None:
-                return None
-            return {"vr": vr, "BulkDataURI": ctx.handler(key(tag))}
-        return {"vr": vr, "InlineBinary": base64.b64encode(data).decode("ascii")}
+        return binary(tag, vr, data, ctx)
     if vr == "SQ":
         caches = caches_for(little, enc)
         items, _ = parse_sequence(data, 0, len(data), im, little, enc, caches, ctx)

@@ -263,16 +263,20 @@ def _raw(
     fast: bool,
     enc: list[str],
 ) -> Any:
-    """A raw element off the hot path: binary, SQ, SS, empty, UN, implicit..."""
+    """A raw element off the hot path: binary, SQ, SS, empty, private, UN..."""
     t = hash(tag)
     data = raw.value
-    if (
-        not fast
-        or vr is None
-        or vr not in _vr.KNOWN_VRS
-        or (data is None and raw.length)
-    ):
-        # UN, private or ambiguous VR in implicit VR data, deferred read
+    if not fast or (data is None and raw.length):  # deferred read
+        return _element(ds, tag, ctx, path, fast)
+    if (vr is None or vr == "UN") and t >> 16 & 1:
+        # a private tag without a VR (implicit) or UN: pydicom looks it up
+        # in its private dictionary under the block's private creator
+        vr = _private_vr(ds, t, enc, ctx)
+        if vr == "UN":
+            value: Any = _vr.binary(t, vr, data, ctx) if data else {"vr": vr}
+            return value
+    if vr is None or vr not in _vr.KNOWN_VRS:
+        # UN of a public tag, ambiguous VR in implicit VR data, unknown VR
         return _element(ds, tag, ctx, path, fast)
     if not data:
         return {"vr": "SQ", "Value": []} if vr == "SQ" else {"vr": vr}
@@ -291,6 +295,40 @@ def _raw(
     if value is DELEGATE:
         return _element(ds, tag, ctx, path, fast)
     return value
+
+
+def _private_vr(ds: Dataset, tag: int, enc: list[str], ctx: Ctx) -> str | None:
+    """pydicom's ``_private_vr_for_tag`` for a private ``tag``; None: ask pydicom."""
+    element = tag & 0xFFFF
+    if 0x0010 <= element < 0x0100:
+        return "LO"  # a private creator
+    if not element & 0xFF00:
+        return "UN"
+    creator_elem = ds._dict.get((tag & 0xFFFF0000) | element >> 8)  # type: ignore[call-overload]
+    if creator_elem is None:
+        return "UN"
+    if type(creator_elem) is RawDataElement:
+        data = creator_elem.value
+        if creator_elem.VR not in (None, "LO") or (
+            data is None and creator_elem.length
+        ):
+            return None
+        if not data:
+            return "UN"  # "" is no private creator pydicom knows
+        cache = _vr.caches_for(creator_elem.is_little_endian, enc)["LO"]
+        v = cache.get(data)
+        if v is None:
+            v = _vr.decode(cache, "LO", data, creator_elem.is_little_endian, enc)
+        if v.__class__ is not tuple:
+            return "UN" if v is _vr.EMPTY else None
+        if len(v) != 1:
+            return "UN"  # a multi-valued creator is no key of the dictionary
+        creator = v[0]
+    else:
+        creator = creator_elem.value
+        if not isinstance(creator, str):
+            return None
+    return _vr.private_vr(tag, creator, ctx)
 
 
 def _pixel_data(out: DicomJson, ctx: Ctx) -> None:

@@ -530,6 +530,12 @@ NUMBER_FORMATS = {"US": "H", "SS": "h", "UL": "L", "SL": "l"}
 NUMBER_FORMATS |= {"FL": "f", "FD": "d", "SV": "q", "UV": "Q"}
 
 
+PRIVATE_BLOCKS = [
+    (0x0019, "GEMS_ACQU_01", [(0x01, "LT"), (0x02, "SL"), (0x03, "DS")]),
+    (0x0029, "SIEMENS CSA HEADER", [(0x08, "CS"), (0x09, "LO"), (0x10, "OB")]),
+]
+
+
 @st.composite
 def _datasets(draw: st.DrawFn, depth: int = 0) -> Dataset:
     """A dataset of raw elements (explicit VR little endian), maybe nested."""
@@ -555,6 +561,18 @@ def _datasets(draw: st.DrawFn, depth: int = 0) -> Dataset:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # unencodable: replacement bytes
             elems.append((tag, vr, _encode_value(vr, value, encodings)))
+    if draw(st.booleans()):
+        # private blocks pydicom's private dictionary knows (implicit VR
+        # data takes their VRs from it), in a drawn block slot
+        for group, creator, offsets in PRIVATE_BLOCKS:
+            slot = draw(st.integers(0x10, 0x12))
+            elems.append((group << 16 | slot, "LO", _pad(creator.encode(), "LO")))
+            for offset, vr in offsets:
+                value = draw(_value(vr, chars))
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    data = _encode_value(vr, value, encodings)
+                elems.append((group << 16 | slot << 8 | offset, vr, data))
     if depth == 0 and draw(st.booleans()):
         elems.append((0x00090010, "LO", b"METASTORE TEST"))
         with warnings.catch_warnings():
