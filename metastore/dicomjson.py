@@ -57,8 +57,8 @@ class _Fallback(Exception):
 
     def __init__(self, where: str, exc: BaseException) -> None:
         self.where = where
-        self.exc = exc
-        super().__init__(f"{where}: {type(exc).__name__}: {exc}")
+        self.reason = f"{type(exc).__name__}: {exc}"
+        super().__init__(f"{where}: {self.reason}")
 
 
 class _Bulk(str):
@@ -81,6 +81,7 @@ def dataset_to_dicom_json(
     bulk_data_uri: Callable[[str], str] | None = None,
     bulk_threshold: int = 1024,
     inline_tags: frozenset[int] | None = None,
+    strict: bool = False,
 ) -> DicomJson:
     """Convert a pydicom dataset to a DICOM JSON instance, fast and exactly.
 
@@ -107,14 +108,16 @@ def dataset_to_dicom_json(
         inline_tags: Tags always kept as InlineBinary whatever their size;
             default :data:`DEFAULT_INLINE_TAGS` (overlay data of groups
             6000-601E).
+        strict: Raise :class:`DicomError` on the first value pydicom cannot
+            convert instead of dropping it the make_cases way.
 
     Returns:
         The DICOM JSON instance.
 
     Raises:
-        DicomError: The dataset cannot be converted even with the fallback
-            (e.g. an unreadable (0002,0010) TransferSyntaxUID); the message
-            names the offending tag.
+        DicomError: With ``strict``, a value pydicom cannot convert; always,
+            an unreadable (0002,0010) TransferSyntaxUID.  The message names
+            the offending tag, with its path through sequences.
     """
     ctx = Ctx(
         bulk_data_uri,
@@ -125,7 +128,12 @@ def dataset_to_dicom_json(
         try:
             meta = _convert(ds, ctx, "", _fast_path_allowed(), top=True)
         except _Fallback as fb:
+            if strict:
+                raise DicomError(f"{fb.where} cannot be converted: {fb.reason}") from fb
             logger.debug("to_json_dict fallback: %s", fb)
+            meta = _make_cases_fallback(ds, ctx)
+        except Exception as exc:  # a bug here must not cost exactness
+            logger.warning("fast conversion failed, using to_json_dict: %r", exc)
             meta = _make_cases_fallback(ds, ctx)
         ts = _transfer_syntax(ds, ctx)
     finally:
@@ -170,6 +178,7 @@ def _fast_path_allowed() -> bool:
         and not c.use_DS_decimal
         and _pd_valuerep.DSclass is _pd_valuerep.DSfloat
         and not c.use_none_as_empty_text_VR_value
+        and c.replace_un_with_known_vr
         and c.data_element_callback is None
         and h.raw_element_vr is _pd_hooks.raw_element_vr
         and h.raw_element_value is _pd_hooks.raw_element_value
@@ -201,6 +210,7 @@ def _convert(ds: Dataset, ctx: Ctx, path: str, fast: bool, *, top: bool) -> Dico
     caches = _vr.caches_for(little, enc) if fast else {}
     raw_type = RawDataElement
     tuple_type = tuple
+    bytes_type = bytes
     empty = _vr.EMPTY
     keys = _vr.KEYS
     implicit_vrs = _vr.IMPLICIT_VRS
@@ -215,7 +225,12 @@ def _convert(ds: Dataset, ctx: Ctx, path: str, fast: bool, *, top: bool) -> Dico
             if vr is None:
                 vr = implicit_vrs.get(t) or implicit_vr(t)
             cache = caches.get(vr)  # type: ignore[arg-type]
-            if cache is not None and data and elem_little is little:
+            if (
+                cache is not None
+                and data.__class__ is bytes_type
+                and data
+                and elem_little is little
+            ):
                 # the hot path: a text or number value, usually memoised
                 v = cache.get(data)
                 if v is None:
@@ -266,7 +281,8 @@ def _raw(
     """A raw element off the hot path: binary, SQ, SS, empty, private, UN..."""
     t = hash(tag)
     data = raw.value
-    if not fast or (data is None and raw.length):  # deferred read
+    if not fast or (data is None and raw.length) or (data and type(data) is not bytes):
+        # deferred read, or bytes in a form we do not memoise
         return _element(ds, tag, ctx, path, fast)
     if (vr is None or vr == "UN") and t >> 16 & 1:
         # a private tag without a VR (implicit) or UN: pydicom looks it up

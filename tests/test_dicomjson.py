@@ -373,6 +373,29 @@ def test_wrong_length_numbers_are_dropped() -> None:
     assert _ours(ds) == {"00280011": {"vr": "US", "Value": [1]}}
 
 
+def test_strict_raises_dicom_error_naming_the_tag() -> None:
+    """strict=True: an unconvertible value raises DicomError with its tag."""
+    ds = _raw_dataset((0x00100020, "LO", b"X "), (0x00200013, "IS", b"1A"))
+    with pytest.raises(DicomError, match=r"\(0020,0013\)"):
+        _ours(ds, strict=True)
+    item = _raw_dataset((0x00280010, "US", b"\x01\x00\x02"))
+    ds = Dataset()
+    ds.add(DataElement(0x00081115, "SQ", Sequence([item])))
+    with pytest.raises(DicomError, match=r"\(0008,1115\)\[0\]\(0028,0010\)"):
+        _ours(ds, strict=True)
+
+
+def test_truncated_sequence_strict_and_lenient() -> None:
+    """A sequence cut mid-item is dropped, or named by DicomError when strict."""
+    # CT_small.dcm cut inside (0010,1002) OtherPatientIDsSequence
+    data = Path(get_testdata_files("CT_small.dcm")[0]).read_bytes()[:1000]
+    lenient = _ours(_read(io.BytesIO(data)))
+    assert lenient == _reference(_read(io.BytesIO(data)))
+    assert "00101002" not in lenient and "00100010" in lenient
+    with pytest.raises(DicomError, match=r"\(0010,1002\)"):
+        _ours(_read(io.BytesIO(data)), strict=True)
+
+
 def test_unreadable_transfer_syntax_raises_dicom_error() -> None:
     """A file meta whose (0002,0010) cannot be converted raises DicomError."""
     ds = _raw_dataset((0x00100020, "LO", b"X "))
