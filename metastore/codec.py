@@ -22,21 +22,40 @@ import orjson
 from metastore.types import DicomJson, ModuleValue
 
 __all__ = [
+    "base_digest",
+    "canonical",
+    "composite_digest",
+    "compress",
     "decode_dicom_json",
     "decode_value",
+    "dicom_json_bytes",
     "digest",
     "encode_dicom_json",
     "encode_module",
     "encode_value",
+    "inflate",
+    "is_composite",
+    "mark_composite",
+    "needs_base",
     "pack_bits",
+    "packs_bits",
     "unpack_bits",
+    "value_digest",
 ]
 
-# Flag bits of the first byte of every stored blob.
-_DEFLATE = 0x01  # body is raw deflate (wbits -15) with the preset dictionary
+# Flag bits of the first byte of every stored blob.  The deflate bits name
+# the preset dictionary: the module value words, the DICOM JSON openings, and
+# optionally a *base* appended to it (a sibling's canonical JSON, stored once
+# in its own row; the caller hands its bytes to the decoder).
+_DEFLATE = 0x01  # raw deflate (wbits -15), dictionary: module value words
 _STDLIB = 0x02  # body needs json.loads (NaN/Infinity literals, odd text)
 _BITS = 0x04  # body contains {"$bits": ..., "n": ...} packed bit lists
-_KNOWN = _DEFLATE | _STDLIB | _BITS
+_DICOM = 0x08  # raw deflate, dictionary: DICOM JSON openings
+_BASE = 0x10  # a base's canonical JSON follows the dictionary
+_MULTI = 0x20  # a composite: {module type: value} of one image's own values
+_KNOWN = _DEFLATE | _STDLIB | _BITS | _DICOM | _BASE | _MULTI
+#: zlib uses at most the last 32 KiB of a preset dictionary.
+_WINDOW = 32768
 
 #: Lists of 0/1 at least this long are packed (shorter ones are not worth it).
 BITS_MIN_LENGTH = 64
@@ -262,17 +281,23 @@ def _loads(data: bytes) -> Any:
         return json.loads(data)
 
 
-def encode_value(value: ModuleValue, *, pack: bool = False) -> tuple[bytes, bytes]:
-    """Encode a module value for storage.
+def _zdict(flags: int, base: bytes | None) -> bytes:
+    """The preset dictionary that the deflate bits of ``flags`` name."""
+    static = _DICOM_JSON_ZDICT if flags & _DICOM else _VALUE_ZDICT
+    if not flags & _BASE:
+        return static
+    if base is None:
+        raise ValueError("this blob was compressed against a base: pass its bytes")
+    return (static + base)[-_WINDOW:]
+
+
+def canonical(value: ModuleValue, *, pack: bool = False) -> tuple[bytes, int]:
+    """The canonical JSON bytes of ``value`` and the flags decoding needs.
 
     Args:
         value: a JSON-like value (dicts with str keys, lists, str, int,
             float incl. NaN/±Infinity/-0.0, bool, None).
         pack: pack long 0/1 int lists (overlay pixel data) as ``$bits``.
-
-    Returns:
-        ``(digest, blob)``: the 16-byte digest of the canonical encoding
-        (equal values, equal digests) and the bytes to store.
     """
     flags = 0
     if pack:
@@ -280,62 +305,142 @@ def encode_value(value: ModuleValue, *, pack: bool = False) -> tuple[bytes, byte
         if packed:
             flags |= _BITS
     data, more = _canonical(value)
-    flags |= more
-    key = hashlib.blake2b(data, digest_size=16).digest()
-    if len(data) > 16:
-        deflated = _deflate(data, VALUE_LEVEL, _VALUE_ZDICT)
-        if len(deflated) < len(data):
-            return key, bytes((flags | _DEFLATE,)) + deflated
-    return key, bytes((flags,)) + data
+    return data, flags | more
 
 
-def encode_module(module_type: str, value: ModuleValue) -> tuple[bytes, bytes]:
-    """:func:`encode_value` with bit packing where a module type needs it."""
-    return encode_value(value, pack=module_type == "overlayPlaneModule")
+def value_digest(data: bytes) -> bytes:
+    """The 16-byte BLAKE2b digest that addresses canonical bytes ``data``."""
+    return hashlib.blake2b(data, digest_size=16).digest()
 
 
-def digest(value: ModuleValue, *, pack: bool = False) -> bytes:
-    """The 16-byte BLAKE2b digest :func:`encode_value` gives ``value``."""
-    return encode_value(value, pack=pack)[0]
+def composite_digest(data: bytes) -> bytes:
+    """The digest of a composite row (apart from the values it holds)."""
+    return hashlib.blake2b(data, digest_size=16, person=b"metastore-multi").digest()
 
 
-def decode_value(blob: bytes) -> ModuleValue:
-    """Decode a blob written by :func:`encode_value` into a new value.
+def is_composite(blob: bytes) -> bool:
+    """True for a composite row: decode it, then pick the module type's key."""
+    return bool(blob[0] & _MULTI)
+
+
+def mark_composite(flags: int) -> int:
+    """``flags`` for a composite row."""
+    return flags | _MULTI
+
+
+def base_digest(data: bytes) -> bytes:
+    """The digest of a *base* row holding ``data`` (apart from value digests)."""
+    return hashlib.blake2b(data, digest_size=16, person=b"metastore-base").digest()
+
+
+def compress(
+    data: bytes, flags: int, *, base: bytes | None = None, dicom: bool = False
+) -> bytes:
+    """Store canonical bytes: flag byte + deflate, or as they are if smaller.
+
+    Args:
+        data: canonical JSON bytes from :func:`canonical`.
+        flags: the flags :func:`canonical` returned.
+        base: a sibling's canonical bytes to compress against (the decoder
+            will need the same bytes).
+        dicom: use the DICOM JSON dictionary instead of the module value one.
+    """
+    mode = (_DICOM if dicom else _DEFLATE) | (_BASE if base is not None else 0)
+    level = DICOM_JSON_LEVEL if dicom else VALUE_LEVEL
+    deflated = _deflate(data, level, _zdict(mode, base))
+    if len(deflated) < len(data) or base is not None:
+        return bytes((flags | mode,)) + deflated
+    return bytes((flags,)) + data
+
+
+def inflate(blob: bytes, base: bytes | None = None) -> bytes:
+    """The canonical JSON bytes inside a stored blob.
 
     Raises:
-        ValueError: the blob has an unknown flag byte or is damaged.
+        ValueError: unknown flags, a damaged blob, or a base needed and not given.
     """
     flags = blob[0]
     if flags & ~_KNOWN:
-        raise ValueError(f"unknown module value encoding flags {flags:#04x}")
-    data = blob[1:]
-    if flags & _DEFLATE:
-        data = _inflate(data, _VALUE_ZDICT)
+        raise ValueError(f"unknown encoding flags {flags:#04x}")
+    if flags & (_DEFLATE | _DICOM):
+        try:
+            return _inflate(blob[1:], _zdict(flags, base))
+        except zlib.error as exc:
+            raise ValueError(f"damaged blob: {exc}") from None
+    return blob[1:]
+
+
+def needs_base(blob: bytes) -> bool:
+    """True if decoding ``blob`` needs the bytes of its base."""
+    return bool(blob[0] & _BASE)
+
+
+def decode_value(blob: bytes, base: bytes | None = None) -> ModuleValue:
+    """Decode a stored module value into a new object.
+
+    Args:
+        blob: the stored bytes.
+        base: the canonical bytes of its base (:func:`inflate` of the base
+            row), when :func:`needs_base` says so.
+
+    Raises:
+        ValueError: the blob has unknown flags, is damaged, or needs a base.
+    """
+    flags = blob[0]
+    data = inflate(blob, base)
     value = json.loads(data) if flags & _STDLIB else _loads(data)
     if flags & _BITS:
         value = _unpack_walk(value)
     return value
 
 
-def encode_dicom_json(instance: DicomJson) -> bytes:
-    """Compress one DICOM JSON instance for the ``instances.dicom_json`` column."""
+def encode_value(value: ModuleValue, *, pack: bool = False) -> tuple[bytes, bytes]:
+    """Encode a self-contained module value: ``(digest, blob)``.
+
+    Equal values get equal digests whatever their key order.
+    """
+    data, flags = canonical(value, pack=pack)
+    return value_digest(data), compress(data, flags)
+
+
+def encode_module(module_type: str, value: ModuleValue) -> tuple[bytes, bytes]:
+    """:func:`encode_value` with bit packing where a module type needs it."""
+    return encode_value(value, pack=packs_bits(module_type))
+
+
+def packs_bits(module_type: str) -> bool:
+    """True for module types whose values may carry long bit lists."""
+    return module_type == "overlayPlaneModule"
+
+
+def digest(value: ModuleValue, *, pack: bool = False) -> bytes:
+    """The 16-byte digest :func:`encode_value` gives ``value``."""
+    return value_digest(canonical(value, pack=pack)[0])
+
+
+def encode_dicom_json(instance: DicomJson, base: bytes | None = None) -> bytes:
+    """Compress one DICOM JSON instance for the ``instances.dicom_json`` column.
+
+    Args:
+        instance: the DICOM JSON object.
+        base: canonical bytes of a sibling instance (same series) stored as a
+            base row; siblings share most attributes, so this stores little
+            more than the differences.
+    """
     data, flags = _canonical(instance)
-    return bytes((flags | _DEFLATE,)) + _deflate(
-        data, DICOM_JSON_LEVEL, _DICOM_JSON_ZDICT
-    )
+    return compress(data, flags, base=base, dicom=True)
 
 
-def decode_dicom_json(blob: bytes) -> DicomJson:
+def dicom_json_bytes(instance: DicomJson) -> bytes:
+    """Canonical bytes of a DICOM JSON instance (to serve as a base)."""
+    return _canonical(instance)[0]
+
+
+def decode_dicom_json(blob: bytes, base: bytes | None = None) -> DicomJson:
     """Decode :func:`encode_dicom_json` output.
 
     Raises:
-        ValueError: the blob has an unknown flag byte or is damaged.
+        ValueError: unknown flags, a damaged blob, or a base needed and not given.
     """
-    flags = blob[0]
-    if flags & ~(_DEFLATE | _STDLIB):
-        raise ValueError(f"unknown DICOM JSON encoding flags {flags:#04x}")
-    data = blob[1:]
-    if flags & _DEFLATE:
-        data = _inflate(data, _DICOM_JSON_ZDICT)
-    result: DicomJson = json.loads(data) if flags & _STDLIB else _loads(data)
+    result: DicomJson = decode_value(blob, base)
     return result

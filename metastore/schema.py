@@ -107,15 +107,46 @@ class Instance(Base):
     source_id: Mapped[int] = mapped_column(ForeignKey("sources.id"), index=True)
     #: ``metastore.codec.encode_dicom_json`` output.
     dicom_json: Mapped[bytes] = mapped_column(LargeBinary)
+    #: The ``module_values`` row of the base ``dicom_json`` was compressed
+    #: against (a sibling's DICOM JSON), if any.  Not a declared foreign key:
+    #: see :class:`ModuleValueRow`.
+    dicom_json_base_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class ImageIdPrefix(Base):
+    """The part of imageIds shared by many images (a series' or a folder's).
+
+    An imageId is stored as ``image_id_prefixes.prefix || images.suffix``
+    (see ``metastore.store_write.split_image_id``): the root, study and series
+    of a wadors imageId are stored once per series instead of once per frame.
+    """
+
+    __tablename__ = "image_id_prefixes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    prefix: Mapped[str] = mapped_column(Text, unique=True)
 
 
 class Image(Base):
-    """One frame of an instance, addressed by its Cornerstone imageId."""
+    """One frame of an instance, addressed by its Cornerstone imageId.
+
+    The imageId is ``prefix || suffix``; it is unique, through ``image_key``.
+    """
 
     __tablename__ = "images"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    image_id: Mapped[str] = mapped_column(Text, unique=True)
+    #: 64-bit BLAKE2b of the imageId (``metastore.store_write.image_key``):
+    #: the unique index is on this key, ~15 bytes an entry instead of the
+    #: ~150-260 of an imageId.  Lookups compare the imageId too, so a hash
+    #: collision can only refuse a second image, never answer for it.
+    image_key: Mapped[int] = mapped_column(BigInteger, unique=True)
+    #: An ``image_id_prefixes.id``.  Not a declared foreign key, like the
+    #: module value references (see :class:`ModuleValueRow`): prune sweeps
+    #: unused prefixes, and a declared key would scan ``images`` per delete.
+    prefix_id: Mapped[int] = mapped_column(Integer)
+    #: The imageId after its prefix.
+    suffix: Mapped[str] = mapped_column(Text)
     instance_id: Mapped[int] = mapped_column(
         ForeignKey("instances.id", ondelete="CASCADE"), index=True
     )
@@ -132,15 +163,27 @@ class ModuleTypeRow(Base):
 
 
 class ModuleValueRow(Base):
-    """A module value stored once, addressed by the digest of its encoding."""
+    """A module value stored once, addressed by the digest of its encoding.
+
+    Rows are content-addressed and garbage-collected: ``Store.prune`` deletes
+    the rows that no ``image_modules.value_id``, ``module_values.base_id`` or
+    ``instances.dicom_json_base_id`` refers to.  Those three references are
+    deliberately *not* declared foreign keys: deleting a parent row would
+    then scan the whole child table (no index on them: on ``value_id`` it
+    would cost about a quarter of the database), on SQLite and PostgreSQL.
+    """
 
     __tablename__ = "module_values"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    #: ``metastore.codec.digest`` of the canonical encoding (16 bytes).
+    #: ``metastore.codec.value_digest`` (or ``base_digest`` for a base row)
+    #: of the canonical JSON (16 bytes).
     digest: Mapped[bytes] = mapped_column(LargeBinary(16), unique=True)
-    #: ``metastore.codec.encode_value`` output.
+    #: ``metastore.codec.compress`` output.
     value: Mapped[bytes] = mapped_column(LargeBinary)
+    #: The base row this value was compressed against (a sibling's canonical
+    #: JSON), if any; base rows themselves never have one.
+    base_id: Mapped[int | None] = mapped_column(Integer)
 
 
 class ImageModule(Base):
@@ -159,7 +202,8 @@ class ImageModule(Base):
     module_type_id: Mapped[int] = mapped_column(
         SmallInteger, ForeignKey("module_types.id"), primary_key=True
     )
-    value_id: Mapped[int] = mapped_column(ForeignKey("module_values.id"))
+    #: A ``module_values.id`` (not a declared foreign key: see ModuleValueRow).
+    value_id: Mapped[int] = mapped_column(Integer)
 
 
 class IndexErrorRow(Base):
@@ -180,6 +224,7 @@ series: Table = metadata.tables["series"]
 sources: Table = metadata.tables["sources"]
 instances: Table = metadata.tables["instances"]
 images: Table = metadata.tables["images"]
+image_id_prefixes: Table = metadata.tables["image_id_prefixes"]
 module_types: Table = metadata.tables["module_types"]
 module_values: Table = metadata.tables["module_values"]
 image_modules: Table = metadata.tables["image_modules"]
@@ -189,6 +234,7 @@ __all__ = [
     "NAMING_CONVENTION",
     "Base",
     "Image",
+    "ImageIdPrefix",
     "ImageModule",
     "IndexErrorRow",
     "Instance",
@@ -197,6 +243,7 @@ __all__ = [
     "Series",
     "Source",
     "Study",
+    "image_id_prefixes",
     "image_modules",
     "images",
     "index_errors",

@@ -143,16 +143,6 @@ class Store:
         """A connection for reading (use as a context manager)."""
         return self.engine.connect()
 
-    def _type_name(self, conn: Connection, type_id: int) -> str:
-        """The module type name of ``type_id`` (cached; reloaded when unknown)."""
-        name = self._type_names.get(type_id)
-        if name is None:
-            rows = conn.execute(sa.select(t.module_types.c.id, t.module_types.c.name))
-            self._type_names = {row.id: row.name for row in rows}
-            self._type_ids = {v: k for k, v in self._type_names.items()}
-            name = self._type_names[type_id]
-        return name
-
     def _type_names_now(self, conn: Connection) -> dict[int, str]:
         """All module type names by id, fresh from the database."""
         rows = conn.execute(sa.select(t.module_types.c.id, t.module_types.c.name))
@@ -238,27 +228,32 @@ class Store:
     # -- read side ---------------------------------------------------------
 
     def image_modules(self, image_id: str) -> dict[str, ModuleValue] | None:
-        """Every stored module of one image, or ``None`` if the image is unknown."""
-        im, mv = t.image_modules, t.module_values
-        stmt = (
-            sa.select(t.images.c.id, im.c.module_type_id, mv.c.value)
-            .select_from(t.images)
-            .outerjoin(im, im.c.image_id == t.images.c.id)
-            .outerjoin(mv, mv.c.id == im.c.value_id)
-            .where(t.images.c.image_id == image_id)
+        """Every stored module of one image, or ``None`` if the image is unknown.
+
+        The values are new objects, decoded for this call.
+        """
+        img, prefix = t.images, t.image_id_prefixes
+        stmt = _with_modules(
+            sa.select(img.c.id).select_from(
+                img.join(prefix, prefix.c.id == img.c.prefix_id)
+            ),
+            img.c.id,
+        ).where(
+            img.c.image_key == store_write.image_key(image_id),
+            # A colliding key of another imageId is not this image.
+            prefix.c.prefix + img.c.suffix == image_id,
         )
         with self._read() as conn:
             rows = conn.execute(stmt).all()
             if not rows:
                 return None
-            names = self._type_names
-            out: dict[str, ModuleValue] = {}
-            for _, type_id, blob in rows:
-                if type_id is None:
-                    continue
-                name = names.get(type_id) or self._type_name(conn, type_id)
-                out[name] = codec.decode_value(blob)
-            return out
+            names = self._names(conn, rows)
+        decode = _Decoder()
+        return {
+            names[type_id]: decode(names[type_id], value_id, blob, base_id, base)
+            for _, type_id, value_id, blob, base_id, base in rows
+            if type_id is not None
+        }
 
     def series_image_modules(
         self, series_instance_uid: str
@@ -269,36 +264,36 @@ class Store:
         modules) is decoded once and the *same object* is returned for each of
         them: treat the values as read-only.
         """
-        im, mv, img, ins = t.image_modules, t.module_values, t.images, t.instances
-        stmt = (
-            sa.select(img.c.image_id, im.c.module_type_id, im.c.value_id, mv.c.value)
-            .select_from(t.series)
-            .join(ins, ins.c.series_id == t.series.c.id)
-            .join(img, img.c.instance_id == ins.c.id)
-            .outerjoin(im, im.c.image_id == img.c.id)
-            .outerjoin(mv, mv.c.id == im.c.value_id)
-            .where(t.series.c.series_instance_uid == series_instance_uid)
-        )
+        img, ins, se, prefix = t.images, t.instances, t.series, t.image_id_prefixes
+        stmt = _with_modules(
+            sa.select(prefix.c.prefix + img.c.suffix).select_from(
+                se.join(ins, ins.c.series_id == se.c.id)
+                .join(img, img.c.instance_id == ins.c.id)
+                .join(prefix, prefix.c.id == img.c.prefix_id)
+            ),
+            img.c.id,
+        ).where(se.c.series_instance_uid == series_instance_uid)
         with self._read() as conn:
             rows = conn.execute(stmt).all()
-            names = self._type_names
-            if any(r[1] is not None and r[1] not in names for r in rows):
-                names = self._type_names_now(conn)
-        decoded: dict[int, ModuleValue] = {}
+            names = self._names(conn, rows)
+        decode = _Decoder()
         out: dict[str, dict[str, ModuleValue]] = {}
-        decode = codec.decode_value
-        for image_id, type_id, value_id, blob in rows:
+        for image_id, type_id, value_id, blob, base_id, base in rows:
             modules = out.get(image_id)
             if modules is None:
                 modules = out[image_id] = {}
-            if type_id is None:
-                continue
-            if value_id in decoded:
-                value = decoded[value_id]
-            else:
-                value = decoded[value_id] = decode(blob)
-            modules[names[type_id]] = value
+            if type_id is not None:
+                modules[names[type_id]] = decode(
+                    names[type_id], value_id, blob, base_id, base
+                )
         return out
+
+    def _names(self, conn: Connection, rows: Sequence[Any]) -> dict[int, str]:
+        """Module type names by id, reloaded if ``rows`` hold an unknown id."""
+        names = self._type_names
+        if any(row[1] is not None and row[1] not in names for row in rows):
+            names = self._type_names_now(conn)
+        return names
 
     def export(
         self, modules: Sequence[str] | None = None
@@ -313,39 +308,36 @@ class Store:
             modules: only these module types (all when ``None``); an image
                 with none of them is still yielded, with an empty dict.
         """
-        im, mv, img = t.image_modules, t.module_values, t.images
+        img = t.images
         with self._read() as conn:
             names = self._type_names_now(conn)
-            on = im.c.image_id == img.c.id
+            types = None
             if modules is not None:
-                ids = [i for i, name in names.items() if name in set(modules)]
-                on = sa.and_(on, im.c.module_type_id.in_(ids))
-            stmt = (
-                sa.select(
-                    img.c.image_id, im.c.module_type_id, im.c.value_id, mv.c.value
-                )
-                .select_from(img)
-                .outerjoin(im, on)
-                .outerjoin(mv, mv.c.id == im.c.value_id)
-                .order_by(img.c.image_id)
-            )
+                wanted = set(modules)
+                types = [i for i, name in names.items() if name in wanted]
+            prefix = t.image_id_prefixes
+            image_id = (prefix.c.prefix + img.c.suffix).label("image_id")
+            stmt = _with_modules(
+                sa.select(image_id).select_from(
+                    img.join(prefix, prefix.c.id == img.c.prefix_id)
+                ),
+                img.c.id,
+                types,
+            ).order_by(image_id)
             result = conn.execution_options(yield_per=2000).execute(stmt)
-            decoded: dict[int, ModuleValue] = {}
+            decode = _Decoder()
             current: str | None = None
             values: dict[str, ModuleValue] = {}
-            for image_id, type_id, value_id, blob in result:
+            for image_id, type_id, value_id, blob, base_id, base in result:
                 if image_id != current:
                     if current is not None:
                         yield current, values
                     current, values = image_id, {}
-                if type_id is None:
-                    continue
-                value = decoded.get(value_id)
-                if value is None and value_id not in decoded:
-                    if len(decoded) > 50_000:
-                        decoded.clear()  # shared values recur soon: a rough bound
-                    value = decoded[value_id] = codec.decode_value(blob)
-                values[names[type_id]] = value
+                    decode.trim(50_000)
+                if type_id is not None:
+                    values[names[type_id]] = decode(
+                        names[type_id], value_id, blob, base_id, base
+                    )
             if current is not None:
                 yield current, values
 
@@ -434,12 +426,94 @@ class Store:
 
     def dicom_json(self, sop_instance_uid: str) -> DicomJson | None:
         """The stored DICOM JSON of one instance, or ``None`` if unknown."""
-        stmt = sa.select(t.instances.c.dicom_json).where(
-            t.instances.c.sop_instance_uid == sop_instance_uid
+        ins, base = t.instances, t.module_values.alias("base")
+        stmt = (
+            sa.select(ins.c.dicom_json, base.c.value)
+            .outerjoin(base, base.c.id == ins.c.dicom_json_base_id)
+            .where(ins.c.sop_instance_uid == sop_instance_uid)
         )
         with self._read() as conn:
-            blob = conn.execute(stmt).scalar_one_or_none()
-        return None if blob is None else codec.decode_dicom_json(blob)
+            row = conn.execute(stmt).first()
+        if row is None:
+            return None
+        blob, base_blob = row
+        return codec.decode_dicom_json(
+            blob, None if base_blob is None else codec.inflate(base_blob)
+        )
+
+
+_NOTHING: Any = object()
+
+
+class _Composite(dict[str, ModuleValue]):
+    """A decoded composite row: one image's own values by module type."""
+
+    __slots__ = ()
+
+
+class _Decoder:
+    """Decodes module value rows, each value and each base only once."""
+
+    __slots__ = ("bases", "values")
+
+    def __init__(self) -> None:
+        self.values: dict[int, ModuleValue] = {}
+        self.bases: dict[int, bytes] = {}
+
+    def __call__(
+        self,
+        name: str,
+        value_id: int,
+        blob: bytes,
+        base_id: int | None,
+        base: bytes | None,
+    ) -> ModuleValue:
+        """The value of module ``name`` in row ``value_id`` (shared objects)."""
+        value = self.values.get(value_id, _NOTHING)
+        if value is _NOTHING:
+            base_bytes = None
+            if base_id is not None and base is not None:
+                base_bytes = self.bases.get(base_id)
+                if base_bytes is None:
+                    base_bytes = self.bases[base_id] = codec.inflate(base)
+            value = codec.decode_value(blob, base_bytes)
+            if codec.is_composite(blob):
+                value = _Composite(value)
+            self.values[value_id] = value
+        if type(value) is _Composite:
+            return value[name]
+        return value
+
+    def trim(self, limit: int) -> None:
+        """Forget everything once more than ``limit`` values are kept."""
+        if len(self.values) + len(self.bases) > limit:
+            self.values.clear()
+            self.bases.clear()
+
+
+def _with_modules(
+    stmt: sa.Select[Any],
+    image_pk: sa.ColumnElement[int],
+    types: Sequence[int] | None = None,
+) -> sa.Select[Any]:
+    """Add each image's module rows (and their bases) to ``stmt``.
+
+    Adds the columns ``module_type_id, value_id, value, base_id, base value``;
+    outer joins, so an image without modules still gives one row of NULLs.
+    """
+    im, mv = t.image_modules, t.module_values
+    base = t.module_values.alias("base")
+    on = im.c.image_id == image_pk
+    if types is not None:
+        on = sa.and_(on, im.c.module_type_id.in_(types))
+    return (
+        stmt.add_columns(
+            im.c.module_type_id, im.c.value_id, mv.c.value, mv.c.base_id, base.c.value
+        )
+        .outerjoin(im, on)
+        .outerjoin(mv, mv.c.id == im.c.value_id)
+        .outerjoin(base, base.c.id == mv.c.base_id)
+    )
 
 
 def _first_line(exc: BaseException) -> str:

@@ -64,15 +64,38 @@ def _delete_orphans(conn: Connection) -> None:
         t.studies,
         t.instances,
     )
+    # Three kinds of reference keep a module value: an image's module, a
+    # value compressed against it (base_id), an instance's DICOM JSON
+    # compressed against it.  None is a declared foreign key (see
+    # schema.ModuleValueRow), so nothing else checks them: this sweep must.
+    base = t.module_values.alias("dependent")
+    refs = (
+        (im.c.value_id, None),
+        (base.c.base_id, base.c.base_id.is_not(None)),
+        (ins.c.dicom_json_base_id, ins.c.dicom_json_base_id.is_not(None)),
+    )
+    conditions: list[sa.ColumnElement[bool]] = []
+    for column, not_null in refs:
+        if conn.dialect.name == "sqlite":
+            # SQLite runs NOT IN (subquery) as one pass over a temporary
+            # index; NOT EXISTS would probe image_modules per value (no index
+            # on value_id: it would cost a quarter of the database).
+            used = sa.select(column)
+            if not_null is not None:
+                used = used.where(not_null)
+            conditions.append(mv.c.id.not_in(used))
+        else:
+            # PostgreSQL plans NOT EXISTS as a hash anti-join.
+            conditions.append(~sa.select(column).where(column == mv.c.id).exists())
+    # Twice: the first pass frees the bases of the values it deletes.
+    for _ in range(2):
+        conn.execute(sa.delete(mv).where(*conditions))
+    prefix, img = t.image_id_prefixes, t.images
     if conn.dialect.name == "sqlite":
-        # SQLite runs NOT IN (subquery) as one pass building a temporary
-        # index; NOT EXISTS would probe image_modules per value (no index
-        # on value_id: it would cost as much space as the table).
-        conn.execute(sa.delete(mv).where(mv.c.id.not_in(sa.select(im.c.value_id))))
+        unused: sa.ColumnElement[bool] = prefix.c.id.not_in(sa.select(img.c.prefix_id))
     else:
-        # PostgreSQL plans NOT EXISTS as a hash anti-join.
-        used = sa.select(im.c.value_id).where(im.c.value_id == mv.c.id)
-        conn.execute(sa.delete(mv).where(~used.exists()))
+        unused = ~sa.select(img.c.id).where(img.c.prefix_id == prefix.c.id).exists()
+    conn.execute(sa.delete(prefix).where(unused))
     in_series = sa.select(ins.c.id).where(ins.c.series_id == se.c.id)
     conn.execute(sa.delete(se).where(~in_series.exists()))
     in_study = sa.select(se.c.id).where(se.c.study_id == st.c.id)

@@ -9,6 +9,9 @@ store and imports no pydicom.
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,7 +23,7 @@ from sqlalchemy.engine import Connection
 
 from metastore import codec
 from metastore import schema as t
-from metastore.records import ErrorRecord, InstanceRecord
+from metastore.records import ErrorRecord, ImageRecord, InstanceRecord
 
 #: Bound parameters per IN list (well under SQLite's 32766 and PostgreSQL's 65535).
 CHUNK = 5000
@@ -53,6 +56,30 @@ def insert(conn: Connection, table: sa.Table) -> Any:
     return sqlite.insert(table)
 
 
+def image_key(image_id: str) -> int:
+    """The signed 64-bit BLAKE2b of an imageId (``images.image_key``)."""
+    digest = hashlib.blake2b(
+        image_id.encode("utf-8", "surrogatepass"), digest_size=8
+    ).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def split_image_id(image_id: str) -> tuple[str, str]:
+    """Split an imageId into the prefix many images share and the rest.
+
+    A wadors imageId splits after its last ``/instances/`` (root, study and
+    series are the prefix); any other after the last ``/`` before its query
+    (a folder's or an archive's URI).  ``prefix + suffix == image_id``.
+    """
+    marker = image_id.rfind("/instances/")
+    if marker >= 0:
+        cut = marker + len("/instances/")
+    else:
+        query = image_id.find("?")
+        cut = image_id.rfind("/", 0, query if query >= 0 else len(image_id)) + 1
+    return image_id[:cut], image_id[cut:]
+
+
 def fold(text: str | None) -> str | None:
     """Case-fold for search keys (``str.casefold``: ß -> ss, Σ/ς -> σ)."""
     return None if text is None else text.casefold()
@@ -63,7 +90,9 @@ class EncodedInstance:
     """An instance record with its blobs computed, ready for rows."""
 
     record: InstanceRecord
-    dicom_json: bytes
+    dicom_json: bytes = b""
+    #: Digest of the base row ``dicom_json`` was compressed against, if any.
+    dicom_json_base: bytes | None = None
     #: Per image: ``(image_id, frame, [(module type, digest), ...])``.
     images: list[tuple[str, int, list[tuple[str, bytes]]]] = field(default_factory=list)
 
@@ -73,8 +102,10 @@ class Prepared:
     """A batch after validation and encoding, before any SQL."""
 
     instances: list[EncodedInstance]
-    #: digest -> blob of every module value in the batch.
-    values: dict[bytes, bytes]
+    #: digest -> (blob, digest of its base or None) of every module value.
+    values: dict[bytes, tuple[bytes, bytes | None]]
+    #: base digest -> blob of every base row the batch may need.
+    bases: dict[bytes, bytes]
     module_types: set[str]
     errors: list[ErrorRecord]
 
@@ -118,29 +149,104 @@ def prepare(
             out_errors.append(_duplicate(record, first.source.location))
             continue
         by_sop[record.sop_instance_uid] = record
-    values: dict[bytes, bytes] = {}
-    # Frames of one instance usually share value objects: encode each once.
-    memo: dict[tuple[str, int], bytes] = {}
-    keep: list[Any] = []  # keeps memoised objects alive so ids stay unique
-    module_types: set[str] = set()
-    encoded: list[EncodedInstance] = []
+    batch = Prepared([], {}, {}, set(), out_errors)
+    by_series: dict[str, list[InstanceRecord]] = {}
     for record in by_sop.values():
-        item = EncodedInstance(record, codec.encode_dicom_json(record.dicom_json))
-        for image in record.images:
-            refs: list[tuple[str, bytes]] = []
+        by_series.setdefault(record.series_instance_uid, []).append(record)
+    for records in by_series.values():
+        _encode_series(records, batch)
+    return batch
+
+
+def _encode_series(records: list[InstanceRecord], batch: Prepared) -> None:
+    """Encode the instances of one series in a batch into ``batch``.
+
+    Siblings are alike: the DICOM JSON of a series' instances, and its
+    per-image module values of one type (positions, UIDs), differ in a few
+    fields.  So the first of each kind becomes a *base* row and every one of
+    them is deflated with the base as preset dictionary (a few dozen bytes
+    instead of hundreds).  Kinds with a single distinct value stay
+    self-contained.
+    """
+    # DICOM JSON.
+    texts = [codec.canonical(r.dicom_json) for r in records]
+    base: bytes | None = None
+    base_key: bytes | None = None
+    if len(records) > 1:
+        base = texts[0][0]
+        base_key = codec.base_digest(base)
+        batch.bases[base_key] = codec.compress(base, texts[0][1], dicom=True)
+    for record, (data, flags) in zip(records, texts, strict=True):
+        blob = codec.compress(data, flags, base=base, dicom=True)
+        batch.instances.append(EncodedInstance(record, blob, base_key))
+
+    # Module values.  Frames of one instance usually share value objects:
+    # encode each object once.
+    memo: dict[tuple[str, int], tuple[bytes, bytes, int]] = {}
+    keep: list[Any] = []  # keeps memoised objects alive so ids stay unique
+    uses: Counter[bytes] = Counter()
+    encoded: list[tuple[EncodedInstance, ImageRecord, list[_Entry]]] = []
+    for item in batch.instances[-len(records) :]:
+        for image in item.record.images:
+            entries: list[_Entry] = []
             for module_type, value in image.modules.items():
                 key = (module_type, id(value))
-                digest = memo.get(key)
-                if digest is None:
-                    digest, blob = codec.encode_module(module_type, value)
-                    values.setdefault(digest, blob)
-                    memo[key] = digest
+                known = memo.get(key)
+                if known is None:
+                    data, flags = codec.canonical(
+                        value, pack=codec.packs_bits(module_type)
+                    )
+                    known = memo[key] = (codec.value_digest(data), data, flags)
                     keep.append(value)
-                refs.append((module_type, digest))
-                module_types.add(module_type)
-            item.images.append((image.image_id, image.frame, refs))
-        encoded.append(item)
-    return Prepared(encoded, values, module_types, out_errors)
+                entries.append((module_type, *known))
+                uses[known[0]] += 1
+                batch.module_types.add(module_type)
+            encoded.append((item, image, entries))
+
+    # An image's own values (used by no other image or type of the series in
+    # this batch: position, SOP UIDs, its URL...) go into one composite row:
+    # one row instead of five, and the SOP UID they repeat is stored once.
+    fresh: dict[str, dict[bytes, tuple[bytes, int]]] = {}
+    for item, image, entries in encoded:
+        own = sorted(e for e in entries if uses[e[1]] == 1)
+        composite = None
+        if len(own) > 1:
+            data = b"{%b}" % b",".join(
+                b"%b:%b" % (json.dumps(name).encode(), part) for name, _, part, _ in own
+            )
+            flags = 0
+            for *_, part_flags in own:
+                flags |= part_flags
+            composite = codec.composite_digest(data)
+            fresh.setdefault(_COMPOSITE, {})[composite] = (
+                data,
+                codec.mark_composite(flags),
+            )
+        refs: list[tuple[str, bytes]] = []
+        for name, digest, data, flags in entries:
+            if composite is not None and uses[digest] == 1:
+                refs.append((name, composite))
+                continue
+            refs.append((name, digest))
+            fresh.setdefault(name, {}).setdefault(digest, (data, flags))
+        item.images.append((image.image_id, image.frame, refs))
+
+    # Siblings of one kind are compressed against the first of them.
+    for distinct in fresh.values():
+        distinct = {d: v for d, v in distinct.items() if d not in batch.values}
+        base = base_key = None
+        if len(distinct) > 1:
+            base, base_flags = next(iter(distinct.values()))
+            base_key = codec.base_digest(base)
+            batch.bases[base_key] = codec.compress(base, base_flags)
+        for digest, (data, flags) in distinct.items():
+            batch.values[digest] = (codec.compress(data, flags, base=base), base_key)
+
+
+#: (module type, digest, canonical bytes, flags) of one image's module.
+_Entry = tuple[str, bytes, bytes, int]
+#: Key of the composites among ``fresh`` kinds (not a module type name).
+_COMPOSITE = "\x00composite"
 
 
 def _duplicate(record: InstanceRecord, stored_at: str) -> ErrorRecord:
@@ -295,6 +401,16 @@ def write(
     # Re-indexed locations: their previous instances go first.
     delete_instances_of_sources(conn, list(source_ids.values()))
 
+    # Bases of the DICOM JSON (the module values' bases come with them).
+    base_ids = write_rows(
+        conn,
+        {
+            item.dicom_json_base: (batch.bases[item.dicom_json_base], None)
+            for item in batch.instances
+            if item.dicom_json_base is not None
+        },
+    )
+
     # Instances: DO NOTHING + RETURNING tells ours from those already stored.
     inserted: set[str] = set()
     if batch.instances:
@@ -312,6 +428,9 @@ def write(
                 "number_of_frames": item.record.number_of_frames,
                 "source_id": source_ids[item.record.source.location],
                 "dicom_json": item.dicom_json,
+                "dicom_json_base_id": None
+                if item.dicom_json_base is None
+                else base_ids[item.dicom_json_base],
             }
             for item in sorted(
                 batch.instances, key=lambda item: item.record.sop_instance_uid
@@ -349,22 +468,17 @@ def write(
     digests = sorted(
         {d for item, _ in to_write for _, _, refs in item.images for _, d in refs}
     )
-    value_ids = write_values(conn, digests, batch.values)
+    value_ids = write_values(conn, digests, batch)
 
     # Images, then their module rows in one executemany.
-    image_rows = [
-        {"image_id": image_id, "instance_id": instance_id, "frame": frame}
-        for item, instance_id in to_write
-        for image_id, frame, _ in item.images
-    ]
-    image_ids: dict[str, int] = {}
-    if image_rows:
-        stmt = (
-            insert(conn, t.images)
-            .on_conflict_do_nothing(index_elements=["image_id"])
-            .returning(t.images.c.image_id, t.images.c.id)
-        )
-        image_ids = {row.image_id: row.id for row in conn.execute(stmt, image_rows)}
+    image_ids = write_images(
+        conn,
+        [
+            (image_id, instance_id, frame)
+            for item, instance_id in to_write
+            for image_id, frame, _ in item.images
+        ],
+    )
     module_rows: list[dict[str, int]] = []
     for item, _ in to_write:
         for image_id, _, refs in item.images:
@@ -409,30 +523,105 @@ def write(
     return new_errors
 
 
+def write_images(
+    conn: Connection, images: Sequence[tuple[str, int, int]]
+) -> dict[str, int]:
+    """Insert ``(image_id, instance row id, frame)`` rows; return their ids.
+
+    An imageId already stored (for another instance) is left out of the
+    result.
+    """
+    if not images:
+        return {}
+    split = {image_id: split_image_id(image_id) for image_id, _, _ in images}
+    prefixes = sorted({prefix for prefix, _ in split.values()})
+    p = t.image_id_prefixes
+    conn.execute(
+        insert(conn, p).on_conflict_do_nothing(index_elements=["prefix"]),
+        [{"prefix": prefix} for prefix in prefixes],
+    )
+    prefix_ids = {
+        key: row.id
+        for key, row in select_map(conn, p.c.prefix, [p.c.id], prefixes).items()
+    }
+    keys = {image_key(image_id): image_id for image_id, _, _ in images}
+    rows = [
+        {
+            "image_key": key,
+            "prefix_id": prefix_ids[split[image_id][0]],
+            "suffix": split[image_id][1],
+            "instance_id": instance_id,
+            "frame": frame,
+        }
+        for image_id, instance_id, frame in images
+        for key in (image_key(image_id),)
+    ]
+    stmt = (
+        insert(conn, t.images)
+        .on_conflict_do_nothing(index_elements=["image_key"])
+        .returning(t.images.c.image_key, t.images.c.id)
+    )
+    return {keys[row.image_key]: row.id for row in conn.execute(stmt, rows)}
+
+
 def write_values(
-    conn: Connection, digests: Sequence[bytes], blobs: dict[bytes, bytes]
+    conn: Connection, digests: Sequence[bytes], batch: Prepared
 ) -> dict[bytes, int]:
-    """Ids of the module values ``digests``, inserting those not stored yet."""
+    """Ids of the module values ``digests``, inserting those not stored yet.
+
+    A value already stored keeps its stored encoding; only new values bring
+    their base row along.
+    """
     if not digests:
         return {}
-    known = {
-        d: row.id
-        for d, row in select_map(
-            conn, t.module_values.c.digest, [t.module_values.c.id], digests
-        ).items()
-    }
+    known = _select_ids(conn, digests)
     missing = [d for d in digests if d not in known]
+    if missing:
+        needed = {batch.values[d][1] for d in missing} - {None}
+        base_ids = write_rows(
+            conn, {b: (batch.bases[b], None) for b in needed if b is not None}
+        )
+        rows: dict[bytes, tuple[bytes, int | None]] = {}
+        for d in missing:
+            blob, base = batch.values[d]
+            rows[d] = (blob, None if base is None else base_ids[base])
+        known.update(write_rows(conn, rows))
+    return known
+
+
+def _select_ids(conn: Connection, digests: Iterable[bytes]) -> dict[bytes, int]:
+    """``{digest: id}`` of the stored module_values rows among ``digests``."""
+    mv = t.module_values
+    return {
+        d: row.id
+        for d, row in select_map(conn, mv.c.digest, [mv.c.id], digests).items()
+    }
+
+
+def write_rows(
+    conn: Connection, rows: dict[bytes, tuple[bytes, int | None]]
+) -> dict[bytes, int]:
+    """Insert-or-ignore module_values ``{digest: (blob, base_id)}``; return ids.
+
+    Rows already stored (by digest) are left as they are.  Inserted in digest
+    order so that concurrent writers take row locks in one order.
+    """
+    if not rows:
+        return {}
+    known = _select_ids(conn, rows)
+    missing = sorted(d for d in rows if d not in known)
     if missing:
         stmt = insert(conn, t.module_values).on_conflict_do_nothing(
             index_elements=["digest"]
         )
-        conn.execute(stmt, [{"digest": d, "value": blobs[d]} for d in missing])
-        known.update(
-            (d, row.id)
-            for d, row in select_map(
-                conn, t.module_values.c.digest, [t.module_values.c.id], missing
-            ).items()
+        conn.execute(
+            stmt,
+            [
+                {"digest": d, "value": rows[d][0], "base_id": rows[d][1]}
+                for d in missing
+            ],
         )
+        known.update(_select_ids(conn, missing))
     return known
 
 

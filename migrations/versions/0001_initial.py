@@ -86,6 +86,7 @@ def upgrade() -> None:
         sa.Column("number_of_frames", sa.Integer(), nullable=False),
         sa.Column("source_id", sa.Integer(), nullable=False),
         sa.Column("dicom_json", sa.LargeBinary(), nullable=False),
+        sa.Column("dicom_json_base_id", sa.Integer(), nullable=True),
         sa.ForeignKeyConstraint(
             ["series_id"], ["series.id"], name=op.f("fk_instances_series_id_series")
         ),
@@ -104,9 +105,22 @@ def upgrade() -> None:
         batch.create_index(batch.f("ix_instances_source_id"), ["source_id"])
 
     op.create_table(
+        "image_id_prefixes",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("prefix", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_image_id_prefixes")),
+        sa.UniqueConstraint("prefix", name=op.f("uq_image_id_prefixes_prefix")),
+    )
+
+    op.create_table(
         "images",
         sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("image_id", sa.Text(), nullable=False),
+        # Unique 64-bit hash of the imageId: a far smaller index than the text.
+        sa.Column("image_key", sa.BigInteger(), nullable=False),
+        # imageId = image_id_prefixes.prefix || suffix (prefix_id: no declared
+        # foreign key, the store sweeps unused prefixes).
+        sa.Column("prefix_id", sa.Integer(), nullable=False),
+        sa.Column("suffix", sa.Text(), nullable=False),
         sa.Column("instance_id", sa.Integer(), nullable=False),
         sa.Column("frame", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(
@@ -116,7 +130,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_images")),
-        sa.UniqueConstraint("image_id", name=op.f("uq_images_image_id")),
+        sa.UniqueConstraint("image_key", name=op.f("uq_images_image_key")),
     )
     with op.batch_alter_table("images") as batch:
         batch.create_index(batch.f("ix_images_instance_id"), ["instance_id"])
@@ -139,6 +153,10 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("digest", sa.LargeBinary(16), nullable=False),
         sa.Column("value", sa.LargeBinary(), nullable=False),
+        # Content-addressed rows are garbage-collected by the store; these
+        # references (and image_modules.value_id) are not declared foreign
+        # keys, which would make each delete scan the referring table.
+        sa.Column("base_id", sa.Integer(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_module_values")),
         sa.UniqueConstraint("digest", name=op.f("uq_module_values_digest")),
     )
@@ -158,11 +176,6 @@ def upgrade() -> None:
             ["module_type_id"],
             ["module_types.id"],
             name=op.f("fk_image_modules_module_type_id_module_types"),
-        ),
-        sa.ForeignKeyConstraint(
-            ["value_id"],
-            ["module_values.id"],
-            name=op.f("fk_image_modules_value_id_module_values"),
         ),
         sa.PrimaryKeyConstraint(
             "image_id", "module_type_id", name=op.f("pk_image_modules")
@@ -195,6 +208,7 @@ def downgrade() -> None:
     with op.batch_alter_table("images") as batch:
         batch.drop_index(batch.f("ix_images_instance_id"))
     op.drop_table("images")
+    op.drop_table("image_id_prefixes")
     with op.batch_alter_table("instances") as batch:
         batch.drop_index(batch.f("ix_instances_source_id"))
         batch.drop_index(batch.f("ix_instances_series_id"))
