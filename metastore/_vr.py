@@ -4,10 +4,9 @@ Values are decoded from their bytes exactly as pydicom's value conversion
 followed by ``DataElement.to_json_dict`` would, or answered with
 :data:`DELEGATE` when pydicom treats the value specially (the caller then lets
 pydicom convert that element).  Decoded values are memoised by their bytes:
-an archive repeats most values from file to file.  :func:`parse_sequence`
-reads a whole encoded sequence the same way and raises :class:`Abort` on
-anything unusual.  pydicom is imported only by this module,
-``metastore.dicomjson`` and the indexer.
+an archive repeats most values from file to file.  :mod:`metastore._sq`
+reads whole encoded sequences with them.  pydicom is imported only by this
+module, ``metastore.dicomjson`` and the indexer.
 """
 
 from __future__ import annotations
@@ -188,29 +187,15 @@ def binary(tag: int, vr: str, data: bytes, ctx: Ctx) -> Element | None:
     return {"vr": vr, "InlineBinary": base64.b64encode(data).decode("ascii")}
 
 
-def other(
-    tag: int, vr: str, data: bytes, little: bool, enc: list[str], ctx: Ctx, im: bool
-) -> Any:
-    """Element for a value without a cache: binary, SS, SQ; else DELEGATE.
-
-    Raises:
-        Abort: An SQ value pydicom should parse.
-    """
-    if vr in _BINARY_VRS:
-        return binary(tag, vr, data, ctx)
-    if vr == "SQ":
-        caches = caches_for(little, enc)
-        items, _ = parse_sequence(data, 0, len(data), im, little, enc, caches, ctx)
-        return {"vr": "SQ", "Value": items}
-    if vr == "SS":
-        values = _numbers(vr, data, little, "")
-        if values.__class__ is not tuple:
-            return {"vr": vr} if values is EMPTY else DELEGATE
-        if tag in _LUT_DESCRIPTOR_TAGS and len(values) > 1 and values[0] < 0:
-            # pydicom makes the first value of a LUT descriptor unsigned
-            return {"vr": vr, "Value": [values[0] + 65536, *values[1:]]}
-        return {"vr": vr, "Value": list(values)}
-    return DELEGATE  # UN, "US or SS"...: pydicom replaces the VR
+def signed_shorts(tag: int, data: bytes, little: bool) -> Any:
+    """The element for SS data (not empty); DELEGATE for a wrong length."""
+    values = _numbers("SS", data, little, "")
+    if values.__class__ is not tuple:
+        return DELEGATE
+    if tag in _LUT_DESCRIPTOR_TAGS and len(values) > 1 and values[0] < 0:
+        # pydicom makes the first value of a LUT descriptor unsigned
+        return {"vr": "SS", "Value": [values[0] + 65536, *values[1:]]}
+    return {"vr": "SS", "Value": list(values)}
 
 
 def bulk(tag: int, vr: str, data: bytes, ctx: Ctx) -> Element | None:
@@ -233,7 +218,8 @@ def element(v: Any, vr: str) -> Any:
     return v  # DELEGATE
 
 
-_BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
+#: The binary VRs: InlineBinary or BulkDataURI.
+BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
 _LUT_DESCRIPTOR_TAGS = frozenset({0x00281101, 0x00281102, 0x00281103, 0x00283002})
 _FAST_CODECS = {"iso8859-1": "latin-1", "utf-8": "utf-8", "ascii": "ascii"}
 _CODECS: dict[str, str] = {}
@@ -397,172 +383,9 @@ _VALUE_DECODERS: dict[str, Callable[[str, bytes, bool, str], Any]] = {
     "UI": _ui,
     "UR": _ur,
 }
-# SS (LUT descriptors), binary VRs and SQ go through other(); UN and the
-# ambiguous VRs are pydicom's.
+# SS (LUT descriptors), binary VRs and SQ are not memoised (metastore._sq's
+# other()); UN and the ambiguous VRs are pydicom's.
 
-
-# --------------------------------------------------------------------------
-# encoded sequences (a defined-length SQ value pydicom has not parsed yet)
-
-_LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UR"})
-_LONG_VRS |= {"UT", "UV", "UN"}
-#: The VRs decoded here (UN and the ambiguous ones are pydicom's).
-KNOWN_VRS = frozenset([*_VALUE_DECODERS, *_BINARY_VRS, "SS", "SQ"])
-# explicit VR bytes -> (VR, has a 4-byte length)
-_VR_BYTES = {vr.encode(): (vr, vr in _LONG_VRS) for vr in KNOWN_VRS}
-# VRs whose decoding depends on the charset (SQ: its items inherit it)
-_ENCODED_VRS = frozenset({"SH", "LO", "UC", "ST", "LT", "UT", "PN", "SQ"})
-_ITEM = 0xFFFEE000
-_ITEM_END = 0xFFFEE00D
-_SEQUENCE_END = 0xFFFEE0DD
-_HEADER = {True: struct.Struct("<HHL"), False: struct.Struct(">HHL")}
-_EXPLICIT = {True: struct.Struct("<HH2sH"), False: struct.Struct(">HH2sH")}
-_LENGTH32 = {True: struct.Struct("<L"), False: struct.Struct(">L")}
-_UNDEFINED = 0xFFFFFFFF
-
-
-def parse_sequence(
-    buf: bytes,
-    pos: int,
-    end: int | None,
-    implicit: bool,
-    little: bool,
-    enc: list[str],
-    caches: dict[str, ValueCache],
-    ctx: Ctx,
-) -> tuple[list[dict[str, Element]], int]:
-    """The items of an encoded sequence, as pydicom's read_sequence reads them.
-
-    Args:
-        buf: The bytes holding the sequence.
-        pos: Where its first item starts.
-        end: Where the value ends; None for an undefined length (up to the
-            sequence delimiter).
-        implicit: Implicit VR encoding.
-        little: Little endian encoding.
-        enc: The Python encodings the items inherit.
-        caches: ``caches_for(little, enc)``.
-        ctx: Conversion settings.
-
-    Returns:
-        The items and the position after the sequence.
-
-    Raises:
-        Abort: Something pydicom may read differently (a malformed or
-            truncated value, private or ambiguous VRs in implicit VR data,
-            UN, escape sequences, invalid values...).
-    """
-    items = []
-    header = _HEADER[little]
-    size = len(buf)
-    while end is None or pos < end:
-        if pos + 8 > size:
-            raise Abort("sequence ends inside an item header")
-        group, elem, length = header.unpack_from(buf, pos)
-        pos += 8
-        tag = group << 16 | elem
-        if tag == _SEQUENCE_END:
-            break
-        if tag != _ITEM:
-            raise Abort(f"expected an item, found {tag_str(tag)}")
-        if length == _UNDEFINED:
-            item, pos = _parse_item(buf, pos, None, implicit, little, enc, caches, ctx)
-        else:
-            stop = pos + length
-            if stop > (size if end is None else end):
-                raise Abort("item longer than its sequence")
-            item, pos = _parse_item(buf, pos, stop, implicit, little, enc, caches, ctx)
-        items.append(item)
-    return items, pos
-
-
-def _parse_item(
-    buf: bytes,
-    pos: int,
-    end: int | None,
-    implicit: bool,
-    little: bool,
-    enc: list[str],
-    caches: dict[str, ValueCache],
-    ctx: Ctx,
-) -> tuple[dict[str, Element], int]:
-    """One item's elements, up to ``end`` or the item delimiter."""
-    out: dict[str, Element] = {}
-    header = _HEADER[little] if implicit else _EXPLICIT[little]
-    length32 = _LENGTH32[little]
-    limit = len(buf) if end is None else end
-    keys = KEYS
-    last = -1
-    ordered = True
-    vr: str | None
-    while end is None or pos < end:
-        if pos + 8 > limit:
-            raise Abort("item ends inside an element header")
-        if implicit:
-            group, elem, length = header.unpack_from(buf, pos)
-            pos += 8
-            tag = group << 16 | elem
-            if tag == _ITEM_END:
-                break
-            vr = implicit_vr(tag)
-            if vr is None:
-                raise Abort(f"{tag_str(tag)} has no simple VR in implicit VR data")
-        else:
-            group, elem, vr_bytes, length = header.unpack_from(buf, pos)
-            pos += 8
-            tag = group << 16 | elem
-            if tag == _ITEM_END:
-                break
-            known = _VR_BYTES.get(vr_bytes)
-            if known is None:
-                raise Abort(f"{tag_str(tag)} has VR {vr_bytes!r}")
-            vr, long = known
-            if long:
-                if pos + 4 > limit:
-                    raise Abort("item ends inside an element header")
-                (length,) = length32.unpack_from(buf, pos)
-                pos += 4
-        if tag == 0x00080005:
-            # pydicom decodes the whole item with the item's own charset
-            if any(e["vr"] in _ENCODED_VRS for e in out.values()):
-                raise Abort("(0008,0005) after text elements")
-            enc = item_encodings(buf[pos : pos + length], ctx)
-            caches = caches_for(little, enc)
-        if length == _UNDEFINED:
-            if vr != "SQ":
-                raise Abort(f"{tag_str(tag)} has an undefined length")
-            items, pos = parse_sequence(
-                buf, pos, None, implicit, little, enc, caches, ctx
-            )
-            value: Any = {"vr": "SQ", "Value": items}
-        else:
-            stop = pos + length
-            if stop > limit:
-                raise Abort(f"{tag_str(tag)} is longer than its item")
-            if length == 0:
-                value = {"vr": "SQ", "Value": []} if vr == "SQ" else {"vr": vr}
-            else:
-                data = buf[pos:stop]
-                cache = caches.get(vr)
-                if vr == "SQ":
-                    items, _ = parse_sequence(
-                        data, 0, length, implicit, little, enc, caches, ctx
-                    )
-                    value = {"vr": "SQ", "Value": items}
-                elif cache is None:
-                    value = other(tag, vr, data, little, enc, ctx, implicit)
-                else:
-                    v = cache.get(data)
-                    if v is None:
-                        v = decode(cache, vr, data, little, enc)
-                    value = element(v, vr)
-                if value is DELEGATE:
-                    raise Abort(f"{tag_str(tag)} needs pydicom")
-            pos = stop
-        if value is not None:
-            k = keys.get(tag)
-            out[k if k is not None else key(tag)] = value
-        if tag < last:
-            ordered = False
-        last = tag
-    return (out if ordered else dict(sorted(out.items()))), pos
+#: The VRs decoded here or in ``metastore._sq`` (UN and the ambiguous VRs are
+#: pydicom's).
+KNOWN_VRS = frozenset([*_VALUE_DECODERS, *BINARY_VRS, "SS", "SQ"])

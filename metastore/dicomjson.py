@@ -3,9 +3,9 @@
 This module owns the conversion of a pydicom ``Dataset`` to a DICOM JSON
 instance (PS3.18 F.2) equal, element for element, to what the oracle's
 ``make_cases.py`` builds with ``Dataset.to_json_dict``, only much faster:
-raw elements are decoded directly (``metastore._vr``) and pydicom converts
-only what is tricky.  pydicom is imported only here, in ``metastore._vr`` and
-in the indexer.
+raw values and encoded sequences are decoded directly (``metastore._vr``,
+``metastore._sq``) and pydicom converts only what is tricky.  pydicom is
+imported only here, in ``metastore._vr`` and in the indexer.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from metastore import _vr
+from metastore import _sq, _vr
 from metastore._vr import DELEGATE, Abort, Ctx, implicit_vr, key, tag_str
 from metastore.errors import DicomError
 from metastore.types import DicomJson
@@ -300,7 +300,7 @@ def _raw(
     cache = _vr.caches_for(little, enc).get(vr)
     try:
         if cache is None:
-            value = _vr.other(t, vr, data, little, enc, ctx, raw.is_implicit_VR)
+            value = _sq.other(t, vr, data, little, enc, ctx, raw.is_implicit_VR)
         else:
             v = cache.get(data)
             if v is None:
