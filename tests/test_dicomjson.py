@@ -94,8 +94,16 @@ def _canon(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
+def _assert_sorted(dataset: dict[str, Any]) -> None:
+    assert list(dataset) == sorted(dataset), "keys are not in tag order"
+    for elem in dataset.values():
+        if elem.get("vr") == "SQ":
+            for item in elem.get("Value", []):
+                _assert_sorted(item)
+
+
 def _assert_same(ours: dict[str, Any], ref: dict[str, Any]) -> None:
-    assert list(ours) == sorted(ours), "top-level keys are not in tag order"
+    _assert_sorted(ours)
     diff = {
         k: (ours.get(k), ref.get(k))
         for k in set(ours) | set(ref)
@@ -281,6 +289,17 @@ def test_transfer_syntax_added() -> None:
     ds = _read(get_testdata_files("MR_small_bigendian.dcm")[0])
     assert _ours(ds)["00020010"] == {"vr": "UI", "Value": [ExplicitVRBigEndian]}
     assert "00020010" not in _ours(Dataset())
+
+
+def test_results_share_nothing() -> None:
+    """Memoised values never leak: changing one result leaves the next intact."""
+    path = get_testdata_files("CT_small.dcm")[0]
+    first = _ours(_read(path))
+    expected = json.dumps(first)
+    first["00100010"]["Value"][0]["Alphabetic"] = "changed"
+    first["00280030"]["Value"].append(99.0)
+    first["00200037"]["Value"][0] = -1.0
+    assert json.dumps(_ours(_read(path))) == expected
 
 
 def test_already_converted_elements() -> None:
