@@ -487,3 +487,81 @@ def test_concurrent_writers_never_duplicate_or_fail(db_url: str, workers: int) -
         assert set(store.series_image_modules(SERIES)) == {
             image_id for image_id, _ in store.export()
         }
+
+
+def test_images_with_many_own_values_round_trip(store: Store) -> None:
+    """Per-image values (stored together in one composite row) read back exactly."""
+    bits = [(i * 31 >> 2) & 1 for i in range(4096)]
+    records = []
+    for i in range(3):
+        record = make_instance(f"/m/{i}.dcm", f"1.{i}", frames=2)
+        for image in record.images:
+            image.modules["sopCommonModule"] = {
+                "sopInstanceUID": f"1.{i}",
+                "f": image.frame,
+            }
+            image.modules["overlayPlaneModule"] = {
+                "overlays": [{"pixelData": [*bits[image.frame :], i], "rows": 64}]
+            }
+            image.modules["imageUrlModule"] = {"url": image.image_id, "x": -0.0}
+        records.append(record)
+    store.write_batch(records)
+    want = {image.image_id: image.modules for r in records for image in r.images}
+    series = store.series_image_modules(SERIES)
+    exported = dict(store.export())
+    for image_id, modules in want.items():
+        assert same(store.image_modules(image_id), modules)
+        assert same(series[image_id], modules)
+        assert same(exported[image_id], modules)
+    # One composite per image holds its own values: 6 images, 6 rows used
+    # for them, plus the shared patient, series and None values.
+    with store.engine.connect() as conn:
+        used = sa.select(sa.func.count(sa.distinct(t.image_modules.c.value_id)))
+        assert conn.execute(used).scalar() == 6 + 3
+
+
+@pytest.mark.parametrize(
+    "image_id",
+    [
+        "wadouri:file:///data/ct/IM%201.dcm?frame=1",
+        "wadouri:file:///data/a.zip!/x/IM1?frame=2",
+        "dicomweb:http://h/x/y",
+        "noslash",
+        "wadors:http://h/studies/1/series/2/instances/3/frames/1",
+    ],
+)
+def test_image_id_forms_round_trip(store: Store, image_id: str) -> None:
+    """Any imageId form is stored and found again exactly (prefix + suffix)."""
+    record = make_instance("/f/1.dcm", "1.1")
+    image = ImageRecord(image_id, 1, {"patientModule": {"x": 1}})
+    record = InstanceRecord(**{**record_fields(record), "images": [image]})
+    store.write_batch([record])
+    assert store.image_modules(image_id) == {"patientModule": {"x": 1}}
+    assert [i for i, _ in store.export()] == [image_id]
+    assert list(store.series_image_modules(SERIES)) == [image_id]
+    assert store.image_modules(image_id + "x") is None
+
+
+def record_fields(record: InstanceRecord) -> dict[str, Any]:
+    """The fields of a record as a dict (to rebuild it with changes)."""
+    import dataclasses
+
+    return {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+
+
+def test_prune_of_everything_leaves_no_rows(store: Store) -> None:
+    """After pruning every location, no value, base, prefix or study is left."""
+    store.write_batch(
+        [make_instance(f"/p/{i}.dcm", f"1.{i}", frames=3) for i in range(4)]
+    )
+    assert store.prune(["/p"], set()) == 4
+    for table in (
+        t.module_values,
+        t.image_id_prefixes,
+        t.images,
+        t.image_modules,
+        t.studies,
+        t.series,
+        t.sources,
+    ):
+        assert count(store, table) == 0, table.name
