@@ -126,14 +126,17 @@ def dataset_to_dicom_json(
     )
     try:
         try:
-            meta = _convert(ds, ctx, "", _fast_path_allowed(), top=True)
+            try:
+                meta = _convert(ds, ctx, "", _fast_path_allowed(), top=True)
+            except _Fallback:
+                raise
+            except Exception as exc:  # a bug here must not cost exactness
+                logger.warning("direct decoding failed, using pydicom: %r", exc)
+                meta = _convert(ds, ctx, "", False, top=True)
         except _Fallback as fb:
             if strict:
                 raise DicomError(f"{fb.where} cannot be converted: {fb.reason}") from fb
             logger.debug("to_json_dict fallback: %s", fb)
-            meta = _make_cases_fallback(ds, ctx)
-        except Exception as exc:  # a bug here must not cost exactness
-            logger.warning("fast conversion failed, using to_json_dict: %r", exc)
             meta = _make_cases_fallback(ds, ctx)
         ts = _transfer_syntax(ds, ctx)
     finally:

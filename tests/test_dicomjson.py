@@ -427,6 +427,19 @@ def test_unreadable_transfer_syntax_raises_dicom_error() -> None:
         _ours(ds)
 
 
+def test_internal_error_falls_back_to_pydicom(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure of the direct decoding costs speed, never exactness."""
+    from metastore import _vr
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(_vr, "decode", broken)
+    _vr.clear_caches()
+    path = get_testdata_files("CT_small.dcm")[0]
+    _assert_same(_ours(_read(path)), _reference(_read(path)))
+
+
 def test_pydicom_setting_changes_use_pydicom_conversion() -> None:
     """Non-default pydicom settings (here DS as Decimal) stay exact."""
     path = get_testdata_files("CT_small.dcm")[0]
