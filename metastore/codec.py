@@ -1,11 +1,13 @@
 """Byte encodings of module values and DICOM JSON for storage.
 
 This module owns how values become bytes in the database: a canonical JSON
-text (sorted keys, NaN/±Infinity/-0.0 kept) whose BLAKE2b digest addresses
-a module value, raw-deflate compression with a fixed preset dictionary, and
-packed bit lists for overlay pixel data.  It imports only ``metastore.types``;
-every stored blob starts with one flag byte, so a format change is a new flag,
-never a rewrite of stored rows.
+text (sorted keys, NaN/±Infinity/-0.0 and big ints kept) whose BLAKE2b digest
+addresses a value; raw deflate with fixed preset dictionaries, optionally
+extended by a *base* (a sibling's canonical JSON, so near-identical values
+store only their differences); *composites* (one image's own values in one
+row); and packed bit lists for overlay pixel data.  Every blob starts with a
+flag byte, so a format change is a new flag, never a rewrite of stored rows.
+It imports only ``metastore.types``.  The key ``"$bits"`` is reserved.
 """
 
 from __future__ import annotations
