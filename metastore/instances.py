@@ -13,7 +13,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from metastore.errors import IndexingError
+from metastore.errors import DicomError, IndexingError
+from metastore.frames import number_of_frames as frame_count
 from metastore.imageid import ImageId
 from metastore.modules import frame_modules
 from metastore.records import ImageRecord, InstanceRecord, Source
@@ -107,9 +108,14 @@ def person_name_text(instance: DicomJson, tag: str) -> str | None:
 
 
 def number_of_frames(instance: DicomJson) -> int:
-    """Return (0028,0008) NumberOfFrames as a positive ``int`` (1 if absent or odd)."""
-    frames = int_value(instance, "00280008")
-    return frames if frames is not None and frames > 0 else 1
+    """Return how many frames the instance has (at least 1).
+
+    ``metastore.frames.number_of_frames``: (0028,0008) NumberOfFrames when it
+    reads as a number >= 1, else the length of the Per-Frame Functional
+    Groups Sequence, else 1; so an enhanced instance without NumberOfFrames
+    still gets one image per frame.
+    """
+    return frame_count(instance)
 
 
 def instance_uids(instance: DicomJson) -> tuple[str, str, str]:
@@ -133,7 +139,10 @@ def build_instance(
     """Build the record of one instance, with one image per frame.
 
     Frames for which ``frame_modules`` gives no answer (not an image, e.g. a
-    waveform) get no image record; the instance is still stored.
+    waveform) get no image record; the instance is still stored.  A frame
+    whose modules cannot be built (Cornerstone would throw, or the JSON is
+    shaped so that building fails) makes the whole instance invalid: storing
+    some of its frames would answer for an instance only in part.
 
     Args:
         instance: The instance in DICOM JSON form.
@@ -141,7 +150,8 @@ def build_instance(
         image_id: Names the instance (its frame 1).
 
     Raises:
-        IndexingError: The instance lacks a UID (the reason names the tag).
+        IndexingError: The instance lacks a UID (the reason names the tag),
+            or a frame's modules cannot be built (the reason names the frame).
     """
     try:
         study, series, sop_instance = instance_uids(instance)
@@ -152,7 +162,17 @@ def build_instance(
     images = []
     for frame in range(1, frames + 1):
         frame_id = base.with_frame(frame)
-        modules = frame_modules(instance, frame_id, frame)
+        try:
+            modules = frame_modules(instance, frame_id, frame)
+        except (DicomError, ArithmeticError, LookupError, TypeError, ValueError) as e:
+            # Hand-made JSON can break a module builder: one bad instance
+            # must fail on its own (reading.py records it), not end the run.
+            reason = " ".join(str(e).split()) or type(e).__name__
+            if not isinstance(e, DicomError):
+                reason = f"{type(e).__name__}: {reason}"
+            raise IndexingError(
+                source.location, f"frame {frame} of {frames}: {reason}"
+            ) from None
         if modules is not None:
             images.append(ImageRecord(frame_id, frame, modules))
     return InstanceRecord(

@@ -292,3 +292,19 @@ def test_moved_archive_with_prune(store: Store, tmp_path: Path) -> None:
     index_paths(store, [tmp_path / "root"], workers=1, prune=True)
     (row,) = store.query("instance")
     assert row["location"] == str(tmp_path / "root" / "b" / "x.dcm")
+
+
+def test_a_source_whose_modules_raise_fails_and_the_run_goes_on(
+    store: Store, tmp_path: Path
+) -> None:
+    """Hand-made JSON that makes a module builder raise is a failed source, with why."""
+    bad = dicom_json()
+    bad["00186011"] = {"vr": "SQ", "Value": [None]}  # a null US region item
+    write_json(tmp_path / "src" / "a-bad.json", bad)
+    copy(CT, tmp_path / "src" / "b-good.dcm")
+    report = index_paths(store, [tmp_path / "src"], workers=1)
+    assert (report.indexed, report.failed) == (1, 1)
+    [error] = store.errors()
+    assert error.location == str(tmp_path / "src" / "a-bad.json")
+    assert error.kind == "invalid"
+    assert error.reason.startswith("frame 1 of 1: ")

@@ -144,3 +144,53 @@ def test_uid_with_a_slash_is_invalid() -> None:
     instance["00080018"] = {"vr": "UI", "Value": ["1.2/3"]}
     with pytest.raises(IndexingError, match="sop_instance_uid"):
         build_instance(instance, SOURCE, name_of)
+
+
+def _enhanced(per_frame: int, number_of_frames: int | None) -> dict[str, Any]:
+    """CT_small made enhanced: a per-frame item with a position for each frame."""
+    instance = dicom_json(CT)
+    items = [
+        {
+            "00209113": {
+                "vr": "SQ",
+                "Value": [{"00200032": {"vr": "DS", "Value": [0, 0, float(n)]}}],
+            }
+        }
+        for n in range(1, per_frame + 1)
+    ]
+    instance["52009230"] = {"vr": "SQ", "Value": items}
+    instance.pop("00280008", None)
+    if number_of_frames is not None:
+        instance["00280008"] = {"vr": "IS", "Value": [number_of_frames]}
+    return instance
+
+
+def test_per_frame_groups_without_number_of_frames_give_one_image_per_frame() -> None:
+    """Without NumberOfFrames, the per-frame functional groups count the frames."""
+    record = build_instance(_enhanced(3, None), SOURCE, name_of)
+    assert record.number_of_frames == 3
+    assert [i.frame for i in record.images] == [1, 2, 3]
+    assert [i.image_id.endswith(f"/frames/{i.frame}") for i in record.images] == [
+        True
+    ] * 3
+    positions = [
+        i.modules["imagePlaneModule"]["imagePositionPatient"] for i in record.images
+    ]
+    assert positions == [[0, 0, 1.0], [0, 0, 2.0], [0, 0, 3.0]]
+
+
+def test_number_of_frames_wins_over_the_per_frame_count() -> None:
+    """NumberOfFrames wins; frames past the per-frame groups are not images."""
+    record = build_instance(_enhanced(2, 3), SOURCE, name_of)
+    assert record.number_of_frames == 3
+    assert [i.frame for i in record.images] == [1, 2]
+
+
+def test_a_frame_whose_modules_raise_makes_the_instance_invalid() -> None:
+    """A DicomError from one frame's modules is an IndexingError naming the frame."""
+    instance = dicom_json(CT)
+    instance["00186011"] = {"vr": "SQ", "Value": [None]}  # Cornerstone throws
+    with pytest.raises(IndexingError) as info:
+        build_instance(instance, SOURCE, name_of)
+    assert info.value.source == SOURCE.location
+    assert info.value.reason.startswith("frame 1 of 1: ")
