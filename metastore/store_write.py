@@ -110,8 +110,27 @@ class Prepared:
     errors: list[ErrorRecord]
 
 
+def int32(value: int | None) -> int | None:
+    """``value`` if a 32-bit INTEGER column holds it, else ``None``.
+
+    (0020,0013) InstanceNumber and (0020,0011) SeriesNumber are IS, whose
+    range is 32 bits (PS3.5 6.2); files in the wild exceed it.  The column is
+    a search aid: the exact value stays in the DICOM JSON and the modules.
+    """
+    if value is None or not -(2**31) <= value < 2**31:
+        return None
+    return value
+
+
+def int64(value: int) -> int:
+    """``value`` if a BIGINT column holds it, else 0 ("unknown" for sources)."""
+    return value if -(2**63) <= value < 2**63 else 0
+
+
 def _invalid_reason(record: InstanceRecord) -> str | None:
     """Why ``record`` cannot be stored as is, or ``None`` if it can."""
+    if not 0 <= record.number_of_frames < 2**31:
+        return f"number_of_frames out of range: {record.number_of_frames}"
     for name in ("study_instance_uid", "series_instance_uid", "sop_instance_uid"):
         uid = getattr(record, name)
         if not uid:
@@ -360,7 +379,7 @@ def write(
             "series_instance_uid": r.series_instance_uid,
             "study_id": study_ids[r.study_instance_uid],
             "modality": r.modality,
-            "series_number": r.series_number,
+            "series_number": int32(r.series_number),
             "series_description": r.series_description,
         }
     series_ids = _upsert_keyed(
@@ -384,8 +403,8 @@ def write(
             [
                 {
                     "location": loc,
-                    "size": src.size,
-                    "mtime_ns": src.mtime_ns,
+                    "size": int64(src.size),
+                    "mtime_ns": int64(src.mtime_ns),
                     "indexed_at": now,
                 }
                 for loc, src in sorted(sources.items())
@@ -424,7 +443,7 @@ def write(
                 "sop_instance_uid": item.record.sop_instance_uid,
                 "series_id": series_ids[item.record.series_instance_uid],
                 "sop_class_uid": item.record.sop_class_uid,
-                "instance_number": item.record.instance_number,
+                "instance_number": int32(item.record.instance_number),
                 "number_of_frames": item.record.number_of_frames,
                 "source_id": source_ids[item.record.source.location],
                 "dicom_json": item.dicom_json,

@@ -565,3 +565,15 @@ def test_prune_of_everything_leaves_no_rows(store: Store) -> None:
         t.sources,
     ):
         assert count(store, table) == 0, table.name
+
+
+@pytest.mark.parametrize("number", [2**31, -(2**31) - 1, 2**70])
+def test_numbers_past_32_bits_are_stored_without_them(
+    store: Store, number: int
+) -> None:
+    """An InstanceNumber/SeriesNumber out of IS range leaves its column empty."""
+    record = record_fields(make_instance("/n/1.dcm", "1.1"))
+    record.update(instance_number=number, series_number=number)
+    assert store.write_batch([InstanceRecord(**record)]) == []
+    rows = store.query("instance")
+    assert [(r["instance_number"], r["series_number"]) for r in rows] == [(None, None)]
