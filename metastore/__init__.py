@@ -1,7 +1,7 @@
 """metastore: a persistent store of Cornerstone3D metadata for DICOM archives.
 
-The public API, re-exported here (``__all__`` is sorted and checked by
-tests/test_public_api.py).  Names load on first use, so that
+The public API, re-exported here (``__all__`` is sorted, matches the lazy table, and is
+checked by tests/test_public_api.py).  Names load on first use, so that
 ``import metastore`` (and the CLI, and indexer worker processes) do not pay
 for SQLAlchemy or pydicom until they need them.
 """
@@ -74,7 +74,37 @@ _EXPORTS: dict[str, str] = {
     "wadors_image_id": "metastore.imageid",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "MODULE_TYPES",
+    "DatabaseProvider",
+    "DicomError",
+    "DicomJsonProvider",
+    "ImageId",
+    "InMemoryProvider",
+    "IndexReport",
+    "IndexingError",
+    "InvalidImageIdError",
+    "MetastoreError",
+    "ModuleError",
+    "ModuleType",
+    "OverrideProvider",
+    "QueryError",
+    "Registry",
+    "SchemaError",
+    "SchemaNotAtHeadError",
+    "Store",
+    "StoreError",
+    "build_module",
+    "dataset_to_dicom_json",
+    "file_image_id",
+    "file_location",
+    "frame_modules",
+    "image_id_to_uri",
+    "index_paths",
+    "metadata",
+    "parse_image_id",
+    "wadors_image_id",
+]
 
 
 def __getattr__(name: str) -> Any:

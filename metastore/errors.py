@@ -4,14 +4,14 @@ Every error metastore raises on purpose derives from :class:`MetastoreError`, so
 callers (and the CLI, in one place) can catch them together::
 
     MetastoreError
-    ├── InvalidImageIdError      (also a ValueError)  a malformed imageId
-    ├── ModuleError              (also a ValueError)  an unknown module type
+    ├── InvalidImageIdError      (a ValueError)       a malformed imageId
+    ├── ModuleError              (a ValueError)       an unknown module type
     ├── DicomError                                    input that is not usable DICOM
-    │   └── IndexingError                             one file or URL that failed to index
+    │   └── IndexingError                             one source that failed to index
     ├── StoreError                                    the database cannot be used
     │   └── SchemaError                               the schema is wrong or missing
     │       └── SchemaNotAtHeadError                  the schema is behind the code
-    └── QueryError               (also a ValueError)  a bad query filter
+    └── QueryError               (a ValueError)       a bad query filter
 
 This module is a leaf: it imports nothing from metastore.
 """

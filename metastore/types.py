@@ -26,7 +26,7 @@ ModuleValue: TypeAlias = Any
 class Provider(Protocol):
     """A metadata provider: ``provider(type, image_id, *args) -> value | None``."""
 
-    def __call__(self, type: str, image_id: str, /, *args: Any) -> Any:  # noqa: A002
+    def __call__(self, type: str, image_id: str, /, *args: Any) -> Any:
         """Answer one metadata question, or return ``None`` for no answer."""
         ...
 
