@@ -22,7 +22,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from metastore import db
 from metastore.errors import MetastoreError, ModuleError
 from metastore.imageid import parse_image_id
-from metastore.indexer import DEFAULT_BATCH_SIZE, IndexReport, index_paths
+from metastore.indexer import (
+    DEFAULT_BATCH_SIZE,
+    IndexReport,
+    TestHooks,
+    index_paths,
+    parse_shard,
+)
 from metastore.modules import MODULE_TYPES
 from metastore.store import Store
 
@@ -102,6 +108,19 @@ def cli() -> None:
     \b
         metastore index scans/ --wadors-root https://pacs/dicomweb
     """
+    TestHooks.install()  # crash-test hooks; nothing unless METASTORE_TEST_* is set
+
+
+def _shard(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[int, int] | None:
+    """Parse ``--shard K/N``; a bad value is one line and exit status 2."""
+    if value is None:
+        return None
+    try:
+        return parse_shard(value)
+    except ValueError as exc:
+        raise _Failure(f"--shard: {exc}") from None
 
 
 @cli.command()
@@ -132,6 +151,12 @@ def cli() -> None:
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the report as one JSON object."
 )
+@click.option(
+    "--shard",
+    metavar="K/N",
+    callback=_shard,
+    help="Index only share K of N of the sources (N processes cover all once).",
+)
 @db_option
 def index(
     paths: tuple[str, ...],
@@ -141,18 +166,21 @@ def index(
     prune: bool,
     upgrade: bool,
     as_json: bool,
+    shard: tuple[int, int] | None,
     url: str,
 ) -> None:
     """Index files, folders, zip archives and DICOM JSON files.
 
     Exit status: 0 when every DICOM source was indexed, 1 when some failed
     (the rest are indexed; see the errors on stderr), 2 on bad usage or an
-    unusable database.
+    unusable database.  --shard K/N takes a fixed share of the sources (by a
+    hash of each location), so N processes, K = 1..N, cover PATHS once.
 
     Example:
 
     \b
         metastore index /archive scans.zip --wadors-root https://pacs/dicomweb
+        metastore index /archive --shard 2/3   # one of three workers
     """
     with Store(url, upgrade=upgrade) as store, _progress() as progress:
         report = index_paths(
@@ -163,6 +191,7 @@ def index(
             batch_size=batch_size,
             prune=prune,
             progress=progress,
+            shard=shard,
         )
     _print_report(report, as_json)
     click.get_current_context().exit(report.exit_status)

@@ -6,10 +6,19 @@ chunks to worker processes (``metastore.reading``), and writes what comes
 back through ``Store.write_batch``, one transaction per batch.  Memory stays
 flat whatever the archive size: only a bounded number of chunks is in flight
 and only one batch is held.  Returns an :class:`IndexReport`.
+
+``shard=(K, N)`` keeps only the sources whose location hashes to share K of N
+(:func:`shard_of`), so N processes cover an archive exactly once.  A batch
+whose write loses the PostgreSQL connection is written again after a
+reconnect (:data:`RECONNECT_ATTEMPTS`).  The test hooks that make crash tests
+deterministic (``METASTORE_TEST_*`` environment variables) are all in
+:class:`TestHooks`.
 """
 
 from __future__ import annotations
 
+import ctypes
+import hashlib
 import logging
 import multiprocessing
 import os
@@ -23,16 +32,29 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from itertools import chain, islice
 from multiprocessing.context import BaseContext
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 
 from metastore.discovery import Entry, discover
+from metastore.errors import StoreError
 from metastore.reading import Outcome, ZipCache, read_entry
 from metastore.records import ErrorRecord, InstanceRecord
 
 if TYPE_CHECKING:
     from metastore.store import Store
 
-__all__ = ["DEFAULT_BATCH_SIZE", "IndexReport", "index_paths"]
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "IndexReport",
+    "TestHooks",
+    "index_paths",
+    "parse_shard",
+    "shard_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +70,15 @@ TASKS_PER_WORKER = 3
 MAX_REPORTED_ERRORS = 100
 #: Seconds between two progress callbacks.
 PROGRESS_INTERVAL = 0.5
+#: Writes of one batch (or of prune) when the PostgreSQL connection is lost.
+RECONNECT_ATTEMPTS = 3
+#: Seconds before the first reconnect; doubled for each further attempt.
+RECONNECT_DELAY = 0.5
 
 #: ``progress(report_so_far)``: called every :data:`PROGRESS_INTERVAL` and at the end.
 ProgressCallback = Callable[["IndexReport"], None]
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +177,8 @@ class _Batches:
         self._instances: list[InstanceRecord] = []
         self._errors: list[ErrorRecord] = []
         self._images = 0
+        #: Batches committed so far.
+        self.written = 0
 
     def add(
         self, instances: Iterable[InstanceRecord], errors: Iterable[ErrorRecord]
@@ -167,11 +197,16 @@ class _Batches:
     def flush(self) -> None:
         if not self._instances and not self._errors:
             return
-        duplicates = self._store.write_batch(self._instances, self._errors)
+        instances, errors = self._instances, self._errors
+        duplicates = _reconnecting(
+            self._store, lambda: self._store.write_batch(instances, errors)
+        )
         self._tally.count("duplicates", len(duplicates))
         for duplicate in duplicates:
             self._tally.error(duplicate)
         self._instances, self._errors, self._images = [], [], 0
+        self.written += 1
+        TestHooks.get().batch_committed(self.written)
 
 
 def index_paths(
@@ -183,6 +218,7 @@ def index_paths(
     batch_size: int = DEFAULT_BATCH_SIZE,
     prune: bool = False,
     progress: ProgressCallback | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> IndexReport:
     """Index files, folders, zip archives and DICOM JSON files into ``store``.
 
@@ -203,20 +239,33 @@ def index_paths(
         prune: Also remove from the store what is no longer under ``paths``.
         progress: Called with the report so far, every
             :data:`PROGRESS_INTERVAL` seconds and once at the end.
+        shard: ``(K, N)``: only the sources of share K of N (1-based; see
+            :func:`shard_of`); the report counts those only, and ``prune``
+            removes only locations of this share.
 
     Returns:
         The counts, errors and timing of the run.
 
     Raises:
-        StoreError: The database cannot be read or written.
+        StoreError: The database cannot be read or written (a lost
+            PostgreSQL connection is retried first).
+        ValueError: ``shard`` is not ``(K, N)`` with ``1 <= K <= N``.
     """
+    if shard is not None:
+        shard = _check_shard(*shard)
+    TestHooks.install()
     roots = [os.path.abspath(os.fspath(p)) for p in paths]
     tally = _Tally()
-    known = store.known_sources()
+    known = _reconnecting(store, store.known_sources)
     batches = _Batches(store, batch_size, tally)
-    seen: set[str] = set()  # locations to keep; only needed for prune
+    # Locations to keep; only needed for prune.  Under a shard, locations of
+    # the other shares are always "seen", so prune leaves them alone.
+    seen: set[str] = set() if shard is None else _ShardSeen(*shard)
     note = seen.add if prune else _ignore
-    todo = _to_read(discover(roots), known, tally, batches, note)
+    found = discover(roots)
+    if shard is not None:
+        found = _in_shard(found, *shard)
+    todo = _to_read(found, known, tally, batches, note)
     root = wadors_root.removesuffix("/") if wadors_root else None
     next_call = time.perf_counter() + PROGRESS_INTERVAL
     if workers is None:
@@ -231,11 +280,120 @@ def index_paths(
             next_call = time.perf_counter() + PROGRESS_INTERVAL
     batches.flush()
     if prune:
-        store.prune(roots, seen)
+        _reconnecting(store, lambda: store.prune(roots, seen))
     report = tally.report()
     if progress is not None:
         progress(report)
     return report
+
+
+def shard_of(location: str, count: int) -> int:
+    """The share (1 to ``count``) a source location belongs to.
+
+    The first 8 bytes of the BLAKE2b digest of the location's UTF-8 text, as a
+    big-endian integer, modulo ``count``, plus one.  Stable across runs,
+    processes and machines; a zip member is placed by its own location
+    (``/abs/a.zip!/member``), so one archive's members spread over the shares.
+    """
+    digest = hashlib.blake2b(
+        location.encode("utf-8", "surrogatepass"), digest_size=8
+    ).digest()
+    return int.from_bytes(digest, "big") % count + 1
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """Parse ``"K/N"`` (``metastore index --shard``) into ``(K, N)``.
+
+    Raises:
+        ValueError: Not two integers with ``1 <= K <= N``; one-line message.
+    """
+    part, sep, count = text.strip().partition("/")
+    try:
+        if not sep:
+            raise ValueError(text)
+        k, n = int(part), int(count)
+    except ValueError:
+        raise ValueError(f"shard must be K/N (e.g. 2/3), not {text!r}") from None
+    return _check_shard(k, n)
+
+
+def _check_shard(k: int, n: int) -> tuple[int, int]:
+    if isinstance(k, bool) or isinstance(n, bool) or not (1 <= k <= n):
+        raise ValueError(f"shard {k}/{n}: need 1 <= K <= N (K/N, e.g. 2/3)")
+    return k, n
+
+
+class _ShardSeen(set[str]):
+    """The locations seen by one shard; every other shard's count as seen.
+
+    ``Store.prune`` deletes what lies under the roots and is not in ``seen``:
+    this makes a sharded run prune its own share only, without deciding in
+    advance which locations the other shares hold.
+    """
+
+    def __init__(self, k: int, n: int) -> None:
+        super().__init__()
+        self._k, self._n = k, n
+
+    def __contains__(self, location: object) -> bool:
+        if isinstance(location, str) and shard_of(location, self._n) != self._k:
+            return True
+        return super().__contains__(location)
+
+
+def _in_shard(
+    found: Iterator[Entry | ErrorRecord], k: int, n: int
+) -> Iterator[Entry | ErrorRecord]:
+    """Keep the sources (and discovery errors) whose location is in share K."""
+    for item in found:
+        location = (
+            item.location if isinstance(item, ErrorRecord) else (item.source.location)
+        )
+        if shard_of(location, n) == k:
+            yield item
+
+
+def _reconnecting(store: Store, work: Callable[[], _T]) -> _T:
+    """Run ``work`` (one transaction), again after a lost PostgreSQL connection.
+
+    A batch is one transaction, so a write cut by a dropped connection left
+    nothing behind and is simply written again (rewriting a location is
+    idempotent, should the commit have gone through).  Gives up after
+    :data:`RECONNECT_ATTEMPTS` with the last :class:`StoreError`.
+    """
+    for attempt in range(1, RECONNECT_ATTEMPTS + 1):
+        try:
+            return work()
+        except (StoreError, OperationalError) as exc:
+            if attempt == RECONNECT_ATTEMPTS or not _lost_connection(store, exc):
+                raise
+            delay = RECONNECT_DELAY * 2 ** (attempt - 1)
+            log.warning(
+                "lost the connection to %s (%s); trying again in %.1f s "
+                "(attempt %d of %d)",
+                store.url,
+                exc,
+                delay,
+                attempt + 1,
+                RECONNECT_ATTEMPTS,
+            )
+            time.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _lost_connection(store: Store, exc: Exception) -> bool:
+    """Whether ``exc`` is PostgreSQL going away (worth a reconnect), not a bug.
+
+    Writes raise :class:`StoreError` with the driver error as its cause;
+    reads (``known_sources``) raise the driver error itself.
+    """
+    if store.engine.dialect.name != "postgresql":
+        return False
+    cause = exc.__cause__ if isinstance(exc, StoreError) else exc
+    if getattr(cause, "connection_invalidated", False):
+        return True
+    # Connecting failed (server restarting, not accepting connections yet).
+    return isinstance(cause, OperationalError)
 
 
 def _to_read(
@@ -334,8 +492,25 @@ def _read_here(chunks: Iterator[list[Entry]], root: str | None) -> Iterator[Outc
 
 
 def _worker_init() -> None:
-    """Leave Ctrl-C to the main process, which stops the pool cleanly."""
+    """Leave Ctrl-C to the main process; die with it if it is killed.
+
+    A main process killed outright (SIGKILL, out of memory) cannot stop its
+    pool; on Linux each worker asks the kernel for SIGKILL when its parent
+    dies, so no reader is left behind.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform == "linux":
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - no prctl
+            pass
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(1)
+
+
+#: prctl option: the signal a process gets when its parent dies (Linux).
+_PR_SET_PDEATHSIG = 1
 
 
 # One per worker process: consecutive chunks of one archive share the open zip.
@@ -350,3 +525,103 @@ def _read_chunk(chunk: list[Entry], root: str | None) -> list[Outcome]:
 def _chunks(entries: Iterator[Entry], size: int) -> Iterator[list[Entry]]:
     while chunk := list(islice(entries, size)):
         yield chunk
+
+
+class TestHooks:
+    """Deterministic crash and pause points for tests, set by environment variables.
+
+    Tests drive ``python -m metastore`` in subprocesses and need it to stop at
+    a chosen point without depending on timing.  Nothing here runs unless one
+    of these variables is set (docs/guarantees.md lists them):
+
+    ``METASTORE_TEST_KILL_AFTER_BATCHES=N``
+        SIGKILL this process right after batch N is committed.
+    ``METASTORE_TEST_KILL_AT_SQL=N:TEXT``
+        SIGKILL this process just before the N-th SQL statement (of any
+        engine of this process) that contains TEXT, ignoring case: inside a
+        batch's or a migration's transaction.
+    ``METASTORE_TEST_PAUSE_AT_SQL=N:TEXT`` with ``METASTORE_TEST_PAUSE_FILE=PATH``
+        Just before that statement, create ``PATH.paused`` and wait until
+        ``PATH`` exists (at most :attr:`PAUSE_LIMIT` seconds), then go on.
+    """
+
+    __test__ = False  # not a pytest test class, whatever its name
+
+    #: Seconds a pause waits for its file before going on anyway.
+    PAUSE_LIMIT = 120.0
+    _instance: TestHooks | None = None
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.kill_after_batches = _int_or_none(
+            environ.get("METASTORE_TEST_KILL_AFTER_BATCHES")
+        )
+        self.kill_at = _sql_point(environ.get("METASTORE_TEST_KILL_AT_SQL"))
+        self.pause_at = _sql_point(environ.get("METASTORE_TEST_PAUSE_AT_SQL"))
+        self.pause_file = environ.get("METASTORE_TEST_PAUSE_FILE")
+        self._seen: dict[str, int] = {}
+
+    @classmethod
+    def get(cls) -> TestHooks:
+        """The hooks of this process, read from the environment once."""
+        if cls._instance is None:
+            cls._instance = TestHooks(os.environ)
+        return cls._instance
+
+    @classmethod
+    def install(cls) -> None:
+        """Watch every engine's SQL if a SQL hook is set (a no-op otherwise)."""
+        hooks = cls.get()
+        if (hooks.kill_at or hooks.pause_at) and not event.contains(
+            Engine, "before_cursor_execute", _before_sql
+        ):
+            event.listen(Engine, "before_cursor_execute", _before_sql)
+
+    def batch_committed(self, written: int) -> None:
+        """Called after each committed batch with the number committed so far."""
+        if self.kill_after_batches == written:
+            _kill_self()
+
+    def before_sql(self, statement: str) -> None:
+        """Called before every SQL statement while a SQL hook is set."""
+        text = statement.lower()
+        for point in (self.kill_at, self.pause_at):
+            if point is not None and point[1] in text:
+                self._seen[point[1]] = self._seen.get(point[1], 0) + 1
+        if self.kill_at and self._seen.get(self.kill_at[1]) == self.kill_at[0]:
+            _kill_self()
+        if self.pause_at and self._seen.get(self.pause_at[1]) == self.pause_at[0]:
+            self._seen[self.pause_at[1]] += 1  # pause once only
+            self._pause()
+
+    def _pause(self) -> None:
+        if not self.pause_file:
+            return
+        go = Path(self.pause_file)
+        Path(f"{go}.paused").touch()
+        deadline = time.monotonic() + self.PAUSE_LIMIT
+        while not go.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+
+def _before_sql(
+    conn: Any, cursor: Any, statement: str, *args: Any, **kwargs: Any
+) -> None:
+    TestHooks.get().before_sql(statement)
+
+
+def _kill_self() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _int_or_none(text: str | None) -> int | None:
+    return int(text) if text else None
+
+
+def _sql_point(text: str | None) -> tuple[int, str] | None:
+    """``"N:TEXT"`` -> ``(N, text in lower case)``."""
+    if not text:
+        return None
+    count, _, sql = text.partition(":")
+    return int(count), sql.lower()

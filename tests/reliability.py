@@ -1,0 +1,236 @@
+"""Helpers for the crash, concurrency, shard and database-fault tests.
+
+Runs ``python -m metastore`` in subprocesses (the test hooks of
+``metastore.indexer.TestHooks`` stop them at chosen points), builds a small
+archive, and checks a database: its export, its row counts and the SQL
+invariants that no crash or race may break.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from dicom_samples import EMRI, copy, dicom_json, junk, write_ct, write_json, zip_of
+
+from metastore import db
+from metastore.store import Store
+
+#: Instances per batch in these tests: the archive makes about ten batches.
+BATCH = 4
+#: Seconds any wait in these tests gives up after (never a timing assertion).
+PATIENCE = 120.0
+
+
+def build_archive(root: Path) -> Path:
+    """About 40 sources over folders, a zip and DICOM JSON; all index cleanly."""
+    for n in range(1, 9):
+        write_ct(root / "a" / f"ct{n:02}.dcm", n, series=1)
+        write_ct(root / "b" / f"ct{n:02}.dcm", n, series=2, study=2)
+        write_ct(root / "c" / "deep" / f"ct{n:02}.dcm", n, series=3, study=3)
+    members: dict[str, bytes | Path] = {}
+    for n in range(1, 7):
+        path = write_ct(root / "tmp" / f"z{n}.dcm", n, series=4, study=4)
+        members[f"z/{n}.dcm"] = path.read_bytes()
+    zip_of(root / "b" / "more.zip", members)
+    for path in (root / "tmp").iterdir():
+        path.unlink()
+    (root / "tmp").rmdir()
+    copy(EMRI, root / "c" / "enhanced")
+    write_json(
+        root / "a" / "series.json",
+        [dicom_json("MR_small.dcm"), dicom_json("MR2_UNCR.dcm")],
+    )
+    junk(root / "c" / "junk.bin")
+    (root / "a" / "README.txt").write_text("not DICOM\n")
+    return root
+
+
+def env(**hooks: str) -> dict[str, str]:
+    """The environment of a subprocess: ours, minus stray hooks, plus ``hooks``."""
+    out = {k: v for k, v in os.environ.items() if not k.startswith("METASTORE_")}
+    out.update(hooks)
+    return out
+
+
+def command(url: str, *args: str | os.PathLike[str]) -> list[str]:
+    """``python -m metastore ARGS --db URL``."""
+    return [sys.executable, "-m", "metastore", *map(os.fspath, args), "--db", url]
+
+
+def index_command(
+    url: str, paths: Sequence[Path], *extra: str, workers: int = 1
+) -> list[str]:
+    """``metastore index`` with the test batch size."""
+    return command(
+        url,
+        "index",
+        *paths,
+        "--workers",
+        str(workers),
+        "--batch-size",
+        str(BATCH),
+        *extra,
+    )
+
+
+def run(
+    args: list[str], hooks: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a command to its end; output captured as text."""
+    return subprocess.run(
+        args,
+        env=env(**(hooks or {})),
+        capture_output=True,
+        text=True,
+        timeout=PATIENCE,
+        check=False,
+    )
+
+
+def start(
+    args: list[str], hooks: Mapping[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """Start a command; the caller waits for it."""
+    return subprocess.Popen(
+        args,
+        env=env(**(hooks or {})),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    """Poll ``condition`` until true; fail after :data:`PATIENCE` seconds."""
+    deadline = time.monotonic() + PATIENCE
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def export(url: str) -> list[tuple[str, Any]]:
+    """Every image with its modules, by imageId."""
+    with Store(url) as store:
+        return list(store.export())
+
+
+def counts(url: str) -> dict[str, int | None]:
+    """Rows per table (the database size left out)."""
+    with Store(url) as store:
+        stats = store.stats()
+    stats.pop("database_bytes")
+    return stats
+
+
+#: SQL that must count 0 rows in any database metastore left, crash or not.
+BROKEN = {
+    "image without instance": "SELECT count(*) FROM images i "
+    "WHERE NOT EXISTS (SELECT 1 FROM instances n WHERE n.id = i.instance_id)",
+    "instance without series": "SELECT count(*) FROM instances n "
+    "WHERE NOT EXISTS (SELECT 1 FROM series s WHERE s.id = n.series_id)",
+    "instance without source": "SELECT count(*) FROM instances n "
+    "WHERE NOT EXISTS (SELECT 1 FROM sources s WHERE s.id = n.source_id)",
+    "series without study": "SELECT count(*) FROM series s "
+    "WHERE NOT EXISTS (SELECT 1 FROM studies t WHERE t.id = s.study_id)",
+    "module row without image": "SELECT count(*) FROM image_modules m "
+    "WHERE NOT EXISTS (SELECT 1 FROM images i WHERE i.id = m.image_id)",
+    "module row without value": "SELECT count(*) FROM image_modules m "
+    "WHERE NOT EXISTS (SELECT 1 FROM module_values v WHERE v.id = m.value_id)",
+    "value without its base": "SELECT count(*) FROM module_values v "
+    "WHERE v.base_id IS NOT NULL AND NOT EXISTS "
+    "(SELECT 1 FROM module_values b WHERE b.id = v.base_id)",
+    "instance without its base": "SELECT count(*) FROM instances n "
+    "WHERE n.dicom_json_base_id IS NOT NULL AND NOT EXISTS "
+    "(SELECT 1 FROM module_values b WHERE b.id = n.dicom_json_base_id)",
+    "image without prefix": "SELECT count(*) FROM images i WHERE NOT EXISTS "
+    "(SELECT 1 FROM image_id_prefixes p WHERE p.id = i.prefix_id)",
+    "source without instance": "SELECT count(*) FROM sources s WHERE NOT EXISTS "
+    "(SELECT 1 FROM instances n WHERE n.source_id = s.id)",
+    "series without instance": "SELECT count(*) FROM series s WHERE NOT EXISTS "
+    "(SELECT 1 FROM instances n WHERE n.series_id = s.id)",
+    "study without series": "SELECT count(*) FROM studies t WHERE NOT EXISTS "
+    "(SELECT 1 FROM series s WHERE s.study_id = t.id)",
+    "image without modules": "SELECT count(*) FROM images i WHERE NOT EXISTS "
+    "(SELECT 1 FROM image_modules m WHERE m.image_id = i.id)",
+}
+#: Garbage that only a prune sweeps: left by concurrent rewrites of a location.
+UNREFERENCED = {
+    "unreferenced value": "SELECT count(*) FROM module_values v "
+    "WHERE NOT EXISTS (SELECT 1 FROM image_modules m WHERE m.value_id = v.id) "
+    "AND NOT EXISTS (SELECT 1 FROM module_values d WHERE d.base_id = v.id) "
+    "AND NOT EXISTS (SELECT 1 FROM instances n WHERE n.dicom_json_base_id = v.id)",
+    "unreferenced prefix": "SELECT count(*) FROM image_id_prefixes p "
+    "WHERE NOT EXISTS (SELECT 1 FROM images i WHERE i.prefix_id = p.id)",
+}
+
+
+def problems(url: str, *, garbage: bool = True) -> dict[str, int]:
+    """The invariants :data:`BROKEN` (and :data:`UNREFERENCED`) that fail."""
+    checks = {**BROKEN, **(UNREFERENCED if garbage else {})}
+    engine = db.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            found = {
+                name: int(conn.exec_driver_sql(sql).scalar_one())
+                for name, sql in checks.items()
+            }
+            if engine.dialect.name == "sqlite":
+                ok = conn.exec_driver_sql("PRAGMA integrity_check").scalar_one()
+                found["integrity_check"] = 0 if ok == "ok" else 1
+                keys = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+                found["foreign_key_check"] = len(keys)
+    finally:
+        engine.dispose()
+    return {name: n for name, n in found.items() if n}
+
+
+def terminate_backends(admin_url: str, url: str) -> int:
+    """Drop every connection to ``url``'s database; return how many."""
+    name = sa.engine.make_url(url).database
+    admin = db.create_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": name},
+            ).all()
+    finally:
+        admin.dispose()
+    return len(rows)
+
+
+def admin_sql(admin_url: str, sql: str) -> None:
+    """Run one statement in autocommit on the server of ``admin_url``."""
+    admin = db.create_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(sql)
+    finally:
+        admin.dispose()
+
+
+def processes_mentioning(marker: str) -> list[int]:
+    """PIDs of live processes whose command line contains ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            state = (entry / "stat").read_text().split(") ", 1)[1][:1]
+        except OSError:
+            continue
+        if marker.encode() in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
