@@ -117,7 +117,7 @@ class ImageIdPrefix(Base):
     """The part of imageIds shared by many images (a series' or a folder's).
 
     An imageId is stored as ``image_id_prefixes.prefix || images.suffix``
-    (see ``metastore.store_write.split_image_id``): the root, study and series
+    (see ``metastore.store_encode.split_image_id``): the root, study and series
     of a wadors imageId are stored once per series instead of once per frame.
     """
 
@@ -136,7 +136,7 @@ class Image(Base):
     __tablename__ = "images"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    #: 64-bit BLAKE2b of the imageId (``metastore.store_write.image_key``):
+    #: 64-bit BLAKE2b of the imageId (``metastore.store_encode.image_key``):
     #: the unique index is on this key, ~15 bytes an entry instead of the
     #: ~150-260 of an imageId.  Lookups compare the imageId too, so a hash
     #: collision can only refuse a second image, never answer for it.

@@ -10,9 +10,6 @@ pydicom.  Values it returns are decoded afresh per call unless documented.
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import gc
 import logging
 import random
 import time
@@ -24,7 +21,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from metastore import codec, store_prune, store_query, store_write
+from metastore import (
+    codec,
+    store_encode,
+    store_prune,
+    store_query,
+    store_read,
+    store_write,
+)
 from metastore import schema as t
 from metastore.db import create_engine, ensure_schema, redact
 from metastore.errors import StoreError
@@ -189,7 +193,7 @@ class Store:
             StoreError: the database failed (after retrying transient errors).
             ValueError: an error record has an unknown ``kind``.
         """
-        batch = store_write.prepare(instances, errors)
+        batch = store_encode.prepare(instances, errors)
         found = batch.errors[len(errors) :]
 
         def work(conn: Connection) -> list[ErrorRecord]:
@@ -236,13 +240,13 @@ class Store:
         The values are new objects, decoded for this call.
         """
         img, prefix = t.images, t.image_id_prefixes
-        stmt = _with_modules(
+        stmt = store_read.with_modules(
             sa.select(img.c.id).select_from(
                 img.join(prefix, prefix.c.id == img.c.prefix_id)
             ),
             img.c.id,
         ).where(
-            img.c.image_key == store_write.image_key(image_id),
+            img.c.image_key == store_encode.image_key(image_id),
             # A colliding key of another imageId is not this image.
             prefix.c.prefix + img.c.suffix == image_id,
         )
@@ -251,7 +255,7 @@ class Store:
             if not rows:
                 return None
             names = self._names(conn, rows)
-        decode = _Decoder()
+        decode = store_read.Decoder()
         return {
             names[type_id]: decode(names[type_id], value_id, blob, base_id, base)
             for _, type_id, value_id, blob, base_id, base in rows
@@ -269,15 +273,15 @@ class Store:
         """
         # Pausing the cyclic GC: thousands of new dicts would trigger
         # collections that walk everything already cached (up to 2x slower).
-        with _gc_paused():
+        with store_read.gc_paused():
             with self._read() as conn:
                 rows = conn.execute(
-                    _series_statement(), {"uid": series_instance_uid}
+                    store_read.series_statement(), {"uid": series_instance_uid}
                 ).all()
                 names = self._type_names
-                if any(r[0] == _REF and r[2] not in names for r in rows):
+                if any(r[0] == store_read.REF and r[2] not in names for r in rows):
                     names = self._type_names_now(conn)
-            return _assemble_series(rows, names)
+            return store_read.assemble_series(rows, names)
 
     def _names(self, conn: Connection, rows: Sequence[Any]) -> dict[int, str]:
         """Module type names by id, reloaded if ``rows`` hold an unknown id."""
@@ -308,7 +312,7 @@ class Store:
                 types = [i for i, name in names.items() if name in wanted]
             prefix = t.image_id_prefixes
             image_id = (prefix.c.prefix + img.c.suffix).label("image_id")
-            stmt = _with_modules(
+            stmt = store_read.with_modules(
                 sa.select(image_id).select_from(
                     img.join(prefix, prefix.c.id == img.c.prefix_id)
                 ),
@@ -316,7 +320,7 @@ class Store:
                 types,
             ).order_by(image_id)
             result = conn.execution_options(yield_per=2000).execute(stmt)
-            decode = _Decoder()
+            decode = store_read.Decoder()
             current: str | None = None
             values: dict[str, ModuleValue] = {}
             for image_id, type_id, value_id, blob, base_id, base in result:
@@ -431,200 +435,6 @@ class Store:
         return codec.decode_dicom_json(
             blob, None if base_blob is None else codec.inflate(base_blob)
         )
-
-
-_NOTHING: Any = object()
-
-
-class _Composite(dict[str, ModuleValue]):
-    """A decoded composite row: one image's own values by module type."""
-
-    __slots__ = ()
-
-
-class _Decoder:
-    """Decodes module value rows, each value and each base only once."""
-
-    __slots__ = ("bases", "values")
-
-    def __init__(self) -> None:
-        self.values: dict[int, ModuleValue] = {}
-        self.bases: dict[int, bytes] = {}
-
-    def __call__(
-        self,
-        name: str,
-        value_id: int,
-        blob: bytes,
-        base_id: int | None,
-        base: bytes | None,
-    ) -> ModuleValue:
-        """The value of module ``name`` in row ``value_id`` (shared objects)."""
-        value = self.values.get(value_id, _NOTHING)
-        if value is _NOTHING:
-            base_bytes = None
-            if base_id is not None and base is not None:
-                base_bytes = self.bases.get(base_id)
-                if base_bytes is None:
-                    base_bytes = self.bases[base_id] = codec.inflate(base)
-            value = codec.decode_value(blob, base_bytes)
-            if codec.is_composite(blob):
-                value = _Composite(value)
-            self.values[value_id] = value
-        if type(value) is _Composite:
-            return value[name]
-        return value
-
-    def trim(self, limit: int) -> None:
-        """Forget everything once more than ``limit`` values are kept."""
-        if len(self.values) + len(self.bases) > limit:
-            self.values.clear()
-            self.bases.clear()
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector for a burst of allocations."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _assemble_series(
-    rows: Sequence[Any], names: dict[int, str]
-) -> dict[str, dict[str, ModuleValue]]:
-    """Build the result of ``series_image_modules`` from its statement's rows.
-
-    Rows come in three kinds (see :func:`_series_statement`): each distinct
-    value is decoded once, then the same object goes to every image using it.
-    """
-    image_ids: dict[int, str] = {}
-    values: dict[int, ModuleValue] = {}
-    bases: dict[int, bytes] = {}
-    refs = []
-    for kind, a, b, c, text, blob, base in rows:
-        if kind == _REF:
-            refs.append((a, b, c))
-        elif kind == _IMAGE:
-            image_ids[a] = text
-        else:
-            base_bytes = None
-            if b is not None:
-                base_bytes = bases.get(b)
-                if base_bytes is None:
-                    base_bytes = bases[b] = codec.inflate(base)
-            value = codec.decode_value(blob, base_bytes)
-            values[a] = _Composite(value) if codec.is_composite(blob) else value
-    out: dict[str, dict[str, ModuleValue]] = {i: {} for i in image_ids.values()}
-    for image_pk, type_id, value_id in refs:
-        name = names[type_id]
-        value = values[value_id]
-        if type(value) is _Composite:
-            value = value[name]
-        out[image_ids[image_pk]][name] = value
-    return out
-
-
-# Kinds of rows of _series_statement.
-_REF, _IMAGE, _VALUE = 0, 1, 2
-
-
-@functools.cache
-def _series_statement() -> sa.CompoundSelect[Any]:
-    """One statement that returns everything a series load needs.
-
-    ``UNION ALL`` of three row kinds, so each value blob and imageId crosses
-    the driver once, not once per (image, module type):
-
-    * ``(0, image pk, module type id, value id)`` per image module;
-    * ``(1, image pk, ..., imageId)`` per image;
-    * ``(2, value id, base id, ..., blob, base blob)`` per distinct value.
-    """
-    img, ins, se, im = t.images, t.instances, t.series, t.image_modules
-    mv, prefix = t.module_values, t.image_id_prefixes
-    base = t.module_values.alias("base")
-    uid = sa.bindparam("uid", type_=sa.String())
-    in_series = se.join(ins, ins.c.series_id == se.c.id).join(
-        img, img.c.instance_id == ins.c.id
-    )
-    where = se.c.series_instance_uid == uid
-    null_int = sa.cast(sa.null(), sa.Integer())
-    null_text = sa.cast(sa.null(), sa.Text())
-    null_blob = sa.cast(sa.null(), sa.LargeBinary())
-    refs = (
-        sa.select(
-            sa.literal(_REF, sa.Integer()),
-            im.c.image_id,
-            sa.cast(im.c.module_type_id, sa.Integer()),
-            im.c.value_id,
-            null_text,
-            null_blob,
-            null_blob,
-        )
-        .select_from(in_series.join(im, im.c.image_id == img.c.id))
-        .where(where)
-    )
-    images = (
-        sa.select(
-            sa.literal(_IMAGE, sa.Integer()),
-            img.c.id,
-            null_int,
-            null_int,
-            prefix.c.prefix + img.c.suffix,
-            null_blob,
-            null_blob,
-        )
-        .select_from(in_series.join(prefix, prefix.c.id == img.c.prefix_id))
-        .where(where)
-    )
-    used = (
-        sa.select(im.c.value_id)
-        .select_from(in_series.join(im, im.c.image_id == img.c.id))
-        .where(where)
-    )
-    values = (
-        sa.select(
-            sa.literal(_VALUE, sa.Integer()),
-            mv.c.id,
-            mv.c.base_id,
-            null_int,
-            null_text,
-            mv.c.value,
-            base.c.value,
-        )
-        .select_from(mv.outerjoin(base, base.c.id == mv.c.base_id))
-        .where(mv.c.id.in_(used))
-    )
-    return sa.union_all(refs, images, values)
-
-
-def _with_modules(
-    stmt: sa.Select[Any],
-    image_pk: sa.ColumnElement[int],
-    types: Sequence[int] | None = None,
-) -> sa.Select[Any]:
-    """Add each image's module rows (and their bases) to ``stmt``.
-
-    Adds the columns ``module_type_id, value_id, value, base_id, base value``;
-    outer joins, so an image without modules still gives one row of NULLs.
-    """
-    im, mv = t.image_modules, t.module_values
-    base = t.module_values.alias("base")
-    on = im.c.image_id == image_pk
-    if types is not None:
-        on = sa.and_(on, im.c.module_type_id.in_(types))
-    return (
-        stmt.add_columns(
-            im.c.module_type_id, im.c.value_id, mv.c.value, mv.c.base_id, base.c.value
-        )
-        .outerjoin(im, on)
-        .outerjoin(mv, mv.c.id == im.c.value_id)
-        .outerjoin(base, base.c.id == mv.c.base_id)
-    )
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,0 +1,246 @@
+"""Batch preparation for :meth:`metastore.store.Store.write_batch` (no SQL).
+
+This module owns what happens to a batch before its transaction: validation
+(UIDs, ranges, error kinds), duplicates within the batch, and encoding: the
+DICOM JSON and module values of each series compressed against sibling
+bases, an image's own values gathered into a composite, imageIds split and
+hashed.  Pure Python; private to the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from metastore import codec
+from metastore.records import ErrorRecord, ImageRecord, InstanceRecord
+
+#: Longest DICOM UI value (PS3.5 6.2).
+MAX_UID = 64
+ERROR_KINDS = frozenset({"unreadable", "invalid", "duplicate"})
+
+
+def image_key(image_id: str) -> int:
+    """The signed 64-bit BLAKE2b of an imageId (``images.image_key``)."""
+    digest = hashlib.blake2b(
+        image_id.encode("utf-8", "surrogatepass"), digest_size=8
+    ).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def split_image_id(image_id: str) -> tuple[str, str]:
+    """Split an imageId into the prefix many images share and the rest.
+
+    A wadors imageId splits after its last ``/instances/`` (root, study and
+    series are the prefix); any other after the last ``/`` before its query
+    (a folder's or an archive's URI).  ``prefix + suffix == image_id``.
+    """
+    marker = image_id.rfind("/instances/")
+    if marker >= 0:
+        cut = marker + len("/instances/")
+    else:
+        query = image_id.find("?")
+        cut = image_id.rfind("/", 0, query if query >= 0 else len(image_id)) + 1
+    return image_id[:cut], image_id[cut:]
+
+
+def fold(text: str | None) -> str | None:
+    """Case-fold for search keys (``str.casefold``: ß -> ss, Σ/ς -> σ)."""
+    return None if text is None else text.casefold()
+
+
+@dataclass
+class EncodedInstance:
+    """An instance record with its blobs computed, ready for rows."""
+
+    record: InstanceRecord
+    dicom_json: bytes = b""
+    #: Digest of the base row ``dicom_json`` was compressed against, if any.
+    dicom_json_base: bytes | None = None
+    #: Per image: ``(image_id, frame, [(module type, digest), ...])``.
+    images: list[tuple[str, int, list[tuple[str, bytes]]]] = field(default_factory=list)
+
+
+@dataclass
+class Prepared:
+    """A batch after validation and encoding, before any SQL."""
+
+    instances: list[EncodedInstance]
+    #: digest -> (blob, digest of its base or None) of every module value.
+    values: dict[bytes, tuple[bytes, bytes | None]]
+    #: base digest -> blob of every base row the batch may need.
+    bases: dict[bytes, bytes]
+    module_types: set[str]
+    errors: list[ErrorRecord]
+
+
+def int32(value: int | None) -> int | None:
+    """``value`` if a 32-bit INTEGER column holds it, else ``None``.
+
+    (0020,0013) InstanceNumber and (0020,0011) SeriesNumber are IS, whose
+    range is 32 bits (PS3.5 6.2); files in the wild exceed it.  The column is
+    a search aid: the exact value stays in the DICOM JSON and the modules.
+    """
+    if value is None or not -(2**31) <= value < 2**31:
+        return None
+    return value
+
+
+def int64(value: int) -> int:
+    """``value`` if a BIGINT column holds it, else 0 ("unknown" for sources)."""
+    return value if -(2**63) <= value < 2**63 else 0
+
+
+def _invalid_reason(record: InstanceRecord) -> str | None:
+    """Why ``record`` cannot be stored as is, or ``None`` if it can."""
+    if not 0 <= record.number_of_frames < 2**31:
+        return f"number_of_frames out of range: {record.number_of_frames}"
+    for name in ("study_instance_uid", "series_instance_uid", "sop_instance_uid"):
+        uid = getattr(record, name)
+        if not uid:
+            return f"missing {name}"
+        if len(uid) > MAX_UID:
+            return f"{name} longer than {MAX_UID} characters: {uid!r}"
+    if record.sop_class_uid is not None and len(record.sop_class_uid) > MAX_UID:
+        return f"sop_class_uid longer than {MAX_UID} characters"
+    return None
+
+
+def prepare(
+    instances: Sequence[InstanceRecord], errors: Sequence[ErrorRecord]
+) -> Prepared:
+    """Validate and encode a batch (pure Python, outside the transaction).
+
+    Within the batch, a SOP Instance UID seen again from another location is
+    a duplicate; seen again from the same location, the last record wins.
+    """
+    out_errors = list(errors)
+    for error in errors:
+        if error.kind not in ERROR_KINDS:
+            raise ValueError(
+                f"ErrorRecord.kind must be one of {sorted(ERROR_KINDS)}, "
+                f"not {error.kind!r}"
+            )
+    by_sop: dict[str, InstanceRecord] = {}
+    for record in instances:
+        reason = _invalid_reason(record)
+        if reason is not None:
+            out_errors.append(ErrorRecord(record.source.location, "invalid", reason))
+            continue
+        first = by_sop.get(record.sop_instance_uid)
+        if first is not None and first.source.location != record.source.location:
+            out_errors.append(duplicate(record, first.source.location))
+            continue
+        by_sop[record.sop_instance_uid] = record
+    batch = Prepared([], {}, {}, set(), out_errors)
+    by_series: dict[str, list[InstanceRecord]] = {}
+    for record in by_sop.values():
+        by_series.setdefault(record.series_instance_uid, []).append(record)
+    for records in by_series.values():
+        _encode_series(records, batch)
+    return batch
+
+
+def _encode_series(records: list[InstanceRecord], batch: Prepared) -> None:
+    """Encode the instances of one series in a batch into ``batch``.
+
+    Siblings are alike: the DICOM JSON of a series' instances, and its
+    per-image module values of one type (positions, UIDs), differ in a few
+    fields.  So the first of each kind becomes a *base* row and every one of
+    them is deflated with the base as preset dictionary (a few dozen bytes
+    instead of hundreds).  Kinds with a single distinct value stay
+    self-contained.
+    """
+    # DICOM JSON.
+    texts = [codec.canonical(r.dicom_json) for r in records]
+    base: bytes | None = None
+    base_key: bytes | None = None
+    if len(records) > 1:
+        base = texts[0][0]
+        base_key = codec.base_digest(base)
+        batch.bases[base_key] = codec.compress(base, texts[0][1], dicom=True)
+    for record, (data, flags) in zip(records, texts, strict=True):
+        blob = codec.compress(data, flags, base=base, dicom=True)
+        batch.instances.append(EncodedInstance(record, blob, base_key))
+
+    # Module values.  Frames of one instance usually share value objects:
+    # encode each object once.
+    memo: dict[tuple[str, int], tuple[bytes, bytes, int]] = {}
+    keep: list[Any] = []  # keeps memoised objects alive so ids stay unique
+    uses: Counter[bytes] = Counter()
+    encoded: list[tuple[EncodedInstance, ImageRecord, list[_Entry]]] = []
+    for item in batch.instances[-len(records) :]:
+        for image in item.record.images:
+            entries: list[_Entry] = []
+            for module_type, value in image.modules.items():
+                key = (module_type, id(value))
+                known = memo.get(key)
+                if known is None:
+                    data, flags = codec.canonical(
+                        value, pack=codec.packs_bits(module_type)
+                    )
+                    known = memo[key] = (codec.value_digest(data), data, flags)
+                    keep.append(value)
+                entries.append((module_type, *known))
+                uses[known[0]] += 1
+                batch.module_types.add(module_type)
+            encoded.append((item, image, entries))
+
+    # An image's own values (used by no other image or type of the series in
+    # this batch: position, SOP UIDs, its URL...) go into one composite row:
+    # one row instead of five, and the SOP UID they repeat is stored once.
+    fresh: dict[str, dict[bytes, tuple[bytes, int]]] = {}
+    for item, image, entries in encoded:
+        own = sorted(e for e in entries if uses[e[1]] == 1)
+        composite = None
+        if len(own) > 1:
+            data = b"{%b}" % b",".join(
+                b"%b:%b" % (json.dumps(name).encode(), part) for name, _, part, _ in own
+            )
+            flags = 0
+            for *_, part_flags in own:
+                flags |= part_flags
+            composite = codec.composite_digest(data)
+            fresh.setdefault(_COMPOSITE, {})[composite] = (
+                data,
+                codec.mark_composite(flags),
+            )
+        refs: list[tuple[str, bytes]] = []
+        for name, digest, data, flags in entries:
+            if composite is not None and uses[digest] == 1:
+                refs.append((name, composite))
+                continue
+            refs.append((name, digest))
+            fresh.setdefault(name, {}).setdefault(digest, (data, flags))
+        item.images.append((image.image_id, image.frame, refs))
+
+    # Siblings of one kind are compressed against the first of them.
+    for distinct in fresh.values():
+        distinct = {d: v for d, v in distinct.items() if d not in batch.values}
+        base = base_key = None
+        if len(distinct) > 1:
+            base, base_flags = next(iter(distinct.values()))
+            base_key = codec.base_digest(base)
+            batch.bases[base_key] = codec.compress(base, base_flags)
+        for digest, (data, flags) in distinct.items():
+            batch.values[digest] = (codec.compress(data, flags, base=base), base_key)
+
+
+#: (module type, digest, canonical bytes, flags) of one image's module.
+_Entry = tuple[str, bytes, bytes, int]
+#: Key of the composites among ``fresh`` kinds (not a module type name).
+_COMPOSITE = "\x00composite"
+
+
+def duplicate(record: InstanceRecord, stored_at: str) -> ErrorRecord:
+    """The error for a SOP Instance UID already stored from ``stored_at``."""
+    return ErrorRecord(
+        record.source.location,
+        "duplicate",
+        f"SOP Instance UID {record.sop_instance_uid} is already stored "
+        f"from {stored_at}",
+    )
