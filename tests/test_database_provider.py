@@ -65,11 +65,20 @@ def test_unknown_images_are_cached_as_no_answer(store: Store) -> None:
 
 
 def test_load_series_warms_the_cache(store: Store) -> None:
-    """load_series caches every image of the series in one call."""
+    """load_series caches every image of the series in one call, in stack order."""
     provider = DatabaseProvider(store)
-    assert provider.load_series(SERIES) == 6
+    loaded = provider.load_series(SERIES)
+    assert sorted(loaded) == sorted(image_ids_of_series())
     assert provider.cache_info()["images"] == 6
-    assert provider.load_series("9.9.9") == 0
+    # frames of one instance come together, frame 1 first
+    for i in range(3):
+        frames = [
+            image.image_id
+            for image in make_instance(f"/a/{i}.dcm", f"1.{i}", frames=2).images
+        ]
+        at = loaded.index(frames[0])
+        assert loaded[at : at + 2] == frames
+    assert provider.load_series("9.9.9") == []
     store.prune(["/a"], set())
     assert all(
         provider.get("patientModule", i) is not None for i in image_ids_of_series()

@@ -3,22 +3,42 @@
 This module owns :class:`DatabaseProvider`, the read path that Cornerstone-
 style lookups hit: a bounded in-process cache of every module of an image,
 filled one image (or one whole series) per query.  It imports only
-:mod:`metastore.store` and :mod:`metastore.types`.
+:mod:`metastore.store`, :mod:`metastore.imageid` and
+:mod:`metastore.types`.
 """
 
 from __future__ import annotations
 
 import threading
 from itertools import islice
+from math import inf
 from types import TracebackType
 from typing import Any
 
 from sqlalchemy.engine import URL, Engine
 
+from metastore.errors import InvalidImageIdError
+from metastore.imageid import parse_image_id
 from metastore.store import Store
 from metastore.types import ModuleValue
 
 __all__ = ["DatabaseProvider"]
+
+
+def _stack_position(
+    image_id: str, modules: dict[str, ModuleValue]
+) -> tuple[float, str, int]:
+    """Sort key of an image in its series: instance number, instance, frame."""
+    general = modules.get("generalImageModule") or {}
+    number = general.get("instanceNumber")
+    # NaN and missing numbers sort last, like unnumbered images in a viewer
+    position = number if isinstance(number, int | float) and number == number else inf
+    try:
+        parsed = parse_image_id(image_id)
+    except InvalidImageIdError:
+        return (float(position), image_id, 1)
+    return (float(position), parsed.base, parsed.frame or 1)
+
 
 #: The cached answer for an imageId the database does not know (no answer).
 _UNKNOWN: dict[str, ModuleValue] = {}
@@ -100,8 +120,13 @@ class DatabaseProvider:
             self._cache[image_id] = modules
         return modules
 
-    def load_series(self, series_instance_uid: str) -> int:
-        """Cache every image of a series with one query; return how many.
+    def load_series(self, series_instance_uid: str) -> list[str]:
+        """Cache every image of a series with one query; return its imageIds.
+
+        Viewers ask for every image of a series at once: after this call each
+        of them is a cache hit.  The imageIds come in stack order: by
+        (0020,0013) InstanceNumber, then instance (imageId without its
+        frame), then frame number.
 
         Args:
             series_instance_uid: (0020,000E) SeriesInstanceUID of the series.
@@ -110,7 +135,7 @@ class DatabaseProvider:
         with self._lock:
             self._make_room(len(images))
             self._cache.update(images)
-        return len(images)
+        return sorted(images, key=lambda i: _stack_position(i, images[i]))
 
     def _make_room(self, incoming: int) -> None:
         """Drop the oldest half of the cache if ``incoming`` would overflow it."""
