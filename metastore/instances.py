@@ -133,6 +133,27 @@ def instance_uids(instance: DicomJson) -> tuple[str, str, str]:
     return uids[0], uids[1], uids[2]
 
 
+#: The most frames one instance may have.  Every frame is one image with its
+#: own rows, so a damaged (0028,0008) NumberOfFrames such as 10**9 must be
+#: refused rather than indexed for hours; real instances (even whole-slide
+#: images) stay well below this.
+MAX_FRAMES = 1_000_000
+
+
+def _image_frames(instance: DicomJson, frames: int) -> int:
+    """How many of ``frames`` can be images.
+
+    With a (5200,9230) PerFrameFunctionalGroupsSequence, frames past its
+    items are not images (divergence 2: every module is None), so they need
+    not be built one by one.
+    """
+    per_frame = instance.get("52009230")
+    items = per_frame.get("Value") if isinstance(per_frame, dict) else None
+    if isinstance(items, list):
+        return min(frames, len(items))
+    return frames
+
+
 def build_instance(
     instance: DicomJson, source: Source, image_id: ImageIdFactory
 ) -> InstanceRecord:
@@ -159,8 +180,15 @@ def build_instance(
     except ValueError as exc:  # a missing UID, or one with "/"
         raise IndexingError(source.location, str(exc)) from None
     frames = number_of_frames(instance)
+    last = _image_frames(instance, frames)
+    if last > MAX_FRAMES:
+        raise IndexingError(
+            source.location,
+            f"(0028,0008) NumberOfFrames {frames} is more than the {MAX_FRAMES} "
+            "frames metastore indexes per instance",
+        )
     images = []
-    for frame in range(1, frames + 1):
+    for frame in range(1, last + 1):
         frame_id = base.with_frame(frame)
         try:
             modules = frame_modules(instance, frame_id, frame)

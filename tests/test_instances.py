@@ -10,6 +10,7 @@ from dicom_samples import CT, dicom_json
 from metastore.errors import IndexingError
 from metastore.imageid import parse_image_id, wadors_image_id
 from metastore.instances import (
+    MAX_FRAMES,
     build_instance,
     date_value,
     int_value,
@@ -194,3 +195,50 @@ def test_a_frame_whose_modules_raise_makes_the_instance_invalid() -> None:
         build_instance(instance, SOURCE, name_of)
     assert info.value.source == SOURCE.location
     assert info.value.reason.startswith("frame 1 of 1: ")
+
+
+def test_huge_frame_count_past_per_frame_groups_builds_only_real_frames() -> None:
+    """A NumberOfFrames far past the per-frame groups costs only the real frames."""
+    instance = _enhanced_with_frames(3)
+    instance["00280008"] = {"vr": "IS", "Value": [10**8]}
+    record = build_instance(instance, Source("/x.dcm", 1, 1), _wadors)
+    assert [image.frame for image in record.images] == [1, 2, 3]
+    assert record.number_of_frames == 10**8
+
+
+def test_absurd_frame_count_is_refused_with_a_clear_reason() -> None:
+    """Without per-frame groups, a frame count past MAX_FRAMES fails that instance."""
+    instance = _enhanced_with_frames(3)
+    del instance["52009230"]
+    instance["00280008"] = {"vr": "IS", "Value": [MAX_FRAMES + 1]}
+    with pytest.raises(IndexingError, match=r"\(0028,0008\) NumberOfFrames 1000001"):
+        build_instance(instance, Source("/x.dcm", 1, 1), _wadors)
+
+
+def _enhanced_with_frames(n: int) -> dict:
+    """A small DICOM JSON instance with shared and ``n`` per-frame groups."""
+
+    def seq(*items):
+        return {"vr": "SQ", "Value": list(items)}
+
+    return {
+        "0020000D": {"vr": "UI", "Value": ["1.2.3"]},
+        "0020000E": {"vr": "UI", "Value": ["1.2.3.4"]},
+        "00080018": {"vr": "UI", "Value": ["1.2.3.4.5"]},
+        "00080060": {"vr": "CS", "Value": ["MR"]},
+        "00280008": {"vr": "IS", "Value": [n]},
+        "52009229": seq({"00289110": seq({"00280030": {"vr": "DS", "Value": [1, 1]}})}),
+        "52009230": seq(
+            *[
+                {"00209113": seq({"00200032": {"vr": "DS", "Value": [0, 0, i]}})}
+                for i in range(n)
+            ]
+        ),
+    }
+
+
+def _wadors(study: str, series: str, instance: str):
+    """imageId of frame 1 of an instance under a test root."""
+    return parse_image_id(
+        f"wadors:http://h/studies/{study}/series/{series}/instances/{instance}/frames/1"
+    )
