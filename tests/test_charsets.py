@@ -145,11 +145,8 @@ def test_every_name_is_found_and_answered(
             "?" + name[1:],
             name[:-1] + "?",
         ):
-            hits = {
-                row["sop_instance_uid"]
-                for row in store.query("instance", patient_name=pattern)
-            }
-            assert sop_uid in hits, pattern
+            matched = store.query("instance", patient_name=pattern)
+            assert sop_uid in {row["sop_instance_uid"] for row in matched}, pattern
         study, series = found[0]["study_instance_uid"], found[0]["series_instance_uid"]
         modules = store.image_modules(wadors_image_id(ROOT, study, series, sop_uid, 1))
         assert modules is not None

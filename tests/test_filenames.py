@@ -111,7 +111,7 @@ def test_cli_get_answers_for_an_awkward_image_id(
     )
 
 
-name_chars = st.characters(blacklist_categories=("Cs",), blacklist_characters="/\0")
+name_chars = st.characters(exclude_categories=["Cs"], exclude_characters="/\0")
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])

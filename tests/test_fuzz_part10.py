@@ -17,6 +17,7 @@ from functools import cache
 from pathlib import Path
 
 import pydicom
+import pydicom.uid
 from dicom_samples import sample_path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -42,9 +43,8 @@ def relabelled(name: str) -> bytes:
     must not be mistaken for the valid copy.
     """
     ds = pydicom.dcmread(sample_path(name))
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = (
-        f"1.2.826.0.1.3680043.8.498.4242.{NAMES.index(name) + 1}"
-    )
+    uid = pydicom.uid.UID(f"1.2.826.0.1.3680043.8.498.4242.{NAMES.index(name) + 1}")
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
     return out.getvalue()

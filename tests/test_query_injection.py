@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -109,10 +110,8 @@ def check(store: Store, rows: dict[str, tuple[str, str]], pattern: str) -> None:
         ("accession_number", 0),
         ("description", 1),
     ):
-        got = {
-            row["study_instance_uid"]
-            for row in store.query("study", **{field: pattern})
-        }
+        filters: dict[str, Any] = {field: pattern}
+        got = {row["study_instance_uid"] for row in store.query("study", **filters)}
         want = {uid for uid, value in rows.items() if matches(pattern, value[index])}
         assert got == want, (field, pattern)
 
