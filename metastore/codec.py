@@ -24,6 +24,7 @@ import orjson
 from metastore.types import DicomJson, ModuleValue
 
 __all__ = [
+    "Encoded",
     "base_digest",
     "canonical",
     "composite_digest",
@@ -182,9 +183,41 @@ def _inflate(data: bytes, zdict: bytes) -> bytes:
 def _canonical(value: Any) -> tuple[bytes, int]:
     """Return the canonical JSON bytes of ``value`` and the flags it needs.
 
-    The stdlib encoder is used (not orjson) because orjson writes NaN and
-    ±Infinity as ``null``; sorted keys make equal values encode equally.
+    orjson (sorted keys) when its text means the same value: it refuses ints
+    past 64 bits, lone surrogates and foreign types (then the stdlib encoder
+    is used), and it writes NaN and ±Infinity as ``null``, so a value whose
+    text holds ``null`` is checked for non-finite floats first.  A value
+    always takes the same path, so its digest is stable.
     """
+    try:
+        data = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return _canonical_stdlib(value)
+    if b"null" in data and not _finite(value):
+        return _canonical_stdlib(value)
+    return data, 0
+
+
+def _finite(value: Any) -> bool:
+    """False if ``value`` holds a NaN or infinite float anywhere."""
+    kind = type(value)
+    if kind is float:
+        return bool(value - value == 0.0)
+    if kind is dict:
+        return all(map(_finite, value.values()))
+    if kind is list or kind is tuple:
+        return all(map(_finite, value))
+    if isinstance(value, float):
+        return bool(value - value == 0.0)
+    if isinstance(value, dict):
+        return all(map(_finite, value.values()))
+    if isinstance(value, (list, tuple)):
+        return all(map(_finite, value))
+    return True
+
+
+def _canonical_stdlib(value: Any) -> tuple[bytes, int]:
+    """:func:`_canonical` by the stdlib encoder (NaN, big ints, surrogates)."""
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     flags = 0
     try:
@@ -308,6 +341,34 @@ def canonical(value: ModuleValue, *, pack: bool = False) -> tuple[bytes, int]:
             flags |= _BITS
     data, more = _canonical(value)
     return data, flags | more
+
+
+class Encoded(dict[str, Any]):
+    """A value already turned into canonical bytes, standing in for it.
+
+    Workers encode what they read (:func:`metastore.store_encode.pre_encode`)
+    so that the process writing to the database only compresses and writes;
+    bytes also pickle far faster than nested dicts.  It is an (empty) dict
+    only so that it can stand in for DICOM JSON too; nothing but the store
+    should look inside.
+    """
+
+    __slots__ = ("data", "digest", "flags")
+
+    def __init__(self, data: bytes, flags: int, digest: bytes) -> None:
+        super().__init__()
+        #: Canonical JSON bytes (:func:`canonical`).
+        self.data = data
+        #: The flags :func:`canonical` returned.
+        self.flags = flags
+        #: :func:`value_digest` of ``data`` (empty where nobody needs it).
+        self.digest = digest
+
+    def __reduce__(self) -> tuple[type[Encoded], tuple[bytes, int, bytes]]:
+        return (Encoded, (self.data, self.flags, self.digest))
+
+    def __repr__(self) -> str:
+        return f"Encoded({self.data[:40]!r}...)"
 
 
 def value_digest(data: bytes) -> bytes:

@@ -9,6 +9,7 @@ hashed.  Pure Python; private to the store.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections import Counter
@@ -110,6 +111,53 @@ def _invalid_reason(record: InstanceRecord) -> str | None:
     return None
 
 
+def pre_encode(records: Sequence[InstanceRecord]) -> list[InstanceRecord]:
+    """Copies of ``records`` whose DICOM JSON and module values are encoded.
+
+    Runs in the indexer's worker processes: the JSON text and digest of every
+    value are computed there (once per value object, so frames sharing a
+    value cost one encoding), leaving the writing process only compression
+    and SQL.  :func:`prepare` takes records in either form.
+    """
+    memo: dict[tuple[str, int], codec.Encoded] = {}
+    keep: list[Any] = []  # keeps memoised objects alive so ids stay unique
+    out: list[InstanceRecord] = []
+    for record in records:
+        images = []
+        for image in record.images:
+            modules: dict[str, Any] = {}
+            for module_type, value in image.modules.items():
+                key = (module_type, id(value))
+                encoded = memo.get(key)
+                if encoded is None:
+                    encoded = memo[key] = _encode_value(module_type, value)
+                    keep.append(value)
+                modules[module_type] = encoded
+            images.append(ImageRecord(image.image_id, image.frame, modules))
+        data, flags = _canonical_json(record.dicom_json)
+        out.append(
+            dataclasses.replace(
+                record, dicom_json=codec.Encoded(data, flags, b""), images=images
+            )
+        )
+    return out
+
+
+def _encode_value(module_type: str, value: Any) -> codec.Encoded:
+    """``value`` as :class:`codec.Encoded` (as it is if it already is)."""
+    if type(value) is codec.Encoded:
+        return value
+    data, flags = codec.canonical(value, pack=codec.packs_bits(module_type))
+    return codec.Encoded(data, flags, codec.value_digest(data))
+
+
+def _canonical_json(instance: Any) -> tuple[bytes, int]:
+    """Canonical bytes and flags of a DICOM JSON object, or of its encoding."""
+    if type(instance) is codec.Encoded:
+        return instance.data, instance.flags
+    return codec.canonical(instance)
+
+
 def prepare(
     instances: Sequence[InstanceRecord], errors: Sequence[ErrorRecord]
 ) -> Prepared:
@@ -156,7 +204,7 @@ def _encode_series(records: list[InstanceRecord], batch: Prepared) -> None:
     self-contained.
     """
     # DICOM JSON.
-    texts = [codec.canonical(r.dicom_json) for r in records]
+    texts = [_canonical_json(r.dicom_json) for r in records]
     base: bytes | None = None
     base_key: bytes | None = None
     if len(records) > 1:
@@ -180,10 +228,8 @@ def _encode_series(records: list[InstanceRecord], batch: Prepared) -> None:
                 key = (module_type, id(value))
                 known = memo.get(key)
                 if known is None:
-                    data, flags = codec.canonical(
-                        value, pack=codec.packs_bits(module_type)
-                    )
-                    known = memo[key] = (codec.value_digest(data), data, flags)
+                    enc = _encode_value(module_type, value)
+                    known = memo[key] = (enc.digest, enc.data, enc.flags)
                     keep.append(value)
                 entries.append((module_type, *known))
                 uses[known[0]] += 1
