@@ -30,6 +30,7 @@ __all__ = [
     "js_entries",
     "js_get",
     "js_index",
+    "js_own_keys",
     "js_to_number",
     "js_to_string",
     "js_truthy",
@@ -327,6 +328,45 @@ def js_get(value: JSON, key: str) -> JSON:
     return UNDEFINED
 
 
+_MAX_ARRAY_INDEX: Final = 2**32 - 2
+
+
+def _is_array_index(key: str) -> bool:
+    """Whether JavaScript treats ``key`` as an array index (``"0"``, ``"20051401"``)."""
+    return (
+        key.isascii()
+        and key.isdigit()
+        and (key == "0" or key[0] != "0")
+        and int(key) <= _MAX_ARRAY_INDEX
+    )
+
+
+def js_own_keys(value: dict[str, JSON]) -> list[str]:
+    """The keys of a JSON object in JavaScript's own-property order.
+
+    JavaScript enumerates integer-like keys (array indexes such as
+    ``"20051401"``, a private tag of an all-digit group and element) first,
+    in ascending numeric order, then the other keys in insertion order.  DICOM
+    keys with a leading zero (``"00289110"``) are not array indexes.
+
+    Args:
+        value: A JSON object.
+
+    Returns:
+        Its keys in the order ``Object.keys`` gives them.
+    """
+    keys = list(value)
+    indexes = [key for key in keys if key[:1] != "0" and _is_array_index(key)]
+    if "0" in value:
+        indexes.append("0")
+    if not indexes:
+        return keys
+    # Cornerstone quirk (JavaScript): integer-like keys come first, ascending
+    indexes.sort(key=int)
+    chosen = set(indexes)
+    return indexes + [key for key in keys if key not in chosen]
+
+
 def js_values(value: JSON) -> list[JSON]:
     """JavaScript ``Object.values(value)``.
 
@@ -335,7 +375,7 @@ def js_values(value: JSON) -> list[JSON]:
             to object").
     """
     if isinstance(value, dict):
-        return list(value.values())
+        return [value[key] for key in js_own_keys(value)]
     if isinstance(value, list):
         return list(value)
     if isinstance(value, str):
@@ -352,7 +392,7 @@ def js_entries(value: JSON) -> Iterator[tuple[str, JSON]]:
         TypeError: For ``None`` or undefined.
     """
     if isinstance(value, dict):
-        return iter(value.items())
+        return ((key, value[key]) for key in js_own_keys(value))
     if isinstance(value, list):
         return ((str(i), item) for i, item in enumerate(value))
     if isinstance(value, str):

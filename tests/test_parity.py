@@ -36,6 +36,11 @@ SETS = {
 GEOMETRY = ("imagePlaneModule", "nmMultiframeGeometryModule")
 
 
+def expected_file(set_name: str) -> str:
+    """The oracle output a set is compared with (``expected_<set>.json`` by default)."""
+    return SETS.get(set_name, f"expected_{set_name}.json")
+
+
 @dataclass
 class Tally:
     """Counts of one imageId's (or one set's) outputs."""
@@ -102,9 +107,10 @@ def _past_end(case: dict[str, Any]) -> bool:
     """Whether a frame is past the end of its multi-frame instance (divergence 2).
 
     Written independently of ``metastore.frames``: NumberOfFrames when it is
-    a plain integer >= 1, else the per-frame item count, else 1; only for
-    instances Cornerstone's manager treats as multi-frame (a single-frame
-    instance added under a frame's own imageId answers for it).
+    a plain integer >= 1 (a JSON number or a string such as ``"+3"``), else
+    the per-frame item count, else 1; only for instances Cornerstone's
+    manager treats as multi-frame (a single-frame instance added under a
+    frame's own imageId answers for it).
     """
     meta = case["metadata"]
     values = meta.get("00280008", {}).get("Value")
@@ -112,8 +118,13 @@ def _past_end(case: dict[str, Any]) -> bool:
     declared = None
     if isinstance(first, int) and not isinstance(first, bool):
         declared = first
-    elif isinstance(first, str) and first.strip().isdigit():
-        declared = int(first.strip())
+    elif isinstance(first, str):
+        try:  # "3", " 3 ", "+3", "3.000e+00": a plain number, however written
+            number = float(first.strip())
+        except ValueError:
+            number = math.nan
+        if number.is_integer():
+            declared = int(number)
     items = meta.get("52009230", {}).get("Value")
     count = len(items) if isinstance(items, list) else None
     multiframe = "52009230" in meta or "52009229" in meta or (declared or 0) > 1
@@ -123,7 +134,7 @@ def _past_end(case: dict[str, Any]) -> bool:
 
 def check_image(set_name: str, image_id: str) -> Tally:
     """Compare one imageId's answers with the oracle's; divergences apart."""
-    expected = load_expected(SETS[set_name])[image_id]
+    expected = load_expected(expected_file(set_name))[image_id]
     actual = answers(set_name)[image_id]
     case = _case(set_name, image_id)
     tally = Tally()

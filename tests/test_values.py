@@ -271,3 +271,13 @@ def test_js_index_counts_utf16_units() -> None:
     assert js_index(5, 0) is UNDEFINED
     with pytest.raises(TypeError):
         js_index(None, 0)
+
+
+def test_js_own_keys_put_integer_like_keys_first() -> None:
+    """Object.keys order: array-index keys ascending first, then insertion order."""
+    from metastore.values import js_entries, js_own_keys, js_values
+
+    item = {"00289132": 1, "20051401": 2, "0": 3, "10": 4, "01": 5, "4294967295": 6}
+    assert js_own_keys(item) == ["0", "10", "20051401", "00289132", "01", "4294967295"]
+    assert js_values(item) == [3, 4, 2, 1, 5, 6]
+    assert [k for k, _ in js_entries(item)] == js_own_keys(item)
