@@ -30,6 +30,7 @@ __all__ = [
     "js_entries",
     "js_get",
     "js_index",
+    "js_json",
     "js_own_keys",
     "js_to_number",
     "js_to_string",
@@ -124,6 +125,52 @@ def _number_to_string(value: float) -> str:
     if k == 1:
         return sign + digits + exp
     return sign + digits[0] + "." + digits[1:] + exp
+
+
+#: Integers beyond this are not exact in a JavaScript number (2**53).
+_MAX_SAFE: Final = 2**53
+
+
+def _has_unsafe_int(value: JSON) -> bool:
+    """Whether a JSON value holds an integer JavaScript could not keep exactly."""
+    if isinstance(value, dict):
+        return any(_has_unsafe_int(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_has_unsafe_int(item) for item in value)
+    return type(value) is int and not -_MAX_SAFE <= value <= _MAX_SAFE
+
+
+def js_json(value: JSON) -> JSON:
+    """A raw JSON value as JavaScript's ``JSON.parse`` would have given it.
+
+    Python's ``json`` keeps integers exact; JavaScript reads every number as
+    a double, so ``9007199254740993`` is ``9007199254740992`` there (and
+    ``1e400`` Infinity).  Raw values that Cornerstone returns as they are
+    (``getValue``, functional-group items) go through this.
+
+    Args:
+        value: Any JSON value (nested lists and objects included).
+
+    Returns:
+        ``value`` itself when every integer in it is exact in a double;
+        otherwise a copy with those integers as the nearest ``float``.
+    """
+    kind = type(value)
+    if kind is str or kind is float or kind is bool or value is None:
+        return value
+    if kind is int:
+        assert isinstance(value, int)
+        if -_MAX_SAFE <= value <= _MAX_SAFE:
+            return value
+        # Cornerstone quirk (JavaScript): JSON numbers are doubles
+        return _float_of_int(value)
+    if not _has_unsafe_int(value):
+        return value
+    if isinstance(value, dict):
+        return {key: js_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [js_json(item) for item in value]
+    return value
 
 
 def js_to_string(value: JSON) -> str:
@@ -442,7 +489,7 @@ def get_value(element: JSON, index: int = 0, default: JSON = None) -> JSON:
         JavaScript's undefined becomes ``None``.
     """
     result = raw_value(element, index, default)
-    return None if result is UNDEFINED else result
+    return None if result is UNDEFINED else js_json(result)
 
 
 def get_number_value(element: JSON, index: int = 0) -> float | None:

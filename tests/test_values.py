@@ -281,3 +281,18 @@ def test_js_own_keys_put_integer_like_keys_first() -> None:
     assert js_own_keys(item) == ["0", "10", "20051401", "00289132", "01", "4294967295"]
     assert js_values(item) == [3, 4, 2, 1, 5, 6]
     assert [k for k, _ in js_entries(item)] == js_own_keys(item)
+
+
+def test_raw_values_are_doubles_as_in_javascript() -> None:
+    """Integers past 2**53 come back as the double JSON.parse gives (raw getters)."""
+    from metastore.values import js_json
+
+    big = 2**53 + 1
+    assert get_value({"vr": "UV", "Value": [big]}) == 2**53
+    assert isinstance(get_value({"vr": "UV", "Value": [big]}), float)
+    assert get_value({"vr": "IS", "Value": [7]}) == 7
+    item = {"00189999": {"vr": "UV", "Value": [2**60 + 1, 3]}}
+    assert js_json(item) == {"00189999": {"vr": "UV", "Value": [2.0**60, 3]}}
+    small = {"a": [1, "x", None]}
+    assert js_json(small) is small
+    assert js_json(10**400) == math.inf

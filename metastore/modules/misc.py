@@ -22,6 +22,7 @@ from metastore.values import (
     get_number_value,
     get_tag_value,
     get_value,
+    js_json,
     js_to_number,
     js_truthy,
     raw_value,
@@ -72,7 +73,7 @@ def transfer_syntax_module(frame: Frame, image_id: str) -> ModuleValue:
         The module dict; the UID is the first value, raw.
     """
     uid = _transfer_syntax_uid(frame.data)
-    return {"transferSyntaxUID": None if uid is UNDEFINED else uid}
+    return {"transferSyntaxUID": None if uid is UNDEFINED else js_json(uid)}
 
 
 def _is_video(uid: JSON) -> JSON:
@@ -147,7 +148,7 @@ def multiframe_module(frame: Frame, image_id: str) -> ModuleValue:
     per_frame_groups = get_tag_value(
         data.get(PER_FRAME_FUNCTIONAL_GROUPS, UNDEFINED), False
     )
-    number_of_frames = None if count is UNDEFINED else count
+    number_of_frames = None if count is UNDEFINED else js_json(count)
     if js_truthy(per_frame_groups) or js_to_number(count) > 1:
         shared_groups = get_tag_value(
             data.get(SHARED_FUNCTIONAL_GROUPS, UNDEFINED), False
@@ -160,8 +161,8 @@ def multiframe_module(frame: Frame, image_id: str) -> ModuleValue:
             raise DicomError(f"Cornerstone raises TypeError: {exc}") from exc
         return {
             "NumberOfFrames": number_of_frames,
-            "PerFrameFunctionalInformation": per_frame,
-            "SharedFunctionalInformation": shared,
+            "PerFrameFunctionalInformation": [js_json(item) for item in per_frame],
+            "SharedFunctionalInformation": [js_json(item) for item in shared],
         }
     return {"NumberOfFrames": number_of_frames}
 

@@ -21,6 +21,7 @@ from metastore.values import (
     get_value,
     js_get,
     js_index,
+    js_json,
     js_truthy,
     parse_float,
     raw_value,
@@ -104,7 +105,7 @@ def nm_multiframe_geometry_module(frame: Frame, image_id: str) -> ModuleValue:
         "modality": get_value(data.get("00080060")),
         # Cornerstone quirk: only the first (0008,0008) ImageType value
         "imageType": get_value(data.get("00080008")),
-        "imageSubType": None if sub_type is UNDEFINED else sub_type,
+        "imageSubType": None if sub_type is UNDEFINED else js_json(sub_type),
         "imageOrientationPatient": _orientation(data),
         "imagePositionPatient": _position(data),
         "sliceThickness": get_number_value(data.get("00180050")),  # (0018,0050)
