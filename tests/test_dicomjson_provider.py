@@ -249,3 +249,17 @@ def test_concurrent_gets_agree() -> None:
     for t in threads:
         t.join()
     assert not errors
+
+
+def test_wadors_without_frames_is_located_as_cornerstone_does() -> None:
+    """wadors: without /frames/: a single frame answers, a multi-frame does not."""
+    provider = DicomJsonProvider()
+    provider.add(ROOT, _ct())
+    assert provider.get("generalSeriesModule", ROOT) is not None
+    # Cornerstone's manager looks for frame 1 under "http://1": no multiframeModule
+    assert provider.get("multiframeModule", ROOT) is None
+    assert "NumberOfFrames" not in provider.get("instance", ROOT)
+    other = ROOT.replace("/instances/3", "/instances/4")
+    provider.add(other, _enhanced())
+    for module_type in MODULE_TYPES:
+        assert provider.get(module_type, other) is None, module_type

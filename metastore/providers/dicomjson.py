@@ -35,6 +35,7 @@ _MISSING: Final = object()
 
 
 _FRAMES = "/frames/"
+_WADORS = "wadors:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,10 +63,11 @@ class DicomJsonProvider:
     mutated, so no frame depends on the frames asked before (divergence 4);
     re-adding or removing an instance drops its cached frames (Cornerstone
     keeps serving stale combined frames); frames past the end answer
-    ``None`` (divergence 2); an imageId without ``/frames/`` (``wadouri:``,
-    ``dicomfile:`` with ``?frame=N``) finds its frame 1 through
-    :func:`metastore.imageid.parse_image_id` (Cornerstone's WADO-RS manager
-    cannot, and answers nothing for their other frames).
+    ``None`` (divergence 2); an imageId of another scheme without
+    ``/frames/`` (``wadouri:``, ``dicomfile:`` with ``?frame=N``) finds its
+    frame 1 through :func:`metastore.imageid.parse_image_id` (Cornerstone's
+    WADO-RS manager cannot, and answers nothing for their other frames).  A
+    ``wadors:`` imageId is always located as Cornerstone does.
 
     Answers may share objects with the stored JSON (a PN dict, functional
     group items): treat them as read-only.  The provider does not copy what
@@ -228,14 +230,19 @@ class DicomJsonProvider:
 
         Cornerstone takes the first ``/frames/`` of the URI: the frame-1 URI
         is everything up to it plus ``1``, the frame ``parseInt`` of the rest.
-        Without ``/frames/`` metastore asks
+        A ``wadors:`` imageId without ``/frames/`` keeps Cornerstone's rule
+        too (cut at character 7).  Other imageIds without ``/frames/`` ask
         :func:`~metastore.imageid.parse_image_id` instead (``?frame=N``; no
         frame means frame 1 of itself).
         """
         uri = image_id_to_uri(image_id)
         # Cornerstone quirk: the *first* "/frames/", even one in the root URL
         index = uri.find(_FRAMES)
-        if index >= 0:
+        if index >= 0 or image_id.startswith(_WADORS):
+            # Cornerstone quirk: without "/frames/" indexOf gives -1, so a
+            # wadors: URI is cut after 7 characters (its frame-1 URI is
+            # "http://1"): a multi-frame instance answers nothing there, and
+            # multiframeModule answers nothing for any instance.
             cut = index + len(_FRAMES)
             return uri, uri[:cut] + "1", parse_int(uri[cut:])
         try:
