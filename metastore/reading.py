@@ -394,6 +394,10 @@ def _bulk_uri(
     """Make BulkDataURIs for a Part 10 file's bulk elements (docs/indexing.md)."""
     if root is not None and base is not None:
         prefix = f"{base.url}/bulkdata/"
+    elif base is not None:
+        # without a root, base is the file's own imageId: its url is the
+        # file URI, already resolved once (Path.resolve costs a syscall chain)
+        prefix = base.url + "#bulkdata/"
     else:
         prefix = _file_uri(entry) + "#bulkdata/"
     return lambda tag: prefix + tag
