@@ -132,10 +132,16 @@ def _past_end(case: dict[str, Any]) -> bool:
     return multiframe and case["frame"] > limit
 
 
-def check_image(set_name: str, image_id: str) -> Tally:
-    """Compare one imageId's answers with the oracle's; divergences apart."""
+def check_image(
+    set_name: str, image_id: str, actual: dict[str, Any] | None = None
+) -> Tally:
+    """Compare one imageId's answers with the oracle's; divergences apart.
+
+    ``actual`` is metastore's row for the imageId (default: :func:`answers`,
+    every case of the set in one provider).
+    """
     expected = load_expected(expected_file(set_name))[image_id]
-    actual = answers(set_name)[image_id]
+    actual = answers(set_name)[image_id] if actual is None else actual
     case = _case(set_name, image_id)
     tally = Tally()
     # Cornerstone cannot combine the frame: every module throws.
@@ -222,7 +228,8 @@ def _check_overlays(
         if "InlineBinary" in data and not isinstance(overlay["pixelData"], list):
             problems.append(f"{where}: pixelData of an inline overlay is not a list")
         rows = metadata.get(f"{group}0010", {}).get("Value", [None])[0]
-        if rows is not None and overlay["rows"] != rows:
+        numeric = isinstance(rows, (int, float)) and not isinstance(rows, bool)
+        if numeric and overlay["rows"] != rows:
             problems.append(f"{where}: rows {overlay['rows']!r} != {rows!r}")
         origin = metadata.get(f"{group}0050", {}).get("Value")
         if origin and (overlay["x"] != origin[1] - 1 or overlay["y"] != origin[0] - 1):
