@@ -58,6 +58,8 @@ class Study(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
     patient_id: Mapped[str | None] = mapped_column(Text, index=True)
+    #: ``patient_id`` case-folded in Python (``str.casefold``) for search.
+    patient_id_key: Mapped[str | None] = mapped_column(Text, index=True)
     patient_name: Mapped[str | None] = mapped_column(Text)
     #: ``patient_name`` case-folded in Python (``str.casefold``) for search.
     patient_name_key: Mapped[str | None] = mapped_column(Text, index=True)
@@ -65,7 +67,11 @@ class Study(Base):
     study_date: Mapped[str | None] = mapped_column(String(8), index=True)
     study_time: Mapped[str | None] = mapped_column(Text)
     accession_number: Mapped[str | None] = mapped_column(Text, index=True)
+    #: ``accession_number`` case-folded in Python (``str.casefold``) for search.
+    accession_number_key: Mapped[str | None] = mapped_column(Text, index=True)
     study_description: Mapped[str | None] = mapped_column(Text)
+    #: ``study_description`` case-folded in Python (``str.casefold``) for search.
+    study_description_key: Mapped[str | None] = mapped_column(Text)
 
 
 class Series(Base):
@@ -79,6 +85,8 @@ class Series(Base):
     modality: Mapped[str | None] = mapped_column(String(16), index=True)
     series_number: Mapped[int | None] = mapped_column(Integer)
     series_description: Mapped[str | None] = mapped_column(Text)
+    #: ``series_description`` case-folded in Python (``str.casefold``) for search.
+    series_description_key: Mapped[str | None] = mapped_column(Text)
 
 
 class Source(Base):

@@ -3,8 +3,9 @@
 This module owns how user filters become SQL: DICOM-style ``*``/``?``
 wildcards translated to ``LIKE`` with an explicit escape character (``%``,
 ``_``, ``\\`` and quotes in a filter are data, and every value is a bound
-parameter), case-insensitive matching that also works for non-Latin names,
-and ``YYYYMMDD`` date ranges.  It is private to the store.
+parameter), case-insensitive matching that also works for non-Latin names
+(against ``str.casefold`` key columns the store writes, the same on SQLite and
+PostgreSQL), and ``YYYYMMDD`` date ranges.  It is private to the store.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlalchemy.engine import Connection
 
 from metastore import schema as t
 from metastore.errors import QueryError
+from metastore.store_encode import fold
 
 LEVELS = ("study", "series", "instance")
 #: The escape character of every LIKE pattern built here.
@@ -67,39 +69,58 @@ def check_date(name: str, value: object) -> str | None:
 
 
 class _Matcher:
-    """Builds case-insensitive match conditions for one dialect."""
+    """Builds case-insensitive match conditions for one dialect.
+
+    Text filters match a ``*_key`` column, written as the plain column
+    case-folded in Python (:func:`metastore.store_encode.fold`), against the
+    filter folded by the same function: ``STRASSE`` finds ``straße`` and
+    ``ΟΔΟΣ`` finds ``οδος`` on SQLite and PostgreSQL alike.  Only
+    ``modality`` has no key: it is folded in SQL (:meth:`match_code`).
+    """
 
     def __init__(self, dialect: str) -> None:
         self.sqlite = dialect == "sqlite"
 
-    def fold_column(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
-        """The column case-folded in SQL (Python casefold on SQLite, lower())."""
-        if self.sqlite:
-            return sa.func.metastore_casefold(column)
-        return sa.func.lower(column)
-
-    def fold_text(self, text: str) -> str:
-        """Fold a filter the same way :meth:`fold_column` folds the column."""
-        return text.casefold() if self.sqlite else text.lower()
-
-    def match(
-        self, column: sa.ColumnElement[Any], text: object, *, folded: bool = False
-    ) -> sa.ColumnElement[bool]:
-        """``column`` matches wildcard filter ``text``, ignoring case.
+    def match(self, key: sa.ColumnElement[Any], text: object) -> sa.ColumnElement[bool]:
+        """The folded ``key`` column matches wildcard filter ``text``, ignoring case.
 
         Args:
-            column: the column to test.
+            key: a column holding ``fold(...)`` of the searched attribute.
             text: the user's filter.
-            folded: the column already holds ``str.casefold`` text (a key).
         """
-        if not isinstance(text, str):
-            raise QueryError(f"a text filter must be a string, not {text!r}")
-        fold = str.casefold if folded else self.fold_text
-        pattern, wild = like_pattern(text, fold)
-        target = column if folded else self.fold_column(column)
-        if not wild:
-            return target == pattern
-        return target.like(pattern, escape=ESCAPE)
+        return _compare(key, _text(text), fold)
+
+    def match_code(
+        self, column: sa.ColumnElement[Any], text: object
+    ) -> sa.ColumnElement[bool]:
+        """A code string column (``modality``) matches ``text``, ignoring case.
+
+        The column is folded in SQL: Python's ``str.casefold`` on SQLite,
+        ``lower()`` on PostgreSQL.  The two agree on the ASCII letters, digits,
+        spaces and underscores a DICOM CS value is made of.
+        """
+        if self.sqlite:
+            return _compare(
+                sa.func.metastore_casefold(column), _text(text), str.casefold
+            )
+        return _compare(sa.func.lower(column), _text(text), str.lower)
+
+
+def _text(text: object) -> str:
+    """``text`` if it is a string, else QueryError."""
+    if not isinstance(text, str):
+        raise QueryError(f"a text filter must be a string, not {text!r}")
+    return text
+
+
+def _compare(
+    target: sa.ColumnElement[Any], text: str, folder: Any
+) -> sa.ColumnElement[bool]:
+    """``target`` equals, or is LIKE, ``text`` folded by ``folder``."""
+    pattern, wild = like_pattern(text, folder)
+    if not wild:
+        return target == pattern
+    return target.like(pattern, escape=ESCAPE)
 
 
 def query(
@@ -132,11 +153,11 @@ def query(
 
     where: list[sa.ColumnElement[bool]] = []
     if patient_id is not None:
-        where.append(m.match(st.c.patient_id, patient_id))
+        where.append(m.match(st.c.patient_id_key, patient_id))
     if patient_name is not None:
-        where.append(m.match(st.c.patient_name_key, patient_name, folded=True))
+        where.append(m.match(st.c.patient_name_key, patient_name))
     if accession_number is not None:
-        where.append(m.match(st.c.accession_number, accession_number))
+        where.append(m.match(st.c.accession_number_key, accession_number))
     if date_from is not None:
         where.append(st.c.study_date >= date_from)
     if date_to is not None:
@@ -155,11 +176,11 @@ def query(
     ]
     if level == "study":
         if description is not None:
-            where.append(m.match(st.c.study_description, description))
+            where.append(m.match(st.c.study_description_key, description))
         if modality is not None:
             where.append(
                 sa.select(se.c.id)
-                .where(se.c.study_id == st.c.id, m.match(se.c.modality, modality))
+                .where(se.c.study_id == st.c.id, m.match_code(se.c.modality, modality))
                 .exists()
             )
         if series_instance_uid is not None:
@@ -181,9 +202,9 @@ def query(
         return _with_study_counts(conn, rows)
 
     if description is not None:
-        where.append(m.match(se.c.series_description, description))
+        where.append(m.match(se.c.series_description_key, description))
     if modality is not None:
-        where.append(m.match(se.c.modality, modality))
+        where.append(m.match_code(se.c.modality, modality))
     if series_instance_uid is not None:
         where.append(se.c.series_instance_uid == series_instance_uid)
     series_cols = [

@@ -33,16 +33,27 @@ from metastore.store_encode import (
 #: Bound parameters per IN list (well under SQLite's 32766 and PostgreSQL's 65535).
 CHUNK = 5000
 
+#: The study columns written from a record; each ``*_key`` is its column's
+#: text case-folded by :func:`~metastore.store_encode.fold`, what
+#: ``Store.query`` matches on both backends.
 STUDY_FIELDS = (
     "patient_id",
+    "patient_id_key",
     "patient_name",
     "patient_name_key",
     "study_date",
     "study_time",
     "accession_number",
+    "accession_number_key",
     "study_description",
+    "study_description_key",
 )
-SERIES_FIELDS = ("modality", "series_number", "series_description")
+SERIES_FIELDS = (
+    "modality",
+    "series_number",
+    "series_description",
+    "series_description_key",
+)
 
 
 def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
@@ -144,12 +155,15 @@ def write(
         studies[r.study_instance_uid] = {
             "study_instance_uid": r.study_instance_uid,
             "patient_id": r.patient_id,
+            "patient_id_key": fold(r.patient_id),
             "patient_name": r.patient_name,
             "patient_name_key": fold(r.patient_name),
             "study_date": r.study_date,
             "study_time": r.study_time,
             "accession_number": r.accession_number,
+            "accession_number_key": fold(r.accession_number),
             "study_description": r.study_description,
+            "study_description_key": fold(r.study_description),
         }
     study_ids = _upsert_keyed(
         conn, t.studies, "study_instance_uid", studies, STUDY_FIELDS
@@ -161,6 +175,7 @@ def write(
             "modality": r.modality,
             "series_number": int32(r.series_number),
             "series_description": r.series_description,
+            "series_description_key": fold(r.series_description),
         }
     series_ids = _upsert_keyed(
         conn, t.series, "series_instance_uid", series, SERIES_FIELDS

@@ -28,12 +28,17 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("study_instance_uid", UID, nullable=False),
         sa.Column("patient_id", sa.Text(), nullable=True),
+        # The *_key columns are the text case-folded in Python (str.casefold),
+        # what the store's case-insensitive filters match on both backends.
+        sa.Column("patient_id_key", sa.Text(), nullable=True),
         sa.Column("patient_name", sa.Text(), nullable=True),
         sa.Column("patient_name_key", sa.Text(), nullable=True),
         sa.Column("study_date", sa.String(8), nullable=True),
         sa.Column("study_time", sa.Text(), nullable=True),
         sa.Column("accession_number", sa.Text(), nullable=True),
+        sa.Column("accession_number_key", sa.Text(), nullable=True),
         sa.Column("study_description", sa.Text(), nullable=True),
+        sa.Column("study_description_key", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_studies")),
         sa.UniqueConstraint(
             "study_instance_uid", name=op.f("uq_studies_study_instance_uid")
@@ -41,9 +46,13 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("studies") as batch:
         batch.create_index(batch.f("ix_studies_patient_id"), ["patient_id"])
+        batch.create_index(batch.f("ix_studies_patient_id_key"), ["patient_id_key"])
         batch.create_index(batch.f("ix_studies_patient_name_key"), ["patient_name_key"])
         batch.create_index(batch.f("ix_studies_study_date"), ["study_date"])
         batch.create_index(batch.f("ix_studies_accession_number"), ["accession_number"])
+        batch.create_index(
+            batch.f("ix_studies_accession_number_key"), ["accession_number_key"]
+        )
 
     op.create_table(
         "series",
@@ -53,6 +62,7 @@ def upgrade() -> None:
         sa.Column("modality", sa.String(16), nullable=True),
         sa.Column("series_number", sa.Integer(), nullable=True),
         sa.Column("series_description", sa.Text(), nullable=True),
+        sa.Column("series_description_key", sa.Text(), nullable=True),
         sa.ForeignKeyConstraint(
             ["study_id"], ["studies.id"], name=op.f("fk_series_study_id_studies")
         ),
@@ -219,8 +229,10 @@ def downgrade() -> None:
         batch.drop_index(batch.f("ix_series_study_id"))
     op.drop_table("series")
     with op.batch_alter_table("studies") as batch:
+        batch.drop_index(batch.f("ix_studies_accession_number_key"))
         batch.drop_index(batch.f("ix_studies_accession_number"))
         batch.drop_index(batch.f("ix_studies_study_date"))
         batch.drop_index(batch.f("ix_studies_patient_name_key"))
+        batch.drop_index(batch.f("ix_studies_patient_id_key"))
         batch.drop_index(batch.f("ix_studies_patient_id"))
     op.drop_table("studies")
