@@ -259,9 +259,10 @@ def index_paths(
     tally = _Tally()
     known = _reconnecting(store, store.known_sources)
     batches = _Batches(store, batch_size, tally)
-    # Locations to keep; only needed for prune.  Under a shard, locations of
-    # the other shares are always "seen", so prune leaves them alone.
-    seen: set[str] = set() if shard is None else _ShardSeen(*shard)
+    # Locations to keep; only needed for prune.  Under a shard, prune may
+    # forget only locations of this share (``owns``).
+    seen: set[str] = set()
+    owns = None if shard is None else _ShardOwns(*shard)
     note = seen.add if prune else _ignore
     found = discover(roots)
     if shard is not None:
@@ -281,7 +282,7 @@ def index_paths(
             next_call = time.perf_counter() + PROGRESS_INTERVAL
     batches.flush()
     if prune:
-        _reconnecting(store, lambda: store.prune(roots, seen))
+        _reconnecting(store, lambda: store.prune(roots, seen, owns=owns))
     report = tally.report()
     if progress is not None:
         progress(report)
@@ -324,22 +325,19 @@ def _check_shard(k: int, n: int) -> tuple[int, int]:
     return k, n
 
 
-class _ShardSeen(set[str]):
-    """The locations seen by one shard; every other shard's count as seen.
+@dataclass(frozen=True)
+class _ShardOwns:
+    """``Store.prune``'s ``owns`` under ``--shard K/N``: a location of share K.
 
-    ``Store.prune`` deletes what lies under the roots and is not in ``seen``:
-    this makes a sharded run prune its own share only, without deciding in
-    advance which locations the other shares hold.
+    A sharded run prunes only its own share, whatever the other shares hold.
     """
 
-    def __init__(self, k: int, n: int) -> None:
-        super().__init__()
-        self._k, self._n = k, n
+    k: int
+    n: int
 
-    def __contains__(self, location: object) -> bool:
-        if isinstance(location, str) and shard_of(location, self._n) != self._k:
-            return True
-        return super().__contains__(location)
+    def __call__(self, location: str) -> bool:
+        """``location`` belongs to share ``k`` of ``n`` (:func:`shard_of`)."""
+        return shard_of(location, self.n) == self.k
 
 
 def _in_shard(

@@ -203,26 +203,36 @@ class Store:
         written = self._write(work)
         return [*found, *written]
 
-    def prune(self, roots: Sequence[str], seen: set[str]) -> int:
+    def prune(
+        self,
+        roots: Sequence[str],
+        seen: set[str],
+        owns: Callable[[str], bool] | None = None,
+    ) -> int:
         """Forget instances under ``roots`` whose location is not in ``seen``.
 
         A location is under a root when it equals the root or continues it
         after a ``/`` (a folder) or ``!/`` (a zip archive's members), so
-        pruning ``/data/a`` leaves ``/data/ab.dcm`` alone.  Errors recorded
-        for such locations go too.  Then series, studies and module values
-        nothing refers to any more are deleted (also those left behind by
-        re-indexed locations).
+        pruning ``/data/a`` leaves ``/data/ab.dcm`` alone.  With ``owns``,
+        only the locations it accepts are candidates: a sharded indexer run
+        passes its share's predicate and leaves the other shares' locations
+        alone.  Errors recorded for pruned locations go too.  Then series,
+        studies and module values nothing refers to any more are deleted
+        (also those left behind by re-indexed locations).
 
         Args:
             roots: the folders, archives or URL prefixes that were indexed.
-            seen: every location found under ``roots`` in that run.
+            seen: every location found under ``roots`` in that run (of those
+                ``owns`` accepts, when it is given).
+            owns: which stored locations this run may forget; ``None``
+                means every location under ``roots``.
 
         Returns:
             How many instances were deleted.
         """
         roots = [root for root in roots if root]
         return self._write(
-            lambda conn: store_prune.prune(conn, roots, seen), exclusive=True
+            lambda conn: store_prune.prune(conn, roots, seen, owns), exclusive=True
         )
 
     def errors(self) -> list[ErrorRecord]:

@@ -7,7 +7,7 @@ values nothing refers to any more.  It is private to the store.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -17,8 +17,18 @@ from metastore import store_write
 from metastore.store_query import ESCAPE, escape_like
 
 
-def prune(conn: Connection, roots: Sequence[str], seen: set[str]) -> int:
+def prune(
+    conn: Connection,
+    roots: Sequence[str],
+    seen: set[str],
+    owns: Callable[[str], bool] | None = None,
+) -> int:
     """Delete what ``Store.prune`` deletes, on ``conn``; return the instance count."""
+
+    def gone(location: str) -> bool:
+        """Not seen, and this run's to forget (``owns``)."""
+        return location not in seen and (owns is None or owns(location))
+
     stale: list[int] = []
     stale_errors: list[str] = []
     for root in roots:
@@ -26,11 +36,11 @@ def prune(conn: Connection, roots: Sequence[str], seen: set[str]) -> int:
         for source_id, loc in conn.execute(
             sa.select(src.c.id, src.c.location).where(_under(src.c.location, root))
         ):
-            if loc not in seen:
+            if gone(loc):
                 stale.append(source_id)
         err = t.index_errors.c.location
         for (loc,) in conn.execute(sa.select(err).where(_under(err, root))):
-            if loc not in seen:
+            if gone(loc):
                 stale_errors.append(loc)
     count = store_write.delete_instances_of_sources(conn, stale)
     for part in store_write.chunks(sorted(set(stale))):

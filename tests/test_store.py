@@ -264,6 +264,23 @@ def test_prune_deletes_unseen_locations_and_orphans(store: Store) -> None:
     assert store.stats()["instances"] == 2
 
 
+def test_prune_forgets_only_locations_it_owns(store: Store) -> None:
+    """With owns, only unseen locations under a root that owns accepts go."""
+    store.write_batch(
+        [make_instance(f"/o/{i}.dcm", f"1.{i}") for i in range(4)],
+        [
+            ErrorRecord("/o/bad0.dcm", "invalid", "mine"),
+            ErrorRecord("/o/bad1.dcm", "invalid", "not mine"),
+        ],
+    )
+    mine = {"/o/0.dcm", "/o/1.dcm", "/o/bad0.dcm"}
+    assert store.prune(["/o"], {"/o/1.dcm"}, owns=mine.__contains__) == 1
+    assert set(store.known_sources()) == {"/o/1.dcm", "/o/2.dcm", "/o/3.dcm"}
+    assert [e.location for e in store.errors()] == ["/o/bad1.dcm"]
+    assert store.prune(["/o"], set(), owns=lambda location: False) == 0
+    assert store.stats()["instances"] == 3
+
+
 def test_prune_removes_unreferenced_module_values(store: Store) -> None:
     """Module values used only by pruned images are deleted; shared ones stay."""
     store.write_batch([make_instance(f"/d/{i}.dcm", f"1.{i}") for i in range(3)])
