@@ -48,6 +48,17 @@ STUDY_FIELDS = (
     "study_description",
     "study_description_key",
 )
+#: The instances columns written, in the order of the rows ``write`` builds.
+INSTANCE_COLUMNS = (
+    "sop_instance_uid",
+    "series_id",
+    "sop_class_uid",
+    "instance_number",
+    "number_of_frames",
+    "source_id",
+    "dicom_json",
+    "dicom_json_base_id",
+)
 SERIES_FIELDS = (
     "modality",
     "series_number",
@@ -69,20 +80,130 @@ def insert(conn: Connection, table: sa.Table) -> Any:
     return sqlite.insert(table)
 
 
+def is_postgres(conn: Connection) -> bool:
+    """Whether ``conn`` talks to PostgreSQL (which gets the array statements)."""
+    return conn.dialect.name == "postgresql"
+
+
+def key_in(
+    conn: Connection, key: sa.ColumnElement[Any], keys: Sequence[Any]
+) -> Iterator[sa.ColumnElement[bool]]:
+    """Conditions "``key`` is one of ``keys``", to run one after the other.
+
+    PostgreSQL: one ``key = ANY(array)``, a single bound parameter whatever
+    the number of keys (one short statement text, parsed and planned once per
+    connection).  SQLite: ``IN`` lists of at most :data:`CHUNK` parameters.
+    """
+    if not keys:
+        return
+    if is_postgres(conn):
+        array = sa.bindparam(None, list(keys), type_=postgresql.ARRAY(key.type))
+        yield key == sa.any_(array)
+        return
+    for part in chunks(keys):
+        yield key.in_(part)
+
+
 def select_map(
     conn: Connection,
     key: sa.ColumnElement[Any],
     columns: Sequence[Any],
     keys: Iterable[Any],
 ) -> dict[Any, sa.Row[Any]]:
-    """``{key: row}`` for the rows whose ``key`` is in ``keys`` (chunked IN)."""
-    wanted = sorted(set(keys))
+    """``{key: row}`` for the rows whose ``key`` is in ``keys``."""
     found: dict[Any, sa.Row[Any]] = {}
-    for part in chunks(wanted):
-        stmt = sa.select(key, *columns).where(key.in_(part))
-        for row in conn.execute(stmt):
+    for where in key_in(conn, key, sorted(set(keys))):
+        for row in conn.execute(sa.select(key, *columns).where(where)):
             found[row[0]] = row
     return found
+
+
+#: PostgreSQL ``INSERT ... SELECT FROM unnest(...)`` texts, by their shape.
+_UNNEST_SQL: dict[tuple[str, tuple[str, ...], str, tuple[str, ...]], str] = {}
+
+
+def _unnest_sql(
+    conn: Connection,
+    table: sa.Table,
+    columns: Sequence[str],
+    conflict_clause: str,
+    returning: Sequence[str],
+) -> str:
+    shape = (table.name, tuple(columns), conflict_clause, tuple(returning))
+    sql = _UNNEST_SQL.get(shape)
+    if sql is None:
+        arrays = ", ".join(
+            f"%(c{i})s::{table.c[name].type.compile(dialect=conn.dialect)}[]"
+            for i, name in enumerate(columns)
+        )
+        sql = (
+            f"INSERT INTO {table.name} ({', '.join(columns)}) "
+            f"SELECT * FROM unnest({arrays}){conflict_clause}"
+        )
+        if returning:
+            sql += f" RETURNING {', '.join(returning)}"
+        _UNNEST_SQL[shape] = sql
+    return sql
+
+
+def insert_rows(
+    conn: Connection,
+    table: sa.Table,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    conflict: str | None = None,
+    update: Sequence[str] = (),
+    returning: Sequence[str] = (),
+) -> list[sa.Row[Any]]:
+    """Insert ``rows`` (tuples in ``columns`` order), in the order given.
+
+    With ``conflict`` (a unique column), a row whose key is already stored is
+    skipped (``ON CONFLICT DO NOTHING``), or has its ``update`` columns set
+    from the new row (``DO UPDATE``).  Returns the ``returning`` columns of
+    the rows inserted (or updated), when asked.
+
+    PostgreSQL gets one ``INSERT ... SELECT * FROM unnest(%s::type[], ...)``
+    statement: one round trip with one array per column, whatever the number
+    of rows, instead of a row-per-statement ``executemany`` or a ``VALUES``
+    list the driver must parse.  The rows go in in the order of the arrays,
+    so concurrent writers still lock keys in one order.  SQLite gets the
+    same through SQLAlchemy (``executemany``, or ``VALUES`` pages with
+    ``RETURNING``).
+    """
+    if not rows:
+        return []
+    if is_postgres(conn):
+        clause = ""
+        if conflict is not None:
+            action = (
+                "DO UPDATE SET "
+                + ", ".join(f"{name} = EXCLUDED.{name}" for name in update)
+                if update
+                else "DO NOTHING"
+            )
+            clause = f" ON CONFLICT ({conflict}) {action}"
+        sql = _unnest_sql(conn, table, columns, clause, returning)
+        params = {
+            f"c{i}": list(values) for i, values in enumerate(zip(*rows, strict=True))
+        }
+        result = conn.exec_driver_sql(sql, params)
+        return list(result.all()) if returning else []
+    stmt = insert(conn, table)
+    if conflict is not None:
+        if update:
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[conflict],
+                set_={name: stmt.excluded[name] for name in update},
+            )
+        else:
+            stmt = stmt.on_conflict_do_nothing(index_elements=[conflict])
+    dicts = [dict(zip(columns, row, strict=True)) for row in rows]
+    if returning:
+        stmt = stmt.returning(*(table.c[name] for name in returning))
+        return list(conn.execute(stmt, dicts).all())
+    conn.execute(stmt, dicts)
+    return []
 
 
 def ensure_module_types(conn: Connection, names: Iterable[str]) -> dict[str, int]:
@@ -90,8 +211,9 @@ def ensure_module_types(conn: Connection, names: Iterable[str]) -> dict[str, int
     wanted = sorted(set(names))
     if not wanted:
         return {}
-    stmt = insert(conn, t.module_types).on_conflict_do_nothing(index_elements=["name"])
-    conn.execute(stmt, [{"name": name} for name in wanted])
+    insert_rows(
+        conn, t.module_types, ["name"], [(name,) for name in wanted], conflict="name"
+    )
     rows = select_map(conn, t.module_types.c.name, [t.module_types.c.id], wanted)
     return {name: row.id for name, row in rows.items()}
 
@@ -112,9 +234,13 @@ def _upsert_keyed(
     """
     if not rows:
         return {}
-    ordered = [rows[uid] for uid in sorted(rows)]
-    conn.execute(
-        insert(conn, table).on_conflict_do_nothing(index_elements=[key]), ordered
+    columns = list(next(iter(rows.values())))
+    insert_rows(
+        conn,
+        table,
+        columns,
+        [tuple(rows[uid][c] for c in columns) for uid in sorted(rows)],
+        conflict=key,
     )
     key_col = table.c[key]
     stored = select_map(
@@ -183,34 +309,20 @@ def write(
 
     # Sources: one row per location, refreshed on every successful write.
     sources = {r.source.location: r.source for r in records}
-    if sources:
-        stmt = insert(conn, t.sources)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["location"],
-            set_={
-                "size": stmt.excluded.size,
-                "mtime_ns": stmt.excluded.mtime_ns,
-                "indexed_at": stmt.excluded.indexed_at,
-            },
-        )
-        conn.execute(
-            stmt,
-            [
-                {
-                    "location": loc,
-                    "size": int64(src.size),
-                    "mtime_ns": int64(src.mtime_ns),
-                    "indexed_at": now,
-                }
-                for loc, src in sorted(sources.items())
-            ],
-        )
-    source_ids = {
-        loc: row.id
-        for loc, row in select_map(
-            conn, t.sources.c.location, [t.sources.c.id], sources
-        ).items()
-    }
+    upserted = insert_rows(
+        conn,
+        t.sources,
+        ["location", "size", "mtime_ns", "indexed_at"],
+        [
+            (loc, int64(src.size), int64(src.mtime_ns), now)
+            for loc, src in sorted(sources.items())
+        ],
+        conflict="location",
+        update=["size", "mtime_ns", "indexed_at"],
+        returning=["location", "id"],
+    )
+    # DO UPDATE returns every row, inserted or not.
+    source_ids: dict[str, int] = {row.location: row.id for row in upserted}
 
     # Re-indexed locations: their previous instances go first.
     delete_instances_of_sources(conn, list(source_ids.values()))
@@ -226,36 +338,43 @@ def write(
     )
 
     # Instances: DO NOTHING + RETURNING tells ours from those already stored.
-    inserted: set[str] = set()
-    if batch.instances:
-        stmt = (
-            insert(conn, t.instances)
-            .on_conflict_do_nothing(index_elements=["sop_instance_uid"])
-            .returning(t.instances.c.sop_instance_uid)
+    inserted: dict[str, int] = {
+        row.sop_instance_uid: row.id
+        for row in insert_rows(
+            conn,
+            t.instances,
+            INSTANCE_COLUMNS,
+            [
+                (
+                    item.record.sop_instance_uid,
+                    series_ids[item.record.series_instance_uid],
+                    item.record.sop_class_uid,
+                    int32(item.record.instance_number),
+                    item.record.number_of_frames,
+                    source_ids[item.record.source.location],
+                    item.dicom_json,
+                    None
+                    if item.dicom_json_base is None
+                    else base_ids[item.dicom_json_base],
+                )
+                for item in sorted(
+                    batch.instances, key=lambda item: item.record.sop_instance_uid
+                )
+            ],
+            conflict="sop_instance_uid",
+            returning=["sop_instance_uid", "id"],
         )
-        rows = [
-            {
-                "sop_instance_uid": item.record.sop_instance_uid,
-                "series_id": series_ids[item.record.series_instance_uid],
-                "sop_class_uid": item.record.sop_class_uid,
-                "instance_number": int32(item.record.instance_number),
-                "number_of_frames": item.record.number_of_frames,
-                "source_id": source_ids[item.record.source.location],
-                "dicom_json": item.dicom_json,
-                "dicom_json_base_id": None
-                if item.dicom_json_base is None
-                else base_ids[item.dicom_json_base],
-            }
-            for item in sorted(
-                batch.instances, key=lambda item: item.record.sop_instance_uid
-            )
-        ]
-        inserted = set(conn.execute(stmt, rows).scalars())
+    }
+    # Those not inserted: stored before, from here or from elsewhere.
     stored = select_map(
         conn,
         t.instances.c.sop_instance_uid,
         [t.instances.c.id, t.instances.c.source_id],
-        (item.record.sop_instance_uid for item in batch.instances),
+        (
+            item.record.sop_instance_uid
+            for item in batch.instances
+            if item.record.sop_instance_uid not in inserted
+        ),
     )
     to_write: list[tuple[EncodedInstance, int]] = []
     location_of = {sid: loc for loc, sid in source_ids.items()}
@@ -270,10 +389,11 @@ def write(
     }
     for item in batch.instances:
         sop = item.record.sop_instance_uid
-        row = stored[sop]
         if sop in inserted:
-            to_write.append((item, row.id))
-        elif row.source_id != source_ids[item.record.source.location]:
+            to_write.append((item, inserted[sop]))
+            continue
+        row = stored[sop]
+        if row.source_id != source_ids[item.record.source.location]:
             location = location_of.get(row.source_id) or foreign.get(row.source_id, "?")
             new_errors.append(duplicate(item.record, location))
         # else: a concurrent writer stored this very location: nothing to do.
@@ -284,7 +404,7 @@ def write(
     )
     value_ids = write_values(conn, digests, batch)
 
-    # Images, then their module rows in one executemany.
+    # Images, then all their module rows in one statement.
     image_ids = write_images(
         conn,
         [
@@ -293,7 +413,7 @@ def write(
             for image_id, frame, _ in item.images
         ],
     )
-    module_rows: list[dict[str, int]] = []
+    module_rows: list[tuple[int, int, int]] = []
     for item, _ in to_write:
         for image_id, _, refs in item.images:
             row_id = image_ids.get(image_id)
@@ -307,31 +427,23 @@ def write(
                 )
                 continue
             module_rows.extend(
-                {
-                    "image_id": row_id,
-                    "module_type_id": type_ids[module_type],
-                    "value_id": value_ids[d],
-                }
-                for module_type, d in refs
+                (row_id, type_ids[module_type], value_ids[d]) for module_type, d in refs
             )
-    if module_rows:
-        conn.execute(sa.insert(t.image_modules), module_rows)
+    insert_rows(
+        conn, t.image_modules, ["image_id", "module_type_id", "value_id"], module_rows
+    )
 
     # Errors: a location written again loses its old errors.
     all_errors = [*batch.errors, *new_errors]
     locations = {r.source.location for r in records} | {e.location for e in all_errors}
-    for part in chunks(sorted(locations)):
-        conn.execute(
-            sa.delete(t.index_errors).where(t.index_errors.c.location.in_(part))
-        )
-    if all_errors:
-        conn.execute(
-            sa.insert(t.index_errors),
-            [
-                {"location": e.location, "kind": e.kind, "reason": e.reason, "at": now}
-                for e in all_errors
-            ],
-        )
+    for where in key_in(conn, t.index_errors.c.location, sorted(locations)):
+        conn.execute(sa.delete(t.index_errors).where(where))
+    insert_rows(
+        conn,
+        t.index_errors,
+        ["location", "kind", "reason", "at"],
+        [(e.location, e.kind, e.reason, now) for e in all_errors],
+    )
     # A location whose every instance was a duplicate is not "stored".
     drop_empty_sources(conn, list(source_ids.values()))
     return new_errors
@@ -350,9 +462,8 @@ def write_images(
     split = {image_id: split_image_id(image_id) for image_id, _, _ in images}
     prefixes = sorted({prefix for prefix, _ in split.values()})
     p = t.image_id_prefixes
-    conn.execute(
-        insert(conn, p).on_conflict_do_nothing(index_elements=["prefix"]),
-        [{"prefix": prefix} for prefix in prefixes],
+    insert_rows(
+        conn, p, ["prefix"], [(prefix,) for prefix in prefixes], conflict="prefix"
     )
     prefix_ids = {
         key: row.id
@@ -360,22 +471,19 @@ def write_images(
     }
     keys = {image_key(image_id): image_id for image_id, _, _ in images}
     rows = [
-        {
-            "image_key": key,
-            "prefix_id": prefix_ids[split[image_id][0]],
-            "suffix": split[image_id][1],
-            "instance_id": instance_id,
-            "frame": frame,
-        }
+        (key, prefix_ids[split[image_id][0]], split[image_id][1], instance_id, frame)
         for image_id, instance_id, frame in images
         for key in (image_key(image_id),)
     ]
-    stmt = (
-        insert(conn, t.images)
-        .on_conflict_do_nothing(index_elements=["image_key"])
-        .returning(t.images.c.image_key, t.images.c.id)
+    inserted = insert_rows(
+        conn,
+        t.images,
+        ["image_key", "prefix_id", "suffix", "instance_id", "frame"],
+        rows,
+        conflict="image_key",
+        returning=["image_key", "id"],
     )
-    return {keys[row.image_key]: row.id for row in conn.execute(stmt, rows)}
+    return {keys[row.image_key]: row.id for row in inserted}
 
 
 def write_values(
@@ -425,25 +533,27 @@ def write_rows(
     known = _select_ids(conn, rows)
     missing = sorted(d for d in rows if d not in known)
     if missing:
-        stmt = insert(conn, t.module_values).on_conflict_do_nothing(
-            index_elements=["digest"]
+        # PostgreSQL returns the ids of the rows it inserted; SQLite's are
+        # selected with those a concurrent writer stored first.
+        inserted = insert_rows(
+            conn,
+            t.module_values,
+            ["digest", "value", "base_id"],
+            [(d, rows[d][0], rows[d][1]) for d in missing],
+            conflict="digest",
+            returning=["digest", "id"] if is_postgres(conn) else [],
         )
-        conn.execute(
-            stmt,
-            [
-                {"digest": d, "value": rows[d][0], "base_id": rows[d][1]}
-                for d in missing
-            ],
-        )
-        known.update(_select_ids(conn, missing))
+        known.update((bytes(row.digest), row.id) for row in inserted)
+        rest = [d for d in missing if d not in known]
+        known.update(_select_ids(conn, rest))
     return known
 
 
 def delete_instances_of_sources(conn: Connection, source_ids: Sequence[int]) -> int:
     """Delete the instances of ``source_ids`` with their images; return the count."""
     count = 0
-    for part in chunks(sorted(source_ids)):
-        old = sa.select(t.instances.c.id).where(t.instances.c.source_id.in_(part))
+    for where in key_in(conn, t.instances.c.source_id, sorted(source_ids)):
+        old = sa.select(t.instances.c.id).where(where)
         instance_ids = list(conn.execute(old).scalars())
         count += delete_instances(conn, instance_ids)
     return count
@@ -463,10 +573,6 @@ def delete_instances(conn: Connection, instance_ids: Sequence[int]) -> int:
 
 def drop_empty_sources(conn: Connection, source_ids: Sequence[int]) -> None:
     """Delete those of ``source_ids`` that no instance refers to."""
-    for part in chunks(sorted(source_ids)):
-        used = sa.select(t.instances.c.id).where(
-            t.instances.c.source_id == t.sources.c.id
-        )
-        conn.execute(
-            sa.delete(t.sources).where(t.sources.c.id.in_(part), ~used.exists())
-        )
+    used = sa.select(t.instances.c.id).where(t.instances.c.source_id == t.sources.c.id)
+    for where in key_in(conn, t.sources.c.id, sorted(source_ids)):
+        conn.execute(sa.delete(t.sources).where(where, ~used.exists()))
