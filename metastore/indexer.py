@@ -545,8 +545,8 @@ class TestHooks:
         SIGKILL this process right after batch N is committed.
     ``METASTORE_TEST_KILL_AT_SQL=N:TEXT``
         SIGKILL this process just before the N-th SQL statement (of any
-        engine of this process) that contains TEXT, ignoring case: inside a
-        batch's or a migration's transaction.
+        engine of this process, ``COPY`` included) that contains TEXT,
+        ignoring case: inside a batch's or a migration's transaction.
     ``METASTORE_TEST_PAUSE_AT_SQL=N:TEXT`` with ``METASTORE_TEST_PAUSE_FILE=PATH``
         Just before that statement, create ``PATH.paused`` and wait until
         ``PATH`` exists (at most :attr:`PAUSE_LIMIT` seconds), then go on.
@@ -576,12 +576,21 @@ class TestHooks:
 
     @classmethod
     def install(cls) -> None:
-        """Watch every engine's SQL if a SQL hook is set (a no-op otherwise)."""
+        """Watch every engine's SQL if a SQL hook is set (a no-op otherwise).
+
+        ``COPY`` statements (PostgreSQL's ``image_modules`` rows) bypass
+        SQLAlchemy's cursor events; the store reports them through
+        ``store_write.BEFORE_COPY``, so the hooks see them as statements too.
+        """
+        from metastore import store_write
+
         hooks = cls.get()
-        if (hooks.kill_at or hooks.pause_at) and not event.contains(
-            Engine, "before_cursor_execute", _before_sql
-        ):
+        if not (hooks.kill_at or hooks.pause_at):
+            return
+        if not event.contains(Engine, "before_cursor_execute", _before_sql):
             event.listen(Engine, "before_cursor_execute", _before_sql)
+        if _before_copy not in store_write.BEFORE_COPY:
+            store_write.BEFORE_COPY.append(_before_copy)
 
     def batch_committed(self, written: int) -> None:
         """Called after each committed batch with the number committed so far."""
@@ -613,6 +622,10 @@ class TestHooks:
 def _before_sql(
     conn: Any, cursor: Any, statement: str, *args: Any, **kwargs: Any
 ) -> None:
+    TestHooks.get().before_sql(statement)
+
+
+def _before_copy(statement: str) -> None:
     TestHooks.get().before_sql(statement)
 
 

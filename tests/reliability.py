@@ -28,6 +28,19 @@ BATCH = 4
 PATIENCE = 120.0
 
 
+def module_rows_sql(url: str) -> str:
+    """The text of the statement that writes a batch's ``image_modules`` rows.
+
+    The hooks ``N:`` this text stop an indexer inside batch N's transaction,
+    after its instances and images, before their module rows: PostgreSQL
+    sends them with ``COPY`` (which ``TestHooks`` sees through
+    ``store_write.BEFORE_COPY``), SQLite with an ``INSERT``.
+    """
+    if url.startswith("postgresql"):
+        return "COPY image_modules"
+    return "INSERT INTO image_modules"
+
+
 def build_archive(root: Path) -> Path:
     """About 40 sources over folders, a zip and DICOM JSON; all index cleanly."""
     for n in range(1, 9):
