@@ -283,15 +283,13 @@ class Store:
         """
         # Pausing the cyclic GC: thousands of new dicts would trigger
         # collections that walk everything already cached (up to 2x slower).
-        with store_read.gc_paused():
-            with self._read() as conn:
-                rows = conn.execute(
-                    store_read.series_statement(), {"uid": series_instance_uid}
-                ).all()
-                names = self._type_names
-                if any(r[0] == store_read.REF and r[2] not in names for r in rows):
-                    names = self._type_names_now(conn)
-            return store_read.assemble_series(rows, names)
+        with store_read.gc_paused(), self._read() as conn:
+            rows = conn.execute(
+                store_read.series_statement(), {"uid": series_instance_uid}
+            ).all()
+            return store_read.assemble_series(
+                rows, self._type_names, lambda: self._type_names_now(conn)
+            )
 
     def _names(self, conn: Connection, rows: Sequence[Any]) -> dict[int, str]:
         """Module type names by id, reloaded if ``rows`` hold an unknown id."""

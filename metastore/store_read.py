@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -81,54 +81,99 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+#: Kinds of rows of :func:`series_statement`.
+IMAGE, VALUE = 1, 2
+
+#: An image's module references travel as ``value id * REF_SHIFT + type id``
+#: (one integer per module, cheaper to aggregate than two).  Module type ids
+#: are ``smallint`` on PostgreSQL and numbered from 1 by the store on SQLite,
+#: value ids are 32-bit: the packed number fits 47 bits on both backends.
+REF_SHIFT = 1 << 16
+
+
+class _Refs(dict[str, tuple[str, ModuleValue]]):
+    """``{packed reference text: (module type, value)}``, filled on first use.
+
+    An image's references come as one text of packed numbers (see
+    :data:`REF_SHIFT`); the same few texts recur across a series (the shared
+    patient, study and series values), so each is resolved once and then
+    costs one dict lookup in C.
+    """
+
+    __slots__ = ("_names", "_reload", "_values")
+
+    def __init__(
+        self,
+        names: dict[int, str],
+        values: dict[int, ModuleValue],
+        reload: Callable[[], dict[int, str]],
+    ) -> None:
+        super().__init__()
+        self._names = names
+        self._values = values
+        self._reload = reload
+
+    def __missing__(self, ref: str) -> tuple[str, ModuleValue]:
+        value_id, type_id = divmod(int(ref), REF_SHIFT)
+        name = self._names.get(type_id)
+        if name is None:  # a type another writer added after our last look
+            self._names = self._reload()
+            name = self._names[type_id]
+        value = self._values[value_id]
+        if type(value) is Composite:
+            value = value[name]
+        found = self[ref] = (name, value)
+        return found
+
+
 def assemble_series(
-    rows: Sequence[Any], names: dict[int, str]
+    rows: Sequence[Any],
+    names: dict[int, str],
+    reload_names: Callable[[], dict[int, str]],
 ) -> dict[str, dict[str, ModuleValue]]:
     """Build the result of ``series_image_modules`` from its statement's rows.
 
-    Rows come in three kinds (see :func:`series_statement`): each distinct
+    Rows come in two kinds (see :func:`series_statement`): each distinct
     value is decoded once, then the same object goes to every image using it.
+
+    Args:
+        rows: the statement's rows.
+        names: module type names by id, as last known.
+        reload_names: fetch them afresh (called when a row names a type
+            ``names`` lacks).
     """
-    image_ids: dict[int, str] = {}
     values: dict[int, ModuleValue] = {}
     bases: dict[int, bytes] = {}
-    refs = []
-    for kind, a, b, c, text, blob, base in rows:
-        if kind == REF:
-            refs.append((a, b, c))
-        elif kind == IMAGE:
-            image_ids[a] = text
-        else:
-            base_bytes = None
-            if b is not None:
-                base_bytes = bases.get(b)
-                if base_bytes is None:
-                    base_bytes = bases[b] = codec.inflate(base)
-            value = codec.decode_value(blob, base_bytes)
-            values[a] = Composite(value) if codec.is_composite(blob) else value
-    out: dict[str, dict[str, ModuleValue]] = {i: {} for i in image_ids.values()}
-    for image_pk, type_id, value_id in refs:
-        name = names[type_id]
-        value = values[value_id]
-        if type(value) is Composite:
-            value = value[name]
-        out[image_ids[image_pk]][name] = value
-    return out
-
-
-# Kinds of rows of series_statement.
-REF, IMAGE, VALUE = 0, 1, 2
+    images: list[tuple[str, str | None]] = []
+    for kind, value_id, base_id, image_id, refs, blob, base in rows:
+        if kind == IMAGE:
+            images.append((image_id, refs))
+            continue
+        base_bytes = None
+        if base_id is not None:
+            base_bytes = bases.get(base_id)
+            if base_bytes is None:
+                base_bytes = bases[base_id] = codec.inflate(base)
+        value = codec.decode_value(blob, base_bytes)
+        values[value_id] = Composite(value) if codec.is_composite(blob) else value
+    resolve = _Refs(names, values, reload_names).__getitem__
+    # dict(map(...)) builds each image's modules without a Python-level loop.
+    return {
+        image_id: dict(map(resolve, refs.split(","))) if refs else {}
+        for image_id, refs in images
+    }
 
 
 @functools.cache
 def series_statement() -> sa.CompoundSelect[Any]:
     """One statement that returns everything a series load needs.
 
-    ``UNION ALL`` of three row kinds, so each value blob and imageId crosses
-    the driver once, not once per (image, module type):
+    ``UNION ALL`` of two row kinds, so each value blob and imageId crosses
+    the driver once, and an image's module references travel as one text
+    (500 rows for a 500-image series instead of 13,000):
 
-    * ``(0, image pk, module type id, value id)`` per image module;
-    * ``(1, image pk, ..., imageId)`` per image;
+    * ``(1, ..., imageId, "ref,ref,...")`` per image, each ref packed as
+      ``value id * REF_SHIFT + module type id`` (``NULL`` without modules);
     * ``(2, value id, base id, ..., blob, base blob)`` per distinct value.
     """
     img, ins, se, im = t.images, t.instances, t.series, t.image_modules
@@ -142,26 +187,21 @@ def series_statement() -> sa.CompoundSelect[Any]:
     null_int = sa.cast(sa.null(), sa.Integer())
     null_text = sa.cast(sa.null(), sa.Text())
     null_blob = sa.cast(sa.null(), sa.LargeBinary())
+    packed = sa.cast(im.c.value_id, sa.BigInteger()) * REF_SHIFT + sa.cast(
+        im.c.module_type_id, sa.BigInteger()
+    )
     refs = (
-        sa.select(
-            sa.literal(REF, sa.Integer()),
-            im.c.image_id,
-            sa.cast(im.c.module_type_id, sa.Integer()),
-            im.c.value_id,
-            null_text,
-            null_blob,
-            null_blob,
-        )
-        .select_from(in_series.join(im, im.c.image_id == img.c.id))
-        .where(where)
+        sa.select(sa.func.aggregate_strings(sa.cast(packed, sa.Text()), ","))
+        .where(im.c.image_id == img.c.id)
+        .scalar_subquery()
     )
     images = (
         sa.select(
             sa.literal(IMAGE, sa.Integer()),
-            img.c.id,
             null_int,
             null_int,
             prefix.c.prefix + img.c.suffix,
+            refs,
             null_blob,
             null_blob,
         )
@@ -178,7 +218,7 @@ def series_statement() -> sa.CompoundSelect[Any]:
             sa.literal(VALUE, sa.Integer()),
             mv.c.id,
             mv.c.base_id,
-            null_int,
+            null_text,
             null_text,
             mv.c.value,
             base.c.value,
@@ -186,7 +226,7 @@ def series_statement() -> sa.CompoundSelect[Any]:
         .select_from(mv.outerjoin(base, base.c.id == mv.c.base_id))
         .where(mv.c.id.in_(used))
     )
-    return sa.union_all(refs, images, values)
+    return sa.union_all(images, values)
 
 
 def with_modules(
