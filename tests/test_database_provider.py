@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from metastore.providers.database import DatabaseProvider
+from metastore.errors import InvalidImageIdError
+from metastore.imageid import parse_image_id
+from metastore.providers.database import DatabaseProvider, _stack_position
+from metastore.records import ImageRecord, InstanceRecord
 from metastore.store import Store
-from tests.test_store import SERIES, make_instance, same
+from tests.test_store import SERIES, make_instance, record_fields, same
 
 
 @pytest.fixture
@@ -114,3 +118,75 @@ def test_provider_opens_and_closes_its_own_store(db_url: str) -> None:
         assert provider.get("patientModule", "wadors:x") is None
         store = provider.store
     assert repr(provider) == f"DatabaseProvider({store.url!r})"
+
+
+def test_load_series_sees_module_types_added_by_another_writer(db_url: str) -> None:
+    """A type first written by another store after this one read its names."""
+    with Store(db_url) as reader, Store(db_url) as writer:
+        reader.write_batch([make_instance("/a/0.dcm", "1.0")])
+        assert reader.series_image_modules(SERIES)  # names now known
+        record = make_instance("/a/1.dcm", "1.1")
+        record.images[0].modules["brandNewModule"] = {"n": 1}
+        writer.write_batch([record])
+        provider = DatabaseProvider(reader)
+        provider.load_series(SERIES)
+        image_id = record.images[0].image_id
+        assert provider.get("brandNewModule", image_id) == {"n": 1}
+        assert provider.get("patientModule", image_id) is not None
+
+
+def test_load_series_keeps_an_image_without_modules(store: Store) -> None:
+    """An image stored with no module answers None for every type."""
+    record = make_instance("/a/9.dcm", "1.9")
+    image = ImageRecord(record.images[0].image_id, 1, {})
+    store.write_batch([InstanceRecord(**{**record_fields(record), "images": [image]})])
+    provider = DatabaseProvider(store)
+    assert image.image_id in provider.load_series(SERIES)
+    assert store.series_image_modules(SERIES)[image.image_id] == {}
+    assert provider.get("patientModule", image.image_id) is None
+
+
+WADORS = "wadors:http://h/studies/1.2/series/1.2.3/instances/1.2.3.4"
+
+
+@pytest.mark.parametrize(
+    "image_id",
+    [
+        f"{WADORS}/frames/1",
+        f"{WADORS}/frames/12",
+        f"{WADORS}/frames/007",
+        f"{WADORS}/frames/0",
+        f"{WADORS}/frames/00",
+        f"{WADORS}/frames/",
+        f"{WADORS}/frames/x",
+        f"{WADORS}/frames/-1",
+        f"{WADORS}/frames/\u0661",  # an Arabic-Indic digit: not a frame number
+        f"{WADORS}/frames/1/frames/2",
+        f"{WADORS}/frames/1/",
+        WADORS,
+        "wadors:/studies/1/series/2/instances/3/frames/4",
+        "wadors:studies/1/series/2/instances/3/frames/4",
+        "wadors:http://h/studies//series/2/instances/3/frames/4",
+        "wadors:http://h/studies/1/series/2/instances//frames/4",
+        "wadors:http://h/studies/1/series/2/instance/3/frames/4",
+        "wadors:a\n/studies/1/series/2\n/instances/3/frames/4",
+        "wadors:http://h/studies/0/series/0/instances/0/studies/1/series/2"
+        "/instances/3/frames/5",
+        "wadors:http://h/studies/1/series/2/instances/frames/frames/3",
+        "wadors:",
+        "wadouri:file:///data/a.dcm?frame=3",
+        "wadouri:file:///data/a.dcm?x=1&frame=2&y=3",
+        "dicomfile:0",
+        "noscheme",
+        "other:http://h/studies/1/series/2/instances/3/frames/4",
+    ],
+)
+def test_stack_position_agrees_with_the_parser(image_id: str) -> None:
+    """The sort key's fast path gives what parse_image_id gives, or its fallback."""
+    try:
+        parsed = parse_image_id(image_id)
+        want = (parsed.base, parsed.frame or 1)
+    except InvalidImageIdError:
+        want = (image_id, 1)
+    modules: dict[str, Any] = {"generalImageModule": {"instanceNumber": 3}}
+    assert _stack_position(image_id, modules) == (3.0, *want)
