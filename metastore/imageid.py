@@ -14,13 +14,14 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from urllib.parse import quote, unquote, unquote_to_bytes, urlsplit
+from urllib.parse import quote, quote_from_bytes, unquote, unquote_to_bytes, urlsplit
 from urllib.request import url2pathname
 
 from metastore.errors import InvalidImageIdError
 
 __all__ = [
     "SCHEMES",
+    "FileUris",
     "ImageId",
     "file_image_id",
     "file_location",
@@ -267,12 +268,49 @@ def file_image_id(path: Path | str, frame: int, member: str | None = None) -> st
         ValueError: ``frame`` is not a positive integer, or ``member`` is empty.
     """
     _check_frame(frame)
-    uri = Path(path).resolve().as_uri()
+    return _file_image_id(Path(path).resolve().as_uri(), frame, member)
+
+
+def _file_image_id(uri: str, frame: int, member: str | None) -> str:
+    """:func:`file_image_id` of the file whose resolved ``file://`` URI is ``uri``."""
     if member is not None:
         if not member:
             raise ValueError("A zip member path cannot be empty.")
         uri += _MEMBER_SEP + quote(member, safe="/")
     return f"wadouri:{uri}?frame={frame}"
+
+
+class FileUris:
+    """:func:`file_image_id` for many files, resolving each folder once.
+
+    ``Path.resolve()`` walks every component of a path with a system call
+    each; files of one folder share all but the last one.  A file that is
+    itself a symlink is resolved in full.  The cache never expires, so keep
+    one per indexing run (folders may be re-linked between runs).
+    """
+
+    def __init__(self) -> None:
+        self._folders: dict[str, str] = {}
+
+    def image_id(self, path: str, frame: int, member: str | None = None) -> str:
+        """``file_image_id(path, frame, member)`` for an absolute ``path``."""
+        _check_frame(frame)
+        return _file_image_id(self.uri(path), frame, member)
+
+    def uri(self, path: str) -> str:
+        """``Path(path).resolve().as_uri()`` for an absolute, normalised ``path``."""
+        folder, name = os.path.split(path)
+        if os.name == "nt" or not name or name in (".", "..") or os.path.islink(path):
+            return Path(path).resolve().as_uri()
+        prefix = self._folders.get(folder)
+        if prefix is None:
+            prefix = Path(folder).resolve().as_uri()
+            if not prefix.endswith("/"):
+                prefix += "/"
+            self._folders[folder] = prefix
+        # as_uri() quotes the bytes of the path one by one, so quoting the
+        # name on its own gives the same text as quoting the whole path
+        return prefix + quote_from_bytes(os.fsencode(name))
 
 
 def file_location(image_id: str | ImageId) -> tuple[Path, str | None]:

@@ -18,6 +18,7 @@ deterministic (``METASTORE_TEST_*`` environment variables) are all in
 from __future__ import annotations
 
 import ctypes
+import gc
 import hashlib
 import logging
 import multiprocessing
@@ -41,7 +42,7 @@ from sqlalchemy.exc import OperationalError
 
 from metastore.discovery import Entry, discover
 from metastore.errors import StoreError
-from metastore.reading import Outcome, ZipCache, read_entry
+from metastore.reading import Outcome, ReadCache, read_entry
 from metastore.records import ErrorRecord, InstanceRecord
 from metastore.store_encode import pre_encode
 
@@ -481,7 +482,7 @@ def _crashed(entry: Entry, reason: str) -> Outcome:
 
 
 def _read_here(chunks: Iterator[list[Entry]], root: str | None) -> Iterator[Outcome]:
-    zips = ZipCache()
+    zips = ReadCache()
     try:
         for chunk in chunks:
             for entry in chunk:
@@ -496,7 +497,12 @@ def _worker_init() -> None:
     A main process killed outright (SIGKILL, out of memory) cannot stop its
     pool; on Linux each worker asks the kernel for SIGKILL when its parent
     dies, so no reader is left behind.
+
+    Everything a worker starts with (modules, the parent's objects when
+    forked) lives as long as the worker: frozen, the garbage collector no
+    longer walks it again and again while reading (~8 % of a worker's time).
     """
+    gc.freeze()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform == "linux":
         try:
@@ -512,8 +518,9 @@ def _worker_init() -> None:
 _PR_SET_PDEATHSIG = 1
 
 
-# One per worker process: consecutive chunks of one archive share the open zip.
-_WORKER_ZIPS = ZipCache()
+# One per worker process (a pool lives for one run): consecutive chunks of one
+# archive share the open zip, and folders are resolved once.
+_WORKER_ZIPS = ReadCache()
 
 
 def _read_chunk(chunk: list[Entry], root: str | None) -> list[Outcome]:

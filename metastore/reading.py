@@ -30,7 +30,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 from metastore.dicomjson import dataset_to_dicom_json
 from metastore.discovery import HEAD_SIZE, Entry, Kind, looks_like_dicom_json, sniff
 from metastore.errors import DicomError, MetastoreError
-from metastore.imageid import ImageId, file_image_id, parse_image_id, wadors_image_id
+from metastore.imageid import FileUris, ImageId, parse_image_id, wadors_image_id
 from metastore.instances import build_instance
 from metastore.records import ErrorRecord, InstanceRecord
 
@@ -63,16 +63,20 @@ class Unreadable(Exception):
     """A source that looks like DICOM but cannot be read (truncated, damaged)."""
 
 
-class ZipCache:
-    """Keeps the last zip archive open, so members read in a row share it.
+class ReadCache:
+    """What sources read in a row share: the last zip archive, resolved folders.
 
     Opening an archive reads its whole central directory; a chunk of members
-    from one archive should pay that once, not once per member.
+    from one archive should pay that once, not once per member.  File
+    imageIds need each file's resolved path (:class:`FileUris`): a folder is
+    resolved once.  Keep one per indexing run.
     """
 
     def __init__(self) -> None:
         self._path: str | None = None
         self._zip: zipfile.ZipFile | None = None
+        #: The ``file://`` URIs of files and archives, folders resolved once.
+        self.uris = FileUris()
 
     def get(self, path: str) -> zipfile.ZipFile:
         """Return the open archive at ``path``, opening it if needed."""
@@ -89,14 +93,19 @@ class ZipCache:
         self._zip = self._path = None
 
 
-def read_entry(entry: Entry, wadors_root: str | None, zips: ZipCache) -> Outcome:
+#: The former name of :class:`ReadCache`.
+ZipCache = ReadCache
+
+
+def read_entry(entry: Entry, wadors_root: str | None, zips: ReadCache) -> Outcome:
     """Read one source into instance records; never raises for bad input.
 
     Args:
         entry: The file or zip member.
         wadors_root: The DICOMweb root imageIds and BulkDataURIs are made
             under, or ``None`` for file imageIds (see docs/indexing.md).
-        zips: Where zip archives are kept open between members.
+        zips: Where zip archives are kept open between members (and
+            resolved folders are remembered).
 
     Returns:
         ``indexed`` with the instances (and any invalid-instance errors),
@@ -110,9 +119,9 @@ def read_entry(entry: Entry, wadors_root: str | None, zips: ZipCache) -> Outcome
             fp.seek(0)
             kind = sniff(head, size)
             if kind is Kind.PART10 or kind is Kind.RAW:
-                return _read_part10(entry, fp, size, kind, wadors_root)
+                return _read_part10(entry, fp, size, kind, wadors_root, zips.uris)
             if kind is Kind.JSON:
-                return _read_json(entry, fp.read(), wadors_root)
+                return _read_json(entry, fp.read(), wadors_root, zips.uris)
             reason = {Kind.ZIP: "nested zip archive", Kind.EMPTY: "empty"}.get(
                 kind, "not DICOM"
             )
@@ -139,7 +148,7 @@ def _reason(exc: BaseException) -> str:
 
 
 @contextmanager
-def _open(entry: Entry, zips: ZipCache) -> Iterator[tuple[IO[bytes], int]]:
+def _open(entry: Entry, zips: ReadCache) -> Iterator[tuple[IO[bytes], int]]:
     """Open a file or zip member for reading; yields ``(file, size)``."""
     if entry.member is None:
         with open(entry.path, "rb") as f:
@@ -155,7 +164,12 @@ def _open(entry: Entry, zips: ZipCache) -> Iterator[tuple[IO[bytes], int]]:
 
 
 def _read_part10(
-    entry: Entry, fp: IO[bytes], size: int, kind: Kind, root: str | None
+    entry: Entry,
+    fp: IO[bytes],
+    size: int,
+    kind: Kind,
+    root: str | None,
+    uris: FileUris,
 ) -> Outcome:
     location = entry.source.location
     guard = _TruncationGuard(fp, location)
@@ -165,34 +179,54 @@ def _read_part10(
     if guard.truncated:
         raise Unreadable(f"truncated at byte {guard.truncated_at} of {size}")
     meta = getattr(ds, "file_meta", None)
-    sop_class = meta.get("MediaStorageSOPClassUID") if meta is not None else None
-    if sop_class == DICOMDIR_SOP_CLASS:
+    if _meta_text(meta, _SOP_CLASS_TAG) == DICOMDIR_SOP_CLASS:
         return Outcome(location, "skipped", reason="DICOMDIR")
     if kind is Kind.RAW and len(ds) < 2:
         return Outcome(location, "skipped", reason="not DICOM")
-    transfer_syntax = meta.get("TransferSyntaxUID") if meta is not None else None
     pixel = None
-    if transfer_syntax != DeflatedExplicitVRLittleEndian:  # inflated in memory
-        pixel = _check_pixel_data(guard, size, ds)
-    name = _namer(entry, root, json=False)
+    if _meta_text(meta, _TS_TAG) != DeflatedExplicitVRLittleEndian:
+        pixel = _check_pixel_data(guard, size, ds)  # (deflated: inflated in memory)
+    name = _namer(entry, root, uris, json=False)
     try:
         study, series, sop = (_raw_text(ds, tag) for tag in _UID_TAGS)
         base = name(study, series, sop) if study and series and sop else None
     except ValueError:
         base = None  # a UID wadors cannot carry: build_instance says which
-    bulk = _bulk_uri(entry, root, base)
+    bulk = _bulk_uri(entry, root, base, uris)
     instance = dataset_to_dicom_json(
         ds, bulk_data_uri=bulk, bulk_threshold=BULK_THRESHOLD
     )
     if pixel is not None:
         tag, vr = pixel
         instance[tag] = {"vr": vr, "BulkDataURI": bulk(tag)}
-    return _build(entry, [instance], name)
+    # dataset_to_dicom_json makes 8-hex-digit keys with object values: only
+    # an empty result is not a DICOM JSON object
+    return _build(entry, [instance], name, shaped=bool(instance))
 
 
 # (0020,000D) StudyInstanceUID, (0020,000E) SeriesInstanceUID and
 # (0008,0018) SOPInstanceUID
 _UID_TAGS = (BaseTag(0x0020000D), BaseTag(0x0020000E), BaseTag(0x00080018))
+
+
+# (0002,0002) MediaStorageSOPClassUID and (0002,0010) TransferSyntaxUID
+_SOP_CLASS_TAG, _TS_TAG = BaseTag(0x00020002), BaseTag(0x00020010)
+
+
+def _meta_text(meta: Dataset | None, tag: BaseTag) -> str | None:
+    """A file meta UID as ``meta.get(keyword)`` compares, without converting it."""
+    element = None if meta is None else meta._dict.get(tag)
+    if element is None:
+        return None
+    value = element.value
+    if isinstance(value, bytes):
+        # pydicom's UI conversion: one trailing pad character goes, and a
+        # backslash makes several values (never equal to one UID)
+        text = value.decode("latin-1")
+        if text.endswith(("\0", " ")):
+            text = text[:-1]
+        return None if "\\" in text else text
+    return value if isinstance(value, str) else None
 
 
 def _raw_text(ds: Dataset, tag: BaseTag) -> str:
@@ -307,7 +341,7 @@ def _check_fragments(fp: _TruncationGuard, size: int, order: str) -> None:
 # --- DICOM JSON ----------------------------------------------------------
 
 
-def _read_json(entry: Entry, data: bytes, root: str | None) -> Outcome:
+def _read_json(entry: Entry, data: bytes, root: str | None, uris: FileUris) -> Outcome:
     location = entry.source.location
     try:
         document = orjson.loads(data)
@@ -321,7 +355,7 @@ def _read_json(entry: Entry, data: bytes, root: str | None) -> Outcome:
     items = document if isinstance(document, list) else [document]
     if not any(_is_dicom_json(item) for item in items):
         return Outcome(location, "skipped", reason="not DICOM")
-    return _build(entry, items, _namer(entry, root, json=True))
+    return _build(entry, items, _namer(entry, root, uris, json=True))
 
 
 def _is_dicom_json(item: Any) -> bool:
@@ -346,12 +380,15 @@ def _is_hex(text: str) -> bool:
 Namer = Callable[[str, str, str], ImageId]
 
 
-def _build(entry: Entry, items: list[Any], name: Namer) -> Outcome:
+def _build(
+    entry: Entry, items: list[Any], name: Namer, *, shaped: bool = False
+) -> Outcome:
+    """Records of ``items``; ``shaped``: they are known to be DICOM JSON objects."""
     location = entry.source.location
     instances, errors = [], []
     for n, item in enumerate(items, 1):
         where = f"instance {n}: " if len(items) > 1 else ""
-        if not _is_dicom_json(item):
+        if not shaped and not _is_dicom_json(item):
             errors.append(
                 ErrorRecord(location, "invalid", f"{where}not a DICOM JSON object")
             )
@@ -365,7 +402,7 @@ def _build(entry: Entry, items: list[Any], name: Namer) -> Outcome:
     return Outcome(location, status, instances, errors)
 
 
-def _namer(entry: Entry, root: str | None, *, json: bool) -> Namer:
+def _namer(entry: Entry, root: str | None, uris: FileUris, *, json: bool) -> Namer:
     """How the instances of ``entry`` name their frames (docs/indexing.md).
 
     Under a DICOMweb root every source gets wadors imageIds; without one a
@@ -373,23 +410,23 @@ def _namer(entry: Entry, root: str | None, *, json: bool) -> Namer:
     wadors imageIds with its own ``file://`` URI as the root.
     """
     if root is None and json:
-        root = _file_uri(entry)
+        root = _file_uri(entry, uris)
     if root is not None:
         wadors_root = root
         return lambda s, se, i: parse_image_id(
             wadors_image_id(wadors_root, s, se, i, 1)
         )
-    base = parse_image_id(file_image_id(entry.path, 1, entry.member))
+    base = parse_image_id(uris.image_id(entry.path, 1, entry.member))
     return lambda s, se, i: base
 
 
-def _file_uri(entry: Entry) -> str:
+def _file_uri(entry: Entry, uris: FileUris) -> str:
     """The ``file://`` URI of a file or zip member (``...a.zip!/member``)."""
-    return parse_image_id(file_image_id(entry.path, 1, entry.member)).url
+    return parse_image_id(uris.image_id(entry.path, 1, entry.member)).url
 
 
 def _bulk_uri(
-    entry: Entry, root: str | None, base: ImageId | None
+    entry: Entry, root: str | None, base: ImageId | None, uris: FileUris
 ) -> Callable[[str], str]:
     """Make BulkDataURIs for a Part 10 file's bulk elements (docs/indexing.md)."""
     if root is not None and base is not None:
@@ -399,5 +436,5 @@ def _bulk_uri(
         # file URI, already resolved once (Path.resolve costs a syscall chain)
         prefix = base.url + "#bulkdata/"
     else:
-        prefix = _file_uri(entry) + "#bulkdata/"
+        prefix = _file_uri(entry, uris) + "#bulkdata/"
     return lambda tag: prefix + tag
