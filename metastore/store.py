@@ -284,11 +284,14 @@ class Store:
         # Pausing the cyclic GC: thousands of new dicts would trigger
         # collections that walk everything already cached (up to 2x slower).
         with store_read.gc_paused(), self._read() as conn:
+            # Names first: a composite's references are filled in by name.
+            names = self._type_names or self._type_names_now(conn)
             rows = conn.execute(
-                store_read.series_statement(), {"uid": series_instance_uid}
-            ).all()
+                store_read.series_statement(self.engine.dialect.name),
+                {"uid": series_instance_uid},
+            )
             return store_read.assemble_series(
-                rows, self._type_names, lambda: self._type_names_now(conn)
+                rows, names, lambda: self._type_names_now(conn)
             )
 
     def _names(self, conn: Connection, rows: Sequence[Any]) -> dict[int, str]:
