@@ -122,10 +122,15 @@ class _Refs(dict[str, tuple[str, ModuleValue]]):
         self._composites[value_id] = composite
         shifted = value_id * REF_SHIFT
         type_ids = self._type_ids
-        for name, value in composite.items():
-            type_id = type_ids.get(name)
-            if type_id is not None:
-                self[str(shifted + type_id)] = (name, value)
+        try:
+            # {str(value_id * REF_SHIFT + type_id): (name, value)}, all in C
+            refs = map(str, map(shifted.__add__, map(type_ids.__getitem__, composite)))
+            self.update(zip(refs, composite.items()))
+        except KeyError:  # a type not known yet: __missing__ resolves it
+            for name, value in composite.items():
+                type_id = type_ids.get(name)
+                if type_id is not None:
+                    self[str(shifted + type_id)] = (name, value)
 
     def __missing__(self, ref: str) -> tuple[str, ModuleValue]:
         value_id, type_id = divmod(int(ref), REF_SHIFT)
