@@ -198,15 +198,41 @@ def _canonical(value: Any) -> tuple[bytes, int]:
     return data, 0
 
 
+# Types that are never a NaN or infinity and hold nothing that could be.
+_FINITE_SCALARS = frozenset({str, int, bool, type(None)})
+
+
 def _finite(value: Any) -> bool:
     """False if ``value`` holds a NaN or infinite float anywhere."""
     kind = type(value)
-    if kind is float:
-        return bool(value - value == 0.0)
     if kind is dict:
-        return all(map(_finite, value.values()))
-    if kind is list or kind is tuple:
-        return all(map(_finite, value))
+        items: Any = value.values()
+    elif kind is list or kind is tuple:
+        items = value
+    elif kind is float:
+        return bool(value - value == 0.0)
+    elif kind in _FINITE_SCALARS:
+        return True
+    else:
+        return _finite_subclass(value)
+    # Scalars are checked here rather than by a call each: module values and
+    # DICOM JSON are mostly flat, and this walk runs for every value whose
+    # text holds a null.
+    scalars = _FINITE_SCALARS
+    for item in items:
+        kind = type(item)
+        if kind in scalars:
+            continue
+        if kind is float:
+            if item - item != 0.0:
+                return False
+        elif not _finite(item):
+            return False
+    return True
+
+
+def _finite_subclass(value: Any) -> bool:
+    """:func:`_finite` of a value of some other type (subclasses of the JSON ones)."""
     if isinstance(value, float):
         return bool(value - value == 0.0)
     if isinstance(value, dict):

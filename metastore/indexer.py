@@ -44,7 +44,7 @@ from metastore.discovery import Entry, discover
 from metastore.errors import StoreError
 from metastore.reading import Outcome, ReadCache, read_entry
 from metastore.records import ErrorRecord, InstanceRecord
-from metastore.store_encode import pre_encode
+from metastore.store_encode import EncodeMemo, pre_encode
 
 if TYPE_CHECKING:
     from metastore.store import Store
@@ -530,8 +530,9 @@ def _read_chunk(chunk: list[Entry], root: str | None) -> list[Outcome]:
     off the writing process, and bytes pickle faster than nested dicts.
     """
     outcomes = [read_entry(entry, root, _WORKER_ZIPS) for entry in chunk]
+    memo = EncodeMemo()  # equal values of the chunk are encoded and pickled once
     return [
-        replace(o, instances=pre_encode(o.instances)) if o.instances else o
+        replace(o, instances=pre_encode(o.instances, memo)) if o.instances else o
         for o in outcomes
     ]
 

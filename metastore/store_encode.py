@@ -111,26 +111,64 @@ def _invalid_reason(record: InstanceRecord) -> str | None:
     return None
 
 
-def pre_encode(records: Sequence[InstanceRecord]) -> list[InstanceRecord]:
+class EncodeMemo:
+    """What :func:`pre_encode` calls share: values already encoded.
+
+    Frames of an instance share value objects (encoded once per object), and
+    the instances of a series have many equal values (study, patient,
+    pixel...): equal canonical bytes get one digest and one
+    :class:`codec.Encoded`, which also pickles once per worker task.
+    """
+
+    def __init__(self) -> None:
+        #: ``id(value) -> encoding``, per bit packing (overlay types pack).
+        self.by_id: tuple[dict[int, codec.Encoded], dict[int, codec.Encoded]] = (
+            {},
+            {},
+        )
+        #: canonical bytes -> their encoding.
+        self.by_data: dict[bytes, codec.Encoded] = {}
+        # keeps memoised objects alive so ids stay unique
+        self.keep: list[Any] = []
+
+
+def pre_encode(
+    records: Sequence[InstanceRecord], memo: EncodeMemo | None = None
+) -> list[InstanceRecord]:
     """Copies of ``records`` whose DICOM JSON and module values are encoded.
 
     Runs in the indexer's worker processes: the JSON text and digest of every
-    value are computed there (once per value object, so frames sharing a
-    value cost one encoding), leaving the writing process only compression
-    and SQL.  :func:`prepare` takes records in either form.
+    value are computed there (once per value object, and once per distinct
+    text), leaving the writing process only compression and SQL.
+    :func:`prepare` takes records in either form.
+
+    Args:
+        records: The records to encode.
+        memo: Shared by calls whose results travel together (one worker task).
     """
-    memo: dict[tuple[str, int], codec.Encoded] = {}
-    keep: list[Any] = []  # keeps memoised objects alive so ids stay unique
+    if memo is None:
+        memo = EncodeMemo()
+    by_data, keep = memo.by_data, memo.keep
+    packs = codec.packs_bits
     out: list[InstanceRecord] = []
     for record in records:
         images = []
         for image in record.images:
             modules: dict[str, Any] = {}
             for module_type, value in image.modules.items():
-                key = (module_type, id(value))
-                encoded = memo.get(key)
+                pack = packs(module_type)
+                by_id = memo.by_id[pack]
+                encoded = by_id.get(id(value))
                 if encoded is None:
-                    encoded = memo[key] = _encode_value(module_type, value)
+                    if type(value) is codec.Encoded:
+                        encoded = value
+                    else:
+                        data, flags = codec.canonical(value, pack=pack)
+                        encoded = by_data.get(data)
+                        if encoded is None or encoded.flags != flags:
+                            digest = codec.value_digest(data)
+                            encoded = by_data[data] = codec.Encoded(data, flags, digest)
+                    by_id[id(value)] = encoded
                     keep.append(value)
                 modules[module_type] = encoded
             images.append(ImageRecord(image.image_id, image.frame, modules))
