@@ -216,6 +216,11 @@ COPY_IMAGE_MODULES = (
     "COPY image_modules (image_id, module_type_id, value_id) FROM STDIN (FORMAT BINARY)"
 )
 
+#: How SQLite receives them (one ``executemany``).
+SQLITE_INSERT_IMAGE_MODULES = (
+    "INSERT INTO image_modules (image_id, module_type_id, value_id) VALUES (?, ?, ?)"
+)
+
 
 def write_image_modules(conn: Connection, rows: Sequence[tuple[int, int, int]]) -> None:
     """Insert ``(image_id, module_type_id, value_id)`` rows (new images only).
@@ -225,14 +230,13 @@ def write_image_modules(conn: Connection, rows: Sequence[tuple[int, int, int]]) 
     arrays for ``unnest`` or an ``executemany`` cost Python work per value,
     and the server inserts them in bulk.  The rows belong to images this
     transaction has just inserted, so no row can conflict.  SQLite: one
-    ``executemany``.
+    ``executemany`` of tuples.
     """
     if not rows:
         return
     if not is_postgres(conn):
-        insert_rows(
-            conn, t.image_modules, ["image_id", "module_type_id", "value_id"], rows
-        )
+        # Tuples straight to sqlite3's executemany: no dict per row.
+        conn.exec_driver_sql(SQLITE_INSERT_IMAGE_MODULES, list(rows))
         return
     copy_rows(conn, COPY_IMAGE_MODULES, ["int4", "int2", "int4"], rows)
 
