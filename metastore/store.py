@@ -14,28 +14,76 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
-from types import TracebackType
-from typing import Any, TypeVar
+from types import ModuleType, TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
+import sqlalchemy.dialects.sqlite  # the default backend's, loaded with the store
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from metastore import (
-    codec,
-    store_encode,
-    store_prune,
-    store_query,
-    store_read,
-    store_write,
-)
-from metastore import schema as t
+from metastore import codec, store_encode, store_read
 from metastore.db import create_engine, ensure_schema, redact
 from metastore.errors import StoreError
 from metastore.records import ErrorRecord, InstanceRecord
 from metastore.types import DicomJson, ModuleValue
 
 __all__ = ["Store"]
+
+
+class _OnFirstUse:
+    """Stands for a module until its first attribute access, then imports it.
+
+    The schema (SQLAlchemy's ORM) and the write, prune and query modules
+    (SQLAlchemy's PostgreSQL dialect, asyncio) cost ~90 ms of imports that a
+    process reading series through ``store_read``'s text statements never
+    needs.  On first use the module replaces this stand-in in the globals.
+    """
+
+    __slots__ = ("_load", "_name")
+
+    def __init__(self, name: str, load: Callable[[], ModuleType]) -> None:
+        self._name = name
+        self._load = load
+
+    def __getattr__(self, attr: str) -> Any:
+        module = self._load()
+        globals()[self._name] = module
+        return getattr(module, attr)
+
+
+def _schema() -> ModuleType:
+    from metastore import schema
+
+    return schema
+
+
+def _store_prune() -> ModuleType:
+    from metastore import store_prune
+
+    return store_prune
+
+
+def _store_query() -> ModuleType:
+    from metastore import store_query
+
+    return store_query
+
+
+def _store_write() -> ModuleType:
+    from metastore import store_write
+
+    return store_write
+
+
+if TYPE_CHECKING:
+    from metastore import schema as t
+    from metastore import store_prune, store_query, store_write
+else:
+    t = _OnFirstUse("t", _schema)
+    store_prune = _OnFirstUse("store_prune", _store_prune)
+    store_query = _OnFirstUse("store_query", _store_query)
+    store_write = _OnFirstUse("store_write", _store_write)
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +200,7 @@ class Store:
 
     def _type_names_now(self, conn: Connection) -> dict[int, str]:
         """All module type names by id, fresh from the database."""
-        rows = conn.execute(sa.select(t.module_types.c.id, t.module_types.c.name))
+        rows = conn.execute(store_read.TYPE_NAMES_STATEMENT)
         self._type_names = {row.id: row.name for row in rows}
         self._type_ids = {v: k for k, v in self._type_names.items()}
         return self._type_names
@@ -249,19 +297,9 @@ class Store:
 
         The values are new objects, decoded for this call.
         """
-        img, prefix = t.images, t.image_id_prefixes
-        stmt = store_read.with_modules(
-            sa.select(img.c.id).select_from(
-                img.join(prefix, prefix.c.id == img.c.prefix_id)
-            ),
-            img.c.id,
-        ).where(
-            img.c.image_key == store_encode.image_key(image_id),
-            # A colliding key of another imageId is not this image.
-            prefix.c.prefix + img.c.suffix == image_id,
-        )
+        params = {"key": store_encode.image_key(image_id), "image_id": image_id}
         with self._read() as conn:
-            rows = conn.execute(stmt).all()
+            rows = conn.execute(store_read.IMAGE_STATEMENT, params).all()
             if not rows:
                 return None
             names = self._names(conn, rows)

@@ -17,7 +17,6 @@ from typing import Any
 import sqlalchemy as sa
 
 from metastore import codec
-from metastore import schema as t
 from metastore.types import ModuleValue
 
 _NOTHING: Any = object()
@@ -125,7 +124,7 @@ class _Refs(dict[str, tuple[str, ModuleValue]]):
         try:
             # {str(value_id * REF_SHIFT + type_id): (name, value)}, all in C
             refs = map(str, map(shifted.__add__, map(type_ids.__getitem__, composite)))
-            self.update(zip(refs, composite.items()))
+            self.update(zip(refs, composite.items(), strict=True))
         except KeyError:  # a type not known yet: __missing__ resolves it
             for name, value in composite.items():
                 type_id = type_ids.get(name)
@@ -235,6 +234,25 @@ def series_statement(dialect: str) -> sa.TextClause:
     )
 
 
+#: Every module of one image (see ``Store.image_modules``): ``(image pk,
+#: module type id, value id, blob, base id, base blob)`` per module; outer
+#: joins, so an image without modules still gives one row of NULLs.  A
+#: colliding ``image_key`` of another imageId is not this image, hence the
+#: imageId check.  Text for the same reason as :data:`_SERIES_SQL`.
+IMAGE_STATEMENT = sa.text("""
+SELECT i.id, m.module_type_id, m.value_id, v.value, v.base_id, b.value
+  FROM images i
+  JOIN image_id_prefixes p ON p.id = i.prefix_id
+  LEFT JOIN image_modules m ON m.image_id = i.id
+  LEFT JOIN module_values v ON v.id = m.value_id
+  LEFT JOIN module_values b ON b.id = v.base_id
+ WHERE i.image_key = :key AND p.prefix || i.suffix = :image_id
+""")
+
+#: ``(id, name)`` of every module type.
+TYPE_NAMES_STATEMENT = sa.text("SELECT id, name FROM module_types")
+
+
 def with_modules(
     stmt: sa.Select[Any],
     image_pk: sa.ColumnElement[int],
@@ -245,6 +263,10 @@ def with_modules(
     Adds the columns ``module_type_id, value_id, value, base_id, base value``;
     outer joins, so an image without modules still gives one row of NULLs.
     """
+    # Imported here: the series and image statements are text, so a process
+    # that only reads those never loads the ORM schema (~70 ms).
+    from metastore import schema as t
+
     im, mv = t.image_modules, t.module_values
     base = t.module_values.alias("base")
     on = im.c.image_id == image_pk

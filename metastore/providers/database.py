@@ -13,14 +13,14 @@ import threading
 from itertools import islice
 from math import inf
 from types import TracebackType
-from typing import Any
-
-from sqlalchemy.engine import URL, Engine
+from typing import TYPE_CHECKING, Any
 
 from metastore.errors import InvalidImageIdError
-from metastore.imageid import parse_image_id
 from metastore.store import Store
 from metastore.types import ModuleValue
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL, Engine
 
 __all__ = ["DatabaseProvider"]
 
@@ -60,6 +60,8 @@ def _base_and_frame(image_id: str) -> tuple[str, int]:
                 and parts[6]
             ):
                 return head, int(frame)
+    from metastore.imageid import parse_image_id  # only here: ~4 ms to import
+
     try:
         parsed = parse_image_id(image_id)
     except InvalidImageIdError:
