@@ -11,6 +11,7 @@ pydicom.  Values it returns are decoded afresh per call unless documented.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -207,13 +208,47 @@ class Store:
 
     # -- write side --------------------------------------------------------
 
-    def known_sources(self) -> dict[str, tuple[int, int]]:
-        """``{location: (size, mtime_ns)}`` of every location stored successfully."""
+    def known_sources(
+        self, roots: Sequence[str] | None = None
+    ) -> dict[str, tuple[int, int]]:
+        """``{location: (size, mtime_ns)}`` of the locations stored successfully.
+
+        Args:
+            roots: Only locations under these (as :meth:`prune` says: equal
+                to a root, or continuing it after ``/`` or ``!/``), so that
+                an indexing run holds the sources of its own paths rather
+                than of the whole database.  ``None``: every location.
+        """
+        c = t.sources.c
+        select = sa.select(c.location, c.size, c.mtime_ns)
+        found: dict[str, tuple[int, int]] = {}
         with self._read() as conn:
-            rows = conn.execute(
-                sa.select(t.sources.c.location, t.sources.c.size, t.sources.c.mtime_ns)
-            )
-            return {row.location: (row.size, row.mtime_ns) for row in rows}
+            if roots is None:
+                queries = [select]
+            else:
+                ranges = [r for root in dict.fromkeys(roots) for r in _under(root)]
+                # a few ranges per query: SQLite's expression depth is limited
+                queries = [
+                    select.where(sa.or_(*(self._in_range(*r) for r in part)))
+                    for part in _parts(ranges, 100)
+                ]
+            for query in queries:
+                for row in conn.execute(query):
+                    found[row.location] = (row.size, row.mtime_ns)
+        return found
+
+    def _in_range(self, low: str, high: str | None) -> sa.ColumnElement[bool]:
+        """``sources.location`` is ``low`` (``high=None``) or in ``[low, high)``.
+
+        Compared byte by byte (SQLite's BINARY collation, PostgreSQL's "C"),
+        where a range is exactly a prefix; SQLite can use the index.
+        """
+        location: sa.ColumnElement[str] = t.sources.c.location
+        if not self._is_sqlite:
+            location = location.collate("C")
+        if high is None:
+            return location == low
+        return sa.and_(location >= low, location < high)
 
     def write_batch(
         self,
@@ -491,3 +526,28 @@ def _first_line(exc: BaseException) -> str:
     orig: Any = getattr(exc, "orig", exc)
     lines = str(orig).strip().splitlines()
     return lines[0] if lines else type(orig).__name__
+
+
+def _under(root: str) -> list[tuple[str, str | None]]:
+    """The location ranges under ``root`` (:meth:`Store.known_sources`).
+
+    ``root`` itself, and every text starting with ``root/`` or ``root!/``
+    (or ``root`` + ``os.sep``): ``[prefix, bound)`` where ``bound`` is the
+    prefix with its last character replaced by the next one (``/`` -> ``0``).
+    """
+    if root.endswith(_SEPARATORS):
+        return [(root, root[:-1] + chr(ord(root[-1]) + 1))]
+    ranges: list[tuple[str, str | None]] = [(root, None)]
+    for sep in (*_SEPARATORS, "!/"):
+        ranges.append((root + sep, root + sep[:-1] + chr(ord(sep[-1]) + 1)))
+    return ranges
+
+
+#: What continues a folder's path in the locations under it.
+_SEPARATORS = tuple(dict.fromkeys(("/", os.sep)))
+
+
+def _parts(items: list[T], size: int) -> Iterator[list[T]]:
+    """``items`` in lists of at most ``size``."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,79 @@
+"""Store.known_sources(roots): only the stored locations under the indexed paths."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from test_store import make_instance
+
+from metastore.store import Store
+
+LOCATIONS = [
+    "/data/a",  # the root itself (a file)
+    "/data/a/1.dcm",
+    "/data/a/sub/2.dcm",
+    "/data/a!/member/3.dcm",  # a member of /data/a as a zip archive
+    "/data/a.zip!/4.dcm",  # not under /data/a
+    "/data/ab/5.dcm",  # not under /data/a
+    "/data/a0/6.dcm",  # the range bound of "/data/a/": not under it
+    "/data/a!0",  # nor is the bound of "/data/a!/"
+    "/DATA/a/7.dcm",  # case matters
+    "/data/b_%/8.dcm",  # LIKE metacharacters are data
+    "/data/bx%/9.dcm",
+    "/data/é/10.dcm",  # non-ASCII
+    "/other/11.dcm",
+]
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    """A store holding every location of :data:`LOCATIONS` (both backends)."""
+    with Store(db_url) as s:
+        s.write_batch(
+            [
+                make_instance(location, f"1.2.{n}", size=n, mtime_ns=10 + n)
+                for n, location in enumerate(LOCATIONS, 1)
+            ]
+        )
+        yield s
+
+
+def under(root: str) -> set[str]:
+    """The locations of LOCATIONS under ``root`` (the prune rule)."""
+    if root.endswith("/"):
+        return {loc for loc in LOCATIONS if loc.startswith(root)}
+    return {
+        loc
+        for loc in LOCATIONS
+        if loc == root or loc.startswith((root + "/", root + "!/"))
+    }
+
+
+@pytest.mark.parametrize(
+    "roots",
+    [
+        ["/data/a"],
+        ["/data/a.zip"],
+        ["/data/b_%"],
+        ["/data/é", "/other"],
+        ["/data"],
+        ["/"],
+        ["/data/a", "/data/a/sub"],  # overlapping roots
+        ["/nothing"],
+        [],
+    ],
+)
+def test_known_sources_under_roots(store: Store, roots: list[str]) -> None:
+    """Exactly the locations under the roots, with their size and mtime."""
+    everything = store.known_sources()
+    assert set(everything) == set(LOCATIONS)
+    expected = set().union(*(under(root) for root in roots))
+    found = store.known_sources(roots)
+    assert found == {loc: everything[loc] for loc in expected}
+
+
+def test_known_sources_with_many_roots(store: Store) -> None:
+    """Hundreds of roots (one per file given) are queried in parts."""
+    roots = [f"/x/{n}.dcm" for n in range(450)] + ["/data/a/1.dcm", "/other"]
+    assert set(store.known_sources(roots)) == {"/data/a/1.dcm", "/other/11.dcm"}
