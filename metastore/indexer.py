@@ -258,7 +258,7 @@ def index_paths(
     TestHooks.install()
     roots = [os.path.abspath(os.fspath(p)) for p in paths]
     tally = _Tally()
-    known = _reconnecting(store, store.known_sources)
+    known = _reconnecting(store, lambda: store.known_sources(roots))
     batches = _Batches(store, batch_size, tally)
     # Locations to keep; only needed for prune.  Under a shard, prune may
     # forget only locations of this share (``owns``).
