@@ -327,10 +327,22 @@ class Store:
 
     # -- read side ---------------------------------------------------------
 
-    def image_modules(self, image_id: str) -> dict[str, ModuleValue] | None:
+    def image_modules(
+        self,
+        image_id: str,
+        *,
+        shared: dict[tuple[bytes, bytes | None], ModuleValue] | None = None,
+    ) -> dict[str, ModuleValue] | None:
         """Every stored module of one image, or ``None`` if the image is unknown.
 
-        The values are new objects, decoded for this call.
+        The values are new objects, decoded for this call, unless ``shared``
+        is given: a dict the caller keeps (and bounds) across calls, in which
+        values are remembered by their stored bytes, so the images sharing a
+        value (patient, study, series modules) get the *same* object.
+
+        Args:
+            image_id: the imageId as stored.
+            shared: see above; treat the values as read-only then.
         """
         params = {"key": store_encode.image_key(image_id), "image_id": image_id}
         with self._read() as conn:
@@ -338,7 +350,7 @@ class Store:
             if not rows:
                 return None
             names = self._names(conn, rows)
-        decode = store_read.Decoder()
+        decode = store_read.Decoder(shared)
         return {
             names[type_id]: decode(names[type_id], value_id, blob, base_id, base)
             for _, type_id, value_id, blob, base_id, base in rows

