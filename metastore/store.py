@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType, TracebackType
@@ -200,9 +201,14 @@ class Store:
         return self.engine.connect()
 
     def _type_names_now(self, conn: Connection) -> dict[int, str]:
-        """All module type names by id, fresh from the database."""
+        """All module type names by id, fresh from the database.
+
+        Interned: they key every module dict handed out, and callers ask with
+        literal (interned) type names, so a lookup matches by identity
+        instead of comparing the characters.
+        """
         rows = conn.execute(store_read.TYPE_NAMES_STATEMENT)
-        self._type_names = {row.id: row.name for row in rows}
+        self._type_names = {row.id: sys.intern(row.name) for row in rows}
         self._type_ids = {v: k for k, v in self._type_names.items()}
         return self._type_names
 
