@@ -5,24 +5,30 @@ Indexes a deterministic synthetic archive (one 500-image CT series plus a mix
 of CT, MR, PET and enhanced multi-frame MR) into SQLite, then, in the same
 run, asks every module of every image from
 
-* a plain dict ``{imageId: {type: value}}`` holding the same values (baseline);
-* ``DatabaseProvider.get`` warm (cache filled) and cold (fresh provider);
+* a plain dict ``{imageId: {type: value}}`` holding the same values (the
+  baseline: ``table[image_id][type]`` inline);
+* the same dict behind a function with the provider signature
+  ``(type, image_id, *args)`` (a second baseline: what the call itself costs);
+* ``DatabaseProvider.get`` warm (cache filled by gets) and cold (fresh provider);
 * ``DicomJsonProvider.get`` (the in-memory WADO-RS counterpart) warm;
 
 and times loading every module of the 500-image series from a cold process
 (a fresh interpreter: import, connect, ``load_series``, every ``get``).
+The warm passes alternate round by round, so machine noise hits them alike.
 Prints medians per lookup and the ratios.
 
-    python scripts/bench_lookup.py [--images 1500] [--rounds 5] [--postgres URL]
+    python scripts/bench_lookup.py [--images 1500] [--rounds 15] [--postgres URL]
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from benchlib import HERE, PYTHON, median
@@ -51,6 +57,7 @@ def build(work: Path, images: int, url: str) -> None:
     """Generate the archive and index it with wadors imageIds."""
     sys.path.insert(0, str(HERE))
     from gen_archive import SeriesPlan, generate, plan_archive
+
     from metastore.indexer import index_paths
     from metastore.store import Store
 
@@ -63,33 +70,46 @@ def build(work: Path, images: int, url: str) -> None:
         index_paths(store, [work / "archive"], wadors_root="http://bench/dicomweb")
 
 
-def per_lookup(fn, pairs, rounds: int) -> float:
-    """Median seconds per lookup over ``rounds`` passes of ``fn`` over ``pairs``."""
-    samples = []
+def per_lookup(
+    passes: dict[str, Callable[[Sequence[tuple[str, str]]], None]],
+    pairs: Sequence[tuple[str, str]],
+    rounds: int,
+) -> dict[str, float]:
+    """Median seconds per lookup of each pass over ``pairs``, rounds alternating."""
+    samples: dict[str, list[float]] = {name: [] for name in passes}
     for _ in range(rounds):
-        t = time.perf_counter()
-        fn(pairs)
-        samples.append((time.perf_counter() - t) / len(pairs))
-    return median(samples)
+        for name, fn in passes.items():
+            t = time.perf_counter()
+            fn(pairs)
+            samples[name].append((time.perf_counter() - t) / len(pairs))
+    return {name: median(times) for name, times in samples.items()}
 
 
 def main() -> None:
     """Run the benchmark and print its figures."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--images", type=int, default=1500)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument(
         "--postgres", default=None, help="use this server instead of SQLite"
     )
     args = ap.parse_args()
 
+    work = Path(tempfile.mkdtemp(prefix="metastore-bench-lookup-"))
+    try:
+        run(work, args)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(work: Path, args: argparse.Namespace) -> None:
+    """Build the archive in ``work``, measure, print."""
     from metastore.imageid import parse_image_id
     from metastore.modules import MODULE_TYPES
     from metastore.providers.database import DatabaseProvider
     from metastore.providers.dicomjson import DicomJsonProvider
     from metastore.store import Store
 
-    work = Path(tempfile.mkdtemp(prefix="metastore-bench-lookup-"))
     url = args.postgres or f"sqlite:///{work / 'lookup.sqlite'}"
     build(work, args.images, url)
 
@@ -109,6 +129,18 @@ def main() -> None:
     def dict_pass(ps):
         for t, i in ps:
             table[i][t]
+
+    def dict_get(type, image_id, *args):
+        """The baseline behind a function with the provider signature."""
+        try:
+            return table[image_id][type]
+        except KeyError:
+            return None
+
+    def dict_get_pass(ps):
+        get = dict_get
+        for t, i in ps:
+            get(t, i)
 
     db = DatabaseProvider(url)
 
@@ -131,9 +163,15 @@ def main() -> None:
         cold.append((time.perf_counter() - t) / len(pairs))
     db_pass(pairs)  # fill the cache
     djp_pass(pairs)
-    base = per_lookup(dict_pass, pairs, args.rounds)
-    warm = per_lookup(db_pass, pairs, args.rounds)
-    dj = per_lookup(djp_pass, pairs, args.rounds)
+    warm_passes = {
+        "dict": dict_pass,
+        "dict_get": dict_get_pass,
+        "db": db_pass,
+        "djp": djp_pass,
+    }
+    medians = per_lookup(warm_passes, pairs, args.rounds)
+    base, base_fn = medians["dict"], medians["dict_get"]
+    warm, dj = medians["db"], medians["djp"]
     cold_t = median(cold)
 
     # the big series: pick the series with the most images
@@ -143,7 +181,7 @@ def main() -> None:
         counts[s] = counts.get(s, 0) + 1
     big = max(counts, key=lambda s: counts[s])
     series_runs = []
-    for _ in range(3):
+    for _ in range(5):
         out = subprocess.run(
             [PYTHON, "-c", COLD_SERIES, url, big],
             capture_output=True,
@@ -160,6 +198,10 @@ def main() -> None:
     print(f"dict lookup (baseline): {base * 1e9:.0f} ns median")
     print(
         f"DatabaseProvider.get warm: {warm * 1e9:.0f} ns median, ratio to dict {warm / base:.2f}x"
+    )
+    print(
+        f"  (same dict behind a function with the provider signature: {base_fn * 1e9:.0f} ns median, "
+        f"{base_fn / base:.2f}x the dict; DatabaseProvider.get warm / that function {warm / base_fn:.2f}x)"
     )
     print(
         f"DatabaseProvider.get cold: {cold_t * 1e6:.1f} us median, ratio to dict {cold_t / base:.0f}x"
