@@ -594,3 +594,31 @@ def test_numbers_past_32_bits_are_stored_without_them(
     assert store.write_batch([InstanceRecord(**record)]) == []
     rows = store.query("instance")
     assert [(r["instance_number"], r["series_number"]) for r in rows] == [(None, None)]
+
+
+@pytest.mark.postgres
+def test_copy_errors_are_sqlalchemy_errors_and_roll_back(postgres_url: str) -> None:
+    """A failing COPY raises DBAPIError (SQLSTATE kept, so the store retries
+    what it retries for any statement); its transaction rolls back whole."""
+    from metastore import store_write
+
+    with Store(postgres_url) as store:
+        store.write_batch([make_instance("/c/1.dcm", "1.1")])
+        before = store.stats()
+        with (
+            store.engine.connect() as conn,
+            pytest.raises(sa.exc.IntegrityError) as caught,
+            conn.begin(),
+        ):
+            image = conn.execute(sa.select(sa.func.max(t.images.c.id))).scalar()
+            store_write.copy_rows(
+                conn,
+                store_write.COPY_IMAGE_MODULES,
+                ["int4", "int2", "int4"],
+                [(image, 32000, 1)],  # no such module type
+            )
+        assert getattr(caught.value.orig, "sqlstate", None) == "23503"
+        assert "COPY image_modules" in str(caught.value)
+        assert store.stats() == before
+        # The pooled connection is fine afterwards.
+        assert store.write_batch([make_instance("/c/2.dcm", "1.2")]) == []
