@@ -202,3 +202,18 @@ def test_stack_position_agrees_with_the_parser(image_id: str) -> None:
         want = (image_id, 1)
     modules: dict[str, Any] = {"generalImageModule": {"instanceNumber": 3}}
     assert _stack_position(image_id, modules) == (3.0, *want)
+
+
+def test_a_colliding_image_key_is_not_the_image(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An imageId whose 64-bit key equals a stored one's gets no answer."""
+    from metastore import store_encode
+
+    stored = image_ids(store)[0]
+    other = stored + "-other"
+    key = store_encode.image_key(stored)
+    monkeypatch.setattr(store_encode, "image_key", lambda image_id: key)
+    assert store.image_modules(stored) is not None
+    assert store.image_modules(other) is None
+    assert DatabaseProvider(store).get("patientModule", other) is None
