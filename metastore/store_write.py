@@ -279,15 +279,27 @@ def copy_rows(
 
 
 def ensure_module_types(conn: Connection, names: Iterable[str]) -> dict[str, int]:
-    """Ids of module types ``names``, inserting the missing ones."""
+    """Ids of module types ``names``, inserting the missing ones.
+
+    Existing names are looked up before anything is inserted: on PostgreSQL
+    an ``INSERT ... ON CONFLICT DO NOTHING`` draws a sequence number for every
+    row it tries, and ``module_types.id`` is a ``smallint``, so inserting all
+    26 names every batch would exhaust the sequence after ~1,260 batches.
+    Only a name another writer adds at the same moment can still cost one.
+    """
     wanted = sorted(set(names))
     if not wanted:
         return {}
-    insert_rows(
-        conn, t.module_types, ["name"], [(name,) for name in wanted], conflict="name"
-    )
-    rows = select_map(conn, t.module_types.c.name, [t.module_types.c.id], wanted)
-    return {name: row.id for name, row in rows.items()}
+    name, id_ = t.module_types.c.name, t.module_types.c.id
+    ids = {n: row.id for n, row in select_map(conn, name, [id_], wanted).items()}
+    missing = [n for n in wanted if n not in ids]
+    if missing:
+        insert_rows(
+            conn, t.module_types, ["name"], [(n,) for n in missing], conflict="name"
+        )
+        for n, row in select_map(conn, name, [id_], missing).items():
+            ids[n] = row.id
+    return ids
 
 
 def _upsert_keyed(

@@ -622,3 +622,29 @@ def test_copy_errors_are_sqlalchemy_errors_and_roll_back(postgres_url: str) -> N
         assert store.stats() == before
         # The pooled connection is fine afterwards.
         assert store.write_batch([make_instance("/c/2.dcm", "1.2")]) == []
+
+
+def test_module_type_ids_are_not_spent_by_every_batch(db_url: str) -> None:
+    """Writing the same module types batch after batch draws no new ids.
+
+    ``module_types.id`` is a ``smallint`` on PostgreSQL: if every batch drew
+    one sequence number per type (``ON CONFLICT DO NOTHING`` does), a large
+    archive would run the sequence out and fail mid-run.
+    """
+    with Store(db_url) as store:
+        for n in range(30):
+            store.write_batch([make_instance(f"/a/{n}.dcm", f"1.2.3.{n}")])
+        with store.engine.connect() as conn:
+            types = conn.execute(sa.select(sa.func.count()).select_from(t.module_types))
+            count = types.scalar_one()
+            if conn.dialect.name == "postgresql":
+                drawn = conn.exec_driver_sql(
+                    "SELECT last_value FROM pg_sequences"
+                    " WHERE sequencename = 'module_types_id_seq'"
+                ).scalar_one()
+            else:
+                drawn = conn.execute(
+                    sa.select(sa.func.max(t.module_types.c.id))
+                ).scalar_one()
+    assert count == 4
+    assert drawn == count
