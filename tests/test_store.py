@@ -610,14 +610,14 @@ def test_copy_errors_are_sqlalchemy_errors_and_roll_back(postgres_url: str) -> N
             pytest.raises(sa.exc.IntegrityError) as caught,
             conn.begin(),
         ):
-            image = conn.execute(sa.select(sa.func.max(t.images.c.id))).scalar()
+            stored = conn.execute(sa.select(t.image_modules).limit(1)).one()
             store_write.copy_rows(
                 conn,
                 store_write.COPY_IMAGE_MODULES,
                 ["int4", "int2", "int4"],
-                [(image, 32000, 1)],  # no such module type
+                [tuple(stored)],  # already there: a primary key violation
             )
-        assert getattr(caught.value.orig, "sqlstate", None) == "23503"
+        assert getattr(caught.value.orig, "sqlstate", None) == "23505"
         assert "COPY image_modules" in str(caught.value)
         assert store.stats() == before
         # The pooled connection is fine afterwards.
