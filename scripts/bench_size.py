@@ -40,6 +40,7 @@ def main() -> None:
     sys.path.insert(0, str(HERE))
     import sqlalchemy as sa
     from gen_archive import generate
+
     from metastore.db import create_engine
     from metastore.imageid import parse_image_id
     from metastore.indexer import index_paths
