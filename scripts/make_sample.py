@@ -47,7 +47,9 @@ def main() -> None:
     (out / "README.txt").write_text("not DICOM: skipped\n")
     ct = Path(str(get_testdata_file("CT_small.dcm"))).read_bytes()
     (out / "truncated.dcm").write_bytes(ct[:400])  # reported as failed
-    print(f"make_sample: wrote {sum(1 for p in out.rglob('*') if p.is_file())} files to {out}")
+    print(
+        f"make_sample: wrote {sum(1 for p in out.rglob('*') if p.is_file())} files to {out}"
+    )
 
 
 if __name__ == "__main__":
