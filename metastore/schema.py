@@ -199,17 +199,23 @@ class ImageModule(Base):
 
     On SQLite the table is ``WITHOUT ROWID``, so the primary key *is* the
     table and a series load reads one contiguous range per image.
+
+    No column is a declared foreign key (since revision 0002): the store
+    inserts these rows in the transaction that inserts their image and
+    module types, and deletes them itself before their images
+    (``store_write.delete_instances``), so the keys guaranteed nothing more,
+    while checking both on every row was most of PostgreSQL's work on the
+    write path (26 rows per image).  ``value_id``: see
+    :class:`ModuleValueRow`.
     """
 
     __tablename__ = "image_modules"
     __table_args__ = ({"sqlite_with_rowid": False},)
 
-    image_id: Mapped[int] = mapped_column(
-        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
-    )
-    module_type_id: Mapped[int] = mapped_column(
-        SmallInteger, ForeignKey("module_types.id"), primary_key=True
-    )
+    #: An ``images.id``.
+    image_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: A ``module_types.id``.
+    module_type_id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     #: A ``module_values.id`` (not a declared foreign key: see ModuleValueRow).
     value_id: Mapped[int] = mapped_column(Integer)
 

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from dicom_samples import EMRI, copy, write_ct
 
-from metastore import db
+from metastore import db, index_paths
 from metastore.errors import SchemaError, SchemaNotAtHeadError
+from metastore.indexer import IndexReport
 from metastore.schema import metadata
+from metastore.store import Store
 
 
 def _revisions() -> list[str]:
@@ -200,3 +206,223 @@ def test_ensure_schema_refuses_a_foreign_database(empty_db_url: str) -> None:
             db.ensure_schema(engine)
     finally:
         engine.dispose()
+
+
+# -- revision 0002: image_modules without foreign keys ------------------------
+
+#: The foreign keys of image_modules at revision 0001 (dropped by 0002).
+IMAGE_MODULE_KEYS = {
+    "fk_image_modules_image_id_images": ("images", "CASCADE"),
+    "fk_image_modules_module_type_id_module_types": ("module_types", None),
+}
+
+#: Every module row of every image as stored, by plain SQL that holds at
+#: 0001 and 0002 (the store refuses a database behind head): imageId, module
+#: type, the value's bytes and its base's bytes.
+MODULE_ROWS = sa.text(
+    "SELECT p.prefix || i.suffix, t.name, v.value, b.value "
+    "FROM image_modules m "
+    "JOIN images i ON i.id = m.image_id "
+    "JOIN image_id_prefixes p ON p.id = i.prefix_id "
+    "JOIN module_types t ON t.id = m.module_type_id "
+    "JOIN module_values v ON v.id = m.value_id "
+    "LEFT JOIN module_values b ON b.id = v.base_id "
+    "ORDER BY 1, 2"
+)
+
+#: image_modules rows that no image, or no module type, owns.
+ORPHANS = {
+    "without image": "SELECT count(*) FROM image_modules m "
+    "WHERE NOT EXISTS (SELECT 1 FROM images i WHERE i.id = m.image_id)",
+    "without type": "SELECT count(*) FROM image_modules m "
+    "WHERE NOT EXISTS (SELECT 1 FROM module_types t WHERE t.id = m.module_type_id)",
+}
+
+
+def _archive(root: Path) -> Path:
+    """Real files: two CT series, a 10-frame enhanced MR."""
+    for n in (1, 2, 3):
+        write_ct(root / "ct" / f"{n}.dcm", n, series=1 + n % 2)
+    copy(EMRI, root / "mr" / "enhanced.dcm")
+    return root
+
+
+def _index(url: str, root: Path, *, prune: bool = False) -> IndexReport:
+    """Index ``root`` into ``url`` (which must be at head) in this process."""
+    with Store(url) as store:
+        report = index_paths(store, [root], workers=1, prune=prune)
+    assert report.failed == 0, report
+    return report
+
+
+def _stored(engine: sa.Engine) -> dict[str, Any]:
+    """What a revision must keep: the raw image_modules triples and the rows."""
+    with engine.connect() as connection:
+        triples = connection.execute(
+            sa.text(
+                "SELECT image_id, module_type_id, value_id FROM image_modules "
+                "ORDER BY image_id, module_type_id"
+            )
+        ).all()
+        rows = [
+            tuple(bytes(c) if isinstance(c, memoryview) else c for c in r)
+            for r in connection.execute(MODULE_ROWS)
+        ]
+    assert len(rows) == len(triples)  # the joins hid no row
+    return {"triples": triples, "rows": rows}
+
+
+def _check_shape(engine: sa.Engine, revision: str) -> None:
+    """image_modules has 0001's keys or none, its primary key, and no broken key.
+
+    On SQLite the table stays ``WITHOUT ROWID`` through the batch rebuilds.
+    """
+    with engine.connect() as connection:
+        inspector = sa.inspect(connection)
+        keys = {
+            fk["name"]: (fk["referred_table"], fk["options"].get("ondelete"))
+            for fk in inspector.get_foreign_keys("image_modules")
+        }
+        assert keys == (IMAGE_MODULE_KEYS if revision == "0001" else {})
+        primary = inspector.get_pk_constraint("image_modules")
+        assert primary["name"] == "pk_image_modules"
+        assert primary["constrained_columns"] == ["image_id", "module_type_id"]
+        if engine.dialect.name == "sqlite":
+            ddl = connection.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE name = 'image_modules'"
+            ).scalar_one()
+            assert "WITHOUT ROWID" in ddl.upper()
+            assert connection.exec_driver_sql("PRAGMA foreign_key_check").all() == []
+            assert connection.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+
+
+def _export(url: str) -> list[tuple[str, Any]]:
+    """Every module of every image, as the store answers (database at head)."""
+    with Store(url) as store:
+        return list(store.export())
+
+
+def test_populated_revisions_keep_every_module(db_url: str, tmp_path: Path) -> None:
+    """Each revision after 0001, down to its parent and up, on indexed real files.
+
+    The store needs head, so the archive is indexed there; every step down
+    and up must keep every image_modules row (same ids, same values) and the
+    store's export, with the keys of each revision in place.
+    """
+    root = _archive(tmp_path / "archive")
+    _index(db_url, root)
+    answers = _export(db_url)
+    assert len(answers) == 3 + 10
+    assert all(len(modules) > 20 for _, modules in answers)
+    engine = db.create_engine(db_url)
+    try:
+        kept = _stored(engine)
+        _check_shape(engine, db.head())
+        for revision in _revisions()[1:]:
+            down = str(
+                ScriptDirectory.from_config(db.alembic_config())
+                .get_revision(revision)
+                .down_revision
+            )
+            db.downgrade(engine, down)
+            _check_shape(engine, down)
+            assert _stored(engine) == kept
+            db.upgrade(engine, revision)
+            _check_shape(engine, revision)
+            assert _stored(engine) == kept
+        db.upgrade(engine)
+        assert db.is_at_head(engine)
+    finally:
+        engine.dispose()
+    assert _export(db_url) == answers
+    # The store goes on writing into the migrated table.
+    write_ct(root / "ct" / "4.dcm", 4)
+    _index(db_url, root)
+    assert len(_export(db_url)) == len(answers) + 1
+
+
+def test_downgrade_to_0001_drops_module_rows_no_key_would_allow(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Rows without their image or type are deleted; every other row is kept.
+
+    The store never leaves such rows, but without the keys nothing stops
+    another writer: the downgrade deletes them (what ``ON DELETE CASCADE``
+    would have done) instead of failing to declare the keys.
+    """
+    _index(db_url, _archive(tmp_path / "archive"))
+    engine = db.create_engine(db_url)
+    try:
+        kept = _stored(engine)
+        with engine.begin() as connection:
+            image_id, type_id, value_id = kept["triples"][0]
+            connection.execute(
+                sa.text(
+                    "INSERT INTO image_modules (image_id, module_type_id, value_id) "
+                    "VALUES (:i, :t, :v)"
+                ),
+                [
+                    {"i": 1_000_000, "t": type_id, "v": value_id},
+                    {"i": image_id, "t": 32_000, "v": value_id},
+                ],
+            )
+        assert _orphans(engine) == {name: 1 for name in ORPHANS}
+        db.downgrade(engine, "0001")
+        _check_shape(engine, "0001")
+        assert _orphans(engine) == {name: 0 for name in ORPHANS}
+        assert _stored(engine) == kept
+        db.upgrade(engine)
+        _check_shape(engine, db.head())
+        assert _stored(engine) == kept
+    finally:
+        engine.dispose()
+
+
+def _orphans(engine: sa.Engine) -> dict[str, int]:
+    """How many image_modules rows lack their image, or their module type."""
+    with engine.connect() as connection:
+        return {
+            name: int(connection.exec_driver_sql(sql).scalar_one())
+            for name, sql in ORPHANS.items()
+        }
+
+
+def test_store_deletes_leave_no_module_row_behind(db_url: str, tmp_path: Path) -> None:
+    """What revision 0002 relies on: the store deletes image_modules rows itself.
+
+    A changed file (10 frames become 1, and a same-UID rewrite), a file that
+    now duplicates another's instance, and a removed file pruned: no
+    image_modules row outlives its image, and the store equals a fresh index
+    of the final files.
+    """
+    root = _archive(tmp_path / "archive")
+    write_ct(root / "gone.dcm", 9)
+    write_ct(root / "zz_dup.dcm", 8)
+    _index(db_url, root)
+
+    mr = root / "mr" / "enhanced.dcm"
+    write_ct(mr, 5)  # 10 frames -> 1 image
+    write_ct(root / "ct" / "1.dcm", 1, patient_name="Doe^John")  # same UID
+    copy_bytes = (root / "ct" / "2.dcm").read_bytes()
+    (root / "zz_dup.dcm").write_bytes(copy_bytes)  # now a duplicate of 2.dcm
+    for i, path in enumerate((mr, root / "ct" / "1.dcm", root / "zz_dup.dcm")):
+        os.utime(path, ns=(1_000_000_000 * (i + 1), 1_000_000_000 * (i + 1)))
+    (root / "gone.dcm").unlink()
+    report = _index(db_url, root, prune=True)
+    assert (report.indexed, report.duplicates) == (3, 1)
+
+    engine = db.create_engine(db_url)
+    try:
+        assert _orphans(engine) == {name: 0 for name in ORPHANS}
+        with engine.connect() as connection:
+            images = connection.execute(sa.text("SELECT count(*) FROM images"))
+            assert images.scalar_one() == 4
+            rows = connection.execute(sa.text("SELECT count(*) FROM image_modules"))
+            stored_rows = rows.scalar_one()
+    finally:
+        engine.dispose()
+    answers = _export(db_url)
+    assert sum(len(modules) for _, modules in answers) == stored_rows
+    fresh = f"sqlite:///{tmp_path / 'fresh.sqlite'}"
+    _index(fresh, root)
+    assert answers == _export(fresh)
