@@ -155,6 +155,8 @@ BROKEN = {
     "WHERE NOT EXISTS (SELECT 1 FROM studies t WHERE t.id = s.study_id)",
     "module row without image": "SELECT count(*) FROM image_modules m "
     "WHERE NOT EXISTS (SELECT 1 FROM images i WHERE i.id = m.image_id)",
+    "module row without type": "SELECT count(*) FROM image_modules m WHERE NOT "
+    "EXISTS (SELECT 1 FROM module_types y WHERE y.id = m.module_type_id)",
     "module row without value": "SELECT count(*) FROM image_modules m "
     "WHERE NOT EXISTS (SELECT 1 FROM module_values v WHERE v.id = m.value_id)",
     "value without its base": "SELECT count(*) FROM module_values v "
