@@ -9,6 +9,9 @@ exit status 2, in one place: :class:`MetastoreGroup`.
 
 from __future__ import annotations
 
+import io
+import json
+import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -77,8 +80,30 @@ def db_option(command: F) -> F:
 def _write_json_lines(rows: Iterable[Any], out: IO[bytes]) -> None:
     """Write one compact JSON document per line (NaN and infinities as null)."""
     for row in rows:
-        out.write(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
+        try:
+            line = orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE)
+        except TypeError:  # lone surrogates, integers past 64 bits
+            line = _stdlib_json_line(row)
+        out.write(line)
     out.flush()
+
+
+def _stdlib_json_line(row: Any) -> bytes:
+    """What orjson refuses, by the standard library: lone surrogates as
+    ``\\ud800`` escapes (ASCII output), big integers as they are, NaN and
+    infinities as null like orjson."""
+    text = json.dumps(_nan_to_null(row), ensure_ascii=True, separators=(",", ":"))
+    return text.encode("ascii") + b"\n"
+
+
+def _nan_to_null(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _nan_to_null(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_nan_to_null(item) for item in value]
+    return value
 
 
 def _stdout() -> IO[bytes]:
@@ -461,4 +486,9 @@ def current(url: str) -> None:
 
 def main() -> None:
     """Entry point of the ``metastore`` command."""
+    # A file name that is not UTF-8 or a lone surrogate from a DICOM JSON
+    # value must print as an escape, never end the command with a traceback.
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     cli(prog_name="metastore")

@@ -60,8 +60,42 @@ class Entry:
 
 
 def member_location(archive: str, member: str) -> str:
-    """Return the location of an archive member: ``/abs/a.zip!/dir/b.dcm``."""
-    return f"{archive}{MEMBER_SEPARATOR}{member}"
+    """Return the location of an archive member: ``/abs/a.zip!/dir/b.dcm``.
+
+    ``archive`` is a location already (:func:`location_of`); the member name
+    is escaped the same way.
+    """
+    return f"{archive}{MEMBER_SEPARATOR}{location_of(member)}"
+
+
+# U+FFFD, the escape character, and the lone surrogates it escapes.
+_NEEDS_ESCAPE = re.compile("[\ufffd\ud800-\udfff]")
+
+
+def location_of(path: str) -> str:
+    """The location (stored text) of a file system path.
+
+    A POSIX file name is bytes; Python hands the bytes that are not UTF-8
+    over as lone surrogates (``os.fsdecode``'s surrogateescape), which no
+    database text column can hold and no UTF-8 stream can print.  Each such
+    byte becomes U+FFFD followed by its two hex digits (the byte 0xFF of
+    ``bad?.dcm`` gives ``bad`` U+FFFD ``FF.dcm``), any other lone surrogate
+    U+FFFD, ``u`` and four hex digits, and a real U+FFFD is doubled:
+    distinct paths keep distinct locations, and a UTF-8 path is its own
+    location.
+    """
+    if _NEEDS_ESCAPE.search(path) is None:
+        return path
+    return _NEEDS_ESCAPE.sub(_escape, path)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code == 0xFFFD:
+        return "\ufffd\ufffd"
+    if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte (surrogateescape)
+        return f"\ufffd{code - 0xDC00:02X}"
+    return f"\ufffdu{code:04X}"
 
 
 def sniff(head: bytes, size: int) -> Kind:
@@ -193,7 +227,7 @@ def discover(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Entry | ErrorR
         try:
             st = os.stat(path)
         except OSError as exc:
-            yield ErrorRecord(path, "unreadable", _os_reason(exc))
+            yield ErrorRecord(location_of(path), "unreadable", _os_reason(exc))
             continue
         if stat.S_ISDIR(st.st_mode):
             yield from _walk(path, st, visited)
@@ -212,7 +246,7 @@ def _walk(
         with os.scandir(folder) as it:
             entries = sorted(it, key=lambda e: e.name)
     except OSError as exc:
-        yield ErrorRecord(folder, "unreadable", _os_reason(exc))
+        yield ErrorRecord(location_of(folder), "unreadable", _os_reason(exc))
         return
     for entry in entries:
         try:
@@ -226,30 +260,31 @@ def _walk(
 
 
 def _file(path: str, st: os.stat_result) -> Iterator[Entry | ErrorRecord]:
-    source = Source(path, st.st_size, st.st_mtime_ns)
+    source = Source(location_of(path), st.st_size, st.st_mtime_ns)
     try:
         head = read_head(path, 132) if st.st_size else b""
     except OSError as exc:
-        yield ErrorRecord(path, "unreadable", _os_reason(exc))
+        yield ErrorRecord(source.location, "unreadable", _os_reason(exc))
         return
     if is_zip(head):
-        yield from _members(source)
+        yield from _members(source, path)
     else:
         yield Entry(source, path)
 
 
-def _members(archive: Source) -> Iterator[Entry | ErrorRecord]:
+def _members(archive: Source, path: str) -> Iterator[Entry | ErrorRecord]:
     try:
-        with zipfile.ZipFile(archive.location) as zf:
+        with zipfile.ZipFile(path) as zf:
             names = sorted(i.filename for i in zf.infolist() if not i.is_dir())
     except (OSError, zipfile.BadZipFile, ValueError) as exc:
-        yield ErrorRecord(archive.location, "unreadable", f"bad zip archive: {exc}")
+        # strerror, not str(exc): that names the path, maybe not as UTF-8
+        why = _os_reason(exc) if isinstance(exc, OSError) else str(exc)
+        reason = f"bad zip archive: {why}"
+        yield ErrorRecord(archive.location, "unreadable", reason)
         return
     for name in names:
         location = member_location(archive.location, name)
-        yield Entry(
-            Source(location, archive.size, archive.mtime_ns), archive.location, name
-        )
+        yield Entry(Source(location, archive.size, archive.mtime_ns), path, name)
 
 
 def _os_reason(exc: OSError) -> str:

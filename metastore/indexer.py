@@ -41,7 +41,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
-from metastore.discovery import Entry, discover
+from metastore.discovery import Entry, discover, location_of
 from metastore.errors import StoreError
 from metastore.reading import Outcome, ReadCache, read_entry
 from metastore.records import ErrorRecord, InstanceRecord
@@ -275,8 +275,11 @@ def _index(
     """:func:`index_paths`, its arguments checked."""
     TestHooks.install()
     roots = [os.path.abspath(os.fspath(p)) for p in paths]
+    # What the store knows the roots by (file names that are not UTF-8 are
+    # escaped in locations, see discovery.location_of).
+    root_locations = [location_of(root) for root in roots]
     tally = _Tally()
-    known = _reconnecting(store, lambda: store.known_sources(roots))
+    known = _reconnecting(store, lambda: store.known_sources(root_locations))
     batches = _Batches(store, batch_size, tally)
     # Locations to keep; only needed for prune.  Under a shard, prune may
     # forget only locations of this share (``owns``).
@@ -301,7 +304,7 @@ def _index(
             next_call = time.perf_counter() + PROGRESS_INTERVAL
     batches.flush()
     if prune:
-        _reconnecting(store, lambda: store.prune(roots, seen, owns=owns))
+        _reconnecting(store, lambda: store.prune(root_locations, seen, owns=owns))
     report = tally.report()
     if progress is not None:
         progress(report)

@@ -48,7 +48,10 @@ def text_value(instance: DicomJson, tag: str) -> str | None:
     value = first_value(instance, tag)
     if value is None or isinstance(value, dict | list):
         return None
-    text = str(value).strip()
+    # NUL as well as spaces: (0008,0018) SOPInstanceUID and other UI values
+    # are padded with NUL to an even length, and DICOM JSON from some servers
+    # keeps that padding ("1.2.3\u0000").
+    text = str(value).strip().strip("\x00").strip()
     return text or None
 
 

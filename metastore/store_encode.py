@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -96,8 +97,60 @@ def int64(value: int) -> int:
     return value if -(2**63) <= value < 2**63 else 0
 
 
+#: What no text column holds: NUL (PostgreSQL refuses it) and lone
+#: surrogates (no UTF-8 encoding; SQLite and PostgreSQL drivers refuse them).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+#: The searchable attributes of a record: stored with :func:`storable`.
+SEARCH_FIELDS = (
+    "patient_id",
+    "patient_name",
+    "study_date",
+    "study_time",
+    "accession_number",
+    "study_description",
+    "modality",
+    "series_description",
+)
+
+
+def storable(text: str) -> str:
+    """``text`` with NUL and lone surrogates replaced by U+FFFD.
+
+    For text that only describes (search attributes, error reasons): a
+    DICOM JSON value may hold ``\\u0000`` or an unpaired ``\\ud800``, and
+    one such value must not fail the write of a whole batch.  The module
+    values and the DICOM JSON keep the exact text (they are stored as bytes).
+    """
+    if _UNSTORABLE.search(text) is None:
+        return text
+    return _UNSTORABLE.sub("\ufffd", text)
+
+
+def _storable_record(record: InstanceRecord) -> InstanceRecord:
+    """``record`` with its search attributes made :func:`storable`."""
+    changes: dict[str, Any] = {
+        name: storable(value)
+        for name in SEARCH_FIELDS
+        if (value := getattr(record, name)) is not None
+        and _UNSTORABLE.search(value) is not None
+    }
+    return dataclasses.replace(record, **changes) if changes else record
+
+
+def _storable_error(error: ErrorRecord) -> ErrorRecord:
+    location, reason = storable(error.location), storable(error.reason)
+    if location is error.location and reason is error.reason:
+        return error
+    return dataclasses.replace(error, location=location, reason=reason)
+
+
 def _invalid_reason(record: InstanceRecord) -> str | None:
-    """Why ``record`` cannot be stored as is, or ``None`` if it can."""
+    """Why ``record`` cannot be stored as is, or ``None`` if it can.
+
+    Identifiers (UIDs, the location, imageIds) must be stored exactly, so
+    one holding NUL or a lone surrogate makes the instance invalid rather
+    than being altered.
+    """
     if not 0 <= record.number_of_frames < 2**31:
         return f"number_of_frames out of range: {record.number_of_frames}"
     for name in ("study_instance_uid", "series_instance_uid", "sop_instance_uid"):
@@ -108,6 +161,17 @@ def _invalid_reason(record: InstanceRecord) -> str | None:
             return f"{name} longer than {MAX_UID} characters: {uid!r}"
     if record.sop_class_uid is not None and len(record.sop_class_uid) > MAX_UID:
         return f"sop_class_uid longer than {MAX_UID} characters"
+    identifiers = [
+        ("study_instance_uid", record.study_instance_uid),
+        ("series_instance_uid", record.series_instance_uid),
+        ("sop_instance_uid", record.sop_instance_uid),
+        ("sop_class_uid", record.sop_class_uid or ""),
+        ("location", record.source.location),
+        *(("imageId", image.image_id) for image in record.images),
+    ]
+    for name, text in identifiers:
+        if _UNSTORABLE.search(text) is not None:
+            return f"{name} holds a NUL or an unpaired surrogate: {text!r}"
     return None
 
 
@@ -204,18 +268,19 @@ def prepare(
     Within the batch, a SOP Instance UID seen again from another location is
     a duplicate; seen again from the same location, the last record wins.
     """
-    out_errors = list(errors)
     for error in errors:
         if error.kind not in ERROR_KINDS:
             raise ValueError(
                 f"ErrorRecord.kind must be one of {sorted(ERROR_KINDS)}, "
                 f"not {error.kind!r}"
             )
+    out_errors = [_storable_error(error) for error in errors]
     by_sop: dict[str, InstanceRecord] = {}
-    for record in instances:
+    for record in map(_storable_record, instances):
         reason = _invalid_reason(record)
         if reason is not None:
-            out_errors.append(ErrorRecord(record.source.location, "invalid", reason))
+            location = storable(record.source.location)
+            out_errors.append(ErrorRecord(location, "invalid", reason))
             continue
         first = by_sop.get(record.sop_instance_uid)
         if first is not None and first.source.location != record.source.location:

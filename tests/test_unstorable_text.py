@@ -1,0 +1,208 @@
+"""Text no database column holds: file names that are not UTF-8, NUL, lone surrogates.
+
+POSIX file names are bytes (Python hands undecodable ones over as lone
+surrogates), and DICOM JSON may carry ``\\u0000`` or an unpaired ``\\ud800``.
+Neither UTF-8 nor PostgreSQL's text type can hold those, and before these
+tests one such file or value failed the write of its whole batch and ended
+the run with a traceback.  Each test runs on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from dicom_samples import write_ct
+from hypothesis import given
+from hypothesis import strategies as st
+
+from metastore import Store, file_location, index_paths, parse_image_id
+from metastore.discovery import location_of
+from metastore.records import ErrorRecord, InstanceRecord, Source
+from metastore.store_encode import storable
+
+linux_only = pytest.mark.skipif(
+    sys.platform != "linux", reason="needs file names that are arbitrary bytes"
+)
+
+
+def _bad_name(folder: Path, name: bytes) -> Path:
+    """A path under ``folder`` whose last part is the bytes ``name``."""
+    return Path(os.fsdecode(os.path.join(os.fsencode(folder), name)))
+
+
+# -- location_of ------------------------------------------------------------
+
+
+def test_a_utf8_path_is_its_own_location() -> None:
+    assert location_of("/data/科室 ü/ct?1#%.dcm") == "/data/科室 ü/ct?1#%.dcm"
+
+
+def test_undecodable_bytes_are_escaped_as_hex() -> None:
+    path = os.fsdecode(b"/data/M\xfcller.dcm")  # Latin-1, not UTF-8
+    location = location_of(path)
+    assert location == "/data/M\ufffdFCller.dcm"
+    assert location.encode("utf-8")  # printable, storable
+
+
+# Characters that matter to the escape: the escape character itself, what
+# follows it in an escape, and lone surrogates of both kinds.
+_ALPHABET = st.sampled_from(
+    ["\ufffd", "F", "C", "u", "0", "D", "a", "/", "\udcfc", "\udc80", "\ud800"]
+)
+
+
+@given(st.lists(_ALPHABET, max_size=8), st.lists(_ALPHABET, max_size=8))
+def test_distinct_paths_keep_distinct_locations(a: list[str], b: list[str]) -> None:
+    one, other = "".join(a), "".join(b)
+    if one != other:
+        assert location_of(one) != location_of(other)
+    assert storable(location_of(one)) == location_of(one)
+
+
+# -- indexing ---------------------------------------------------------------
+
+
+@linux_only
+def test_a_file_name_that_is_not_utf8_is_indexed(db_url: str, tmp_path: Path) -> None:
+    """Indexed with the others, found unchanged on a rerun, pruned when gone."""
+    root = tmp_path / "archive"
+    good = write_ct(root / "good.dcm", 1)
+    bad = write_ct(_bad_name(root, b"M\xfcller \xff.dcm"), 2)
+    with Store(db_url) as store:
+        report = index_paths(store, [root], workers=1)
+        assert (report.indexed, report.failed) == (2, 0)
+        image_ids = [image_id for image_id, _ in store.export()]
+        assert len(image_ids) == 2
+        # the imageId still leads back to the very file
+        paths = {file_location(parse_image_id(i))[0] for i in image_ids}
+        assert paths == {good, bad}
+
+        again = index_paths(store, [root], workers=1)
+        assert (again.unchanged, again.indexed) == (2, 0)
+
+        bad.unlink()
+        pruned = index_paths(store, [root], workers=1, prune=True)
+        assert pruned.unchanged == 1
+        assert [file_location(i)[0] for i, _ in store.export()] == [good]
+
+
+@linux_only
+def test_a_folder_named_in_latin1_is_a_root_for_prune(
+    db_url: str, tmp_path: Path
+) -> None:
+    """The roots given to known_sources and prune are escaped like locations."""
+    root = _bad_name(tmp_path, b"\xc9tude")
+    write_ct(root / "a.dcm", 1)
+    gone = write_ct(root / "b.dcm", 2)
+    with Store(db_url) as store:
+        assert index_paths(store, [root], workers=1).indexed == 2
+        assert index_paths(store, [root], workers=1).unchanged == 2
+        gone.unlink()
+        index_paths(store, [root], workers=1, prune=True)
+        assert store.stats()["instances"] == 1
+
+
+def _instance(sop: str, patient_id: str, description: str) -> dict[str, object]:
+    return {
+        "00080016": {"vr": "UI", "Value": ["1.2.840.10008.5.1.4.1.1.2"]},
+        "00080018": {"vr": "UI", "Value": [sop]},
+        "0020000D": {"vr": "UI", "Value": [f"1.2.826.0.1.{sop[6]}\u0000"]},
+        "0020000E": {"vr": "UI", "Value": [f"1.2.826.0.1.9.{sop[6]}"]},
+        "00100020": {"vr": "LO", "Value": [patient_id]},
+        "00081030": {"vr": "LO", "Value": [description]},
+        "00280010": {"vr": "US", "Value": [4]},
+        "00280011": {"vr": "US", "Value": [4]},
+    }
+
+
+def test_nul_and_lone_surrogates_in_dicom_json(db_url: str, tmp_path: Path) -> None:
+    """Stored with the valid instances of the same batch; modules keep the text.
+
+    UI padding (a trailing NUL) is stripped from the stored UIDs and the
+    imageIds; the search attributes get U+FFFD; the module values, stored as
+    bytes, answer exactly what the DICOM JSON said.
+    """
+    (tmp_path / "a.json").write_text(json.dumps([_instance("1.2.3.1", "ok", "x")]))
+    odd = [_instance("1.2.3.2\u0000", "nul\u0000id", "lone \ud800 half")]
+    # json.dumps keeps the lone surrogate as an escape, as a server would send it
+    (tmp_path / "b.json").write_text(json.dumps(odd))
+    with Store(db_url) as store:
+        report = index_paths(store, [tmp_path], workers=1)
+        assert (report.indexed, report.failed) == (2, 0)
+        exported = dict(store.export())
+        ids = sorted(exported)
+        assert all("\x00" not in i for i in ids)
+        assert ids[1].startswith("wadors:file://")
+        assert "/studies/1.2.826.0.1.2/series/1.2.826.0.1.9.2/" in ids[1]
+        assert ids[1].endswith("/instances/1.2.3.2/frames/1")
+        patient = exported[ids[1]]["patientModule"]
+        assert patient["patientID"] == "nul\u0000id"
+        study = exported[ids[1]]["generalStudyModule"]
+        assert study["studyDescription"] == "lone \ud800 half"
+        found = list(store.query("instance", patient_id="nul\ufffdid"))
+        assert [row["sop_instance_uid"] for row in found] == ["1.2.3.2"]
+
+
+def test_export_prints_what_orjson_refuses(db_url: str, tmp_path: Path) -> None:
+    """``metastore export`` and ``get`` write lone surrogates as JSON escapes."""
+    odd = [_instance("1.2.3.2", "lone \udc00", "big")]
+    (tmp_path / "b.json").write_text(json.dumps(odd))
+    with Store(db_url) as store:
+        index_paths(store, [tmp_path], workers=1)
+        (image_id,) = [i for i, _ in store.export()]
+    run = [sys.executable, "-m", "metastore"]
+    out = subprocess.run(
+        [*run, "export", "--db", db_url], capture_output=True, check=True
+    )
+    (line,) = out.stdout.splitlines()
+    row = json.loads(line)
+    assert row["imageId"] == image_id
+    assert row["modules"]["patientModule"]["patientID"] == "lone \udc00"
+    got = subprocess.run(
+        [*run, "get", "--db", db_url, "patientModule", image_id],
+        capture_output=True,
+        check=True,
+    )
+    assert json.loads(got.stdout)["patientID"] == "lone \udc00"
+
+
+def test_identifiers_with_nul_make_only_that_instance_invalid(db_url: str) -> None:
+    """A UID with a NUL inside (not padding) is refused, its batch stored."""
+
+    def record(sop: str, location: str) -> InstanceRecord:
+        return InstanceRecord(
+            source=Source(location, 1, 1),
+            study_instance_uid="1.2.3",
+            series_instance_uid="1.2.3.4",
+            sop_instance_uid=sop,
+            sop_class_uid=None,
+            patient_id="p\x00",
+            patient_name=None,
+            study_date=None,
+            study_time=None,
+            accession_number=None,
+            study_description=None,
+            modality=None,
+            series_number=None,
+            series_description=None,
+            instance_number=None,
+            number_of_frames=1,
+            dicom_json={},
+        )
+
+    with Store(db_url) as store:
+        errors = store.write_batch(
+            [record("1.2.3.4.5", "/a.dcm"), record("1.2\x003", "/b.dcm")],
+            [ErrorRecord("/c\udcff.dcm", "unreadable", "bad \x00 reason")],
+        )
+        assert [(e.location, e.kind) for e in errors] == [("/b.dcm", "invalid")]
+        assert "sop_instance_uid holds a NUL" in errors[0].reason
+        assert store.stats()["instances"] == 1
+        stored = [(e.location, e.kind, e.reason) for e in store.errors()]
+        assert stored[0] == ("/c\ufffd.dcm", "unreadable", "bad \ufffd reason")
+        assert stored[1][:2] == ("/b.dcm", "invalid")
