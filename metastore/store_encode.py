@@ -23,6 +23,8 @@ from metastore.records import ErrorRecord, ImageRecord, InstanceRecord
 
 #: Longest DICOM UI value (PS3.5 6.2).
 MAX_UID = 64
+#: Longest (0008,0060) Modality stored for search (a CS value, PS3.5 6.2).
+MAX_MODALITY = 16
 ERROR_KINDS = frozenset({"unreadable", "invalid", "duplicate"})
 
 
@@ -127,13 +129,21 @@ def storable(text: str) -> str:
 
 
 def _storable_record(record: InstanceRecord) -> InstanceRecord:
-    """``record`` with its search attributes made :func:`storable`."""
+    """``record`` with its search attributes made :func:`storable`.
+
+    (0008,0060) Modality is cut to :data:`MAX_MODALITY` characters, the
+    width of its column: a CS value is at most 16 characters, and a longer
+    one must not fail the batch on PostgreSQL (SQLite would store it whole).
+    """
     changes: dict[str, Any] = {
         name: storable(value)
         for name in SEARCH_FIELDS
         if (value := getattr(record, name)) is not None
         and _UNSTORABLE.search(value) is not None
     }
+    modality = changes.get("modality", record.modality)
+    if modality is not None and len(modality) > MAX_MODALITY:
+        changes["modality"] = modality[:MAX_MODALITY]
     return dataclasses.replace(record, **changes) if changes else record
 
 

@@ -206,3 +206,16 @@ def test_identifiers_with_nul_make_only_that_instance_invalid(db_url: str) -> No
         stored = [(e.location, e.kind, e.reason) for e in store.errors()]
         assert stored[0] == ("/c\ufffd.dcm", "unreadable", "bad \ufffd reason")
         assert stored[1][:2] == ("/b.dcm", "invalid")
+
+
+def test_a_modality_longer_than_its_column_is_cut(db_url: str, tmp_path: Path) -> None:
+    """A non-conformant 40-character Modality is searchable by its first 16."""
+    instance = _instance("1.2.3.2", "p", "d")
+    instance["00080060"] = {"vr": "CS", "Value": ["A" * 40]}
+    (tmp_path / "b.json").write_text(json.dumps([instance]))
+    with Store(db_url) as store:
+        assert index_paths(store, [tmp_path], workers=1).indexed == 1
+        (row,) = store.query("series", modality="A" * 16)
+        assert row["modality"] == "A" * 16
+        ((_, modules),) = store.export()
+        assert modules["generalSeriesModule"]["modality"] == "A" * 40
