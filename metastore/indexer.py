@@ -18,12 +18,14 @@ deterministic (``METASTORE_TEST_*`` environment variables) are all in
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
 import hashlib
 import logging
 import multiprocessing
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -201,15 +203,75 @@ class _Batches:
         if not self._instances and not self._errors:
             return
         instances, errors = self._instances, self._errors
-        duplicates = _reconnecting(
-            self._store, lambda: self._store.write_batch(instances, errors)
-        )
-        self._tally.count("duplicates", len(duplicates))
-        for duplicate in duplicates:
-            self._tally.error(duplicate)
+        try:
+            found = _reconnecting(
+                self._store, lambda: self._store.write_batch(instances, errors)
+            )
+        except Exception as exc:
+            if _refused(exc) is None:
+                raise
+            found = self._write_each_source(instances, errors)
+        self._tally.count("duplicates", sum(e.kind == "duplicate" for e in found))
+        for error in found:
+            self._tally.error(error)
         self._instances, self._errors, self._images = [], [], 0
         self.written += 1
         TestHooks.get().batch_committed(self.written)
+
+    def _write_each_source(
+        self, instances: list[InstanceRecord], errors: list[ErrorRecord]
+    ) -> list[ErrorRecord]:
+        """Write a batch the database refused, one source per transaction.
+
+        The database refused some value of the batch (PostgreSQL's limits
+        are stricter than SQLite's); the sources it still refuses alone are
+        recorded as ``invalid`` with its reason, the others are stored, and
+        the run goes on.
+        """
+        by_source: dict[str, list[InstanceRecord]] = {}
+        for instance in instances:
+            by_source.setdefault(instance.source.location, []).append(instance)
+        found: list[ErrorRecord] = []
+        refused: list[ErrorRecord] = []
+        for location, group in by_source.items():
+            try:
+                write = functools.partial(self._store.write_batch, group, [])
+                found += _reconnecting(self._store, write)
+            except Exception as exc:
+                reason = _refused(exc)
+                if reason is None:
+                    raise
+                why = f"the database refused it: {reason}"
+                refused.append(ErrorRecord(location, "invalid", why))
+                self._tally.count("indexed", -1)
+                self._tally.count("failed")
+                self._tally.count("instances", -len(group))
+                self._tally.count("images", -sum(len(i.images) for i in group))
+        rest = [*errors, *refused]
+        found += _reconnecting(self._store, lambda: self._store.write_batch([], rest))
+        return [*refused, *found]
+
+
+def _refused(exc: BaseException) -> str | None:
+    """Why the database refused a batch's *data*, or ``None`` for other errors.
+
+    A value it cannot take (PostgreSQL SQLSTATE class 22, data exception, or
+    54000, a limit such as B-tree entry size; SQLite's DataError; a value the
+    driver cannot encode) is the data's fault: retrying source by source
+    finds the culprit.  Anything else (a lost or refused connection, a full
+    disk, a lock) would fail every source alike, so it stops the run.
+    """
+    if isinstance(exc, UnicodeError | OverflowError):
+        return f"{type(exc).__name__}: {exc}"
+    orig = getattr(exc.__cause__, "orig", None) if isinstance(exc, StoreError) else None
+    state = getattr(orig, "sqlstate", None) or ""
+    if (
+        state.startswith("22")
+        or state == "54000"
+        or isinstance(orig, sqlite3.DataError)
+    ):
+        return " ".join(str(orig).split()) or type(orig).__name__
+    return None
 
 
 def index_paths(

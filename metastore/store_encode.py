@@ -25,6 +25,13 @@ from metastore.records import ErrorRecord, ImageRecord, InstanceRecord
 MAX_UID = 64
 #: Longest (0008,0060) Modality stored for search (a CS value, PS3.5 6.2).
 MAX_MODALITY = 16
+#: Longest search attribute stored (a conformant PN is at most 194).  Case
+#: folding turns a character into at most 6 bytes of UTF-8, so its folded
+#: ``*_key`` stays under PostgreSQL's 2704-byte B-tree entry limit.
+MAX_SEARCH = 400
+#: Longest error location stored, in UTF-8 bytes (``index_errors.location``
+#: is indexed; a path deeper than this is reported with its start).
+MAX_ERROR_LOCATION = 2000
 ERROR_KINDS = frozenset({"unreadable", "invalid", "duplicate"})
 
 
@@ -131,16 +138,20 @@ def storable(text: str) -> str:
 def _storable_record(record: InstanceRecord) -> InstanceRecord:
     """``record`` with its search attributes made :func:`storable`.
 
-    (0008,0060) Modality is cut to :data:`MAX_MODALITY` characters, the
-    width of its column: a CS value is at most 16 characters, and a longer
-    one must not fail the batch on PostgreSQL (SQLite would store it whole).
+    Each is cut to :data:`MAX_SEARCH` characters, and (0008,0060) Modality
+    to :data:`MAX_MODALITY`, the width of its column (a CS value is at most
+    16 characters): a longer, non-conformant value must not fail the batch
+    on PostgreSQL, whose B-tree index entries hold at most 2704 bytes.
     """
-    changes: dict[str, Any] = {
-        name: storable(value)
-        for name in SEARCH_FIELDS
-        if (value := getattr(record, name)) is not None
-        and _UNSTORABLE.search(value) is not None
-    }
+    changes: dict[str, Any] = {}
+    for name in SEARCH_FIELDS:
+        value = getattr(record, name)
+        if value is None:
+            continue
+        if _UNSTORABLE.search(value) is not None:
+            value = changes[name] = storable(value)
+        if len(value) > MAX_SEARCH:
+            changes[name] = value[:MAX_SEARCH]
     modality = changes.get("modality", record.modality)
     if modality is not None and len(modality) > MAX_MODALITY:
         changes["modality"] = modality[:MAX_MODALITY]
@@ -148,7 +159,12 @@ def _storable_record(record: InstanceRecord) -> InstanceRecord:
 
 
 def _storable_error(error: ErrorRecord) -> ErrorRecord:
+    """``error`` as text the store holds (its location cut to fit an index)."""
     location, reason = storable(error.location), storable(error.reason)
+    if len(location) > MAX_SEARCH and len(location.encode()) > MAX_ERROR_LOCATION:
+        # (0 ... limit] bytes, cut on a character boundary
+        cut = location.encode()[:MAX_ERROR_LOCATION].decode(errors="ignore")
+        location = cut + "..."
     if location is error.location and reason is error.reason:
         return error
     return dataclasses.replace(error, location=location, reason=reason)

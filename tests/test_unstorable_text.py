@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import string
 import subprocess
 import sys
 from pathlib import Path
@@ -219,3 +221,52 @@ def test_a_modality_longer_than_its_column_is_cut(db_url: str, tmp_path: Path) -
         assert row["modality"] == "A" * 16
         ((_, modules),) = store.export()
         assert modules["generalSeriesModule"]["modality"] == "A" * 40
+
+
+def test_a_source_the_database_refuses_fails_alone(db_url: str, tmp_path: Path) -> None:
+    """The rest of its batch is stored; it is reported and the run goes on.
+
+    A location of 3,000 bytes is fine for SQLite but more than a PostgreSQL
+    B-tree entry holds (the unique index on ``sources.location``): the batch
+    is then written again source by source.
+    """
+    good = write_ct(tmp_path / "a" / "good.dcm", 1)
+    deep = tmp_path / "b"
+    letters = string.ascii_letters + string.digits
+    for n in range(15):  # incompressible: index entries are not compressed then
+        deep /= "".join(random.Random(n).choices(letters, k=200))
+    write_ct(deep / "deep.dcm", 2)
+    write_ct(tmp_path / "c" / "also good.dcm", 3)
+    with Store(db_url) as store:
+        report = index_paths(store, [tmp_path], workers=1)
+        if store.engine.dialect.name == "sqlite":
+            assert (report.indexed, report.failed) == (3, 0)
+            return
+        assert (report.indexed, report.failed, report.instances) == (2, 1, 2)
+        (error,) = report.errors
+        assert error.kind == "invalid"
+        assert "the database refused it" in error.reason
+        assert "index row size" in error.reason
+        assert store.stats()["instances"] == 2
+        assert good.as_posix() in {e.location for e in store.errors()} | {
+            str(file_location(i)[0]) for i, _ in store.export()
+        }
+        (stored,) = store.errors()
+        assert stored.location.endswith("...")
+        assert index_paths(store, [tmp_path], workers=1).unchanged == 2
+
+
+def test_search_attributes_past_an_index_entry_are_cut(
+    db_url: str, tmp_path: Path
+) -> None:
+    """An 8,000-character Patient ID is stored (its first 400 for search)."""
+    long_id = "".join(random.Random(7).choices(string.ascii_letters, k=8000))
+    instance = _instance("1.2.3.2", long_id, long_id)
+    instance["00100010"] = {"vr": "PN", "Value": [{"Alphabetic": long_id}]}
+    (tmp_path / "b.json").write_text(json.dumps([instance]))
+    with Store(db_url) as store:
+        assert index_paths(store, [tmp_path], workers=1).indexed == 1
+        (row,) = store.query("study", patient_id=long_id[:400])
+        assert row["patient_name"] == long_id[:400]
+        ((_, modules),) = store.export()
+        assert modules["patientModule"]["patientID"] == long_id
