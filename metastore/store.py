@@ -350,6 +350,8 @@ class Store:
             image_id: the imageId as stored.
             shared: see above; treat the values as read-only then.
         """
+        if not store_encode.is_storable(image_id):
+            return None  # never stored; and the driver could not send it
         params = {"key": store_encode.image_key(image_id), "image_id": image_id}
         with self._read() as conn:
             rows = conn.execute(store_read.IMAGE_STATEMENT, params).all()
@@ -372,6 +374,8 @@ class Store:
         modules) is decoded once and the *same object* is returned for each of
         them: treat the values as read-only.
         """
+        if not store_encode.is_storable(series_instance_uid):
+            return {}  # never stored; and the driver could not send it
         # Pausing the cyclic GC: thousands of new dicts would trigger
         # collections that walk everything already cached (up to 2x slower).
         with store_read.gc_paused(), self._read() as conn:
@@ -523,6 +527,8 @@ class Store:
 
     def dicom_json(self, sop_instance_uid: str) -> DicomJson | None:
         """The stored DICOM JSON of one instance, or ``None`` if unknown."""
+        if not store_encode.is_storable(sop_instance_uid):
+            return None  # never stored; and the driver could not send it
         ins, base = t.instances, t.module_values.alias("base")
         stmt = (
             sa.select(ins.c.dicom_json, base.c.value)

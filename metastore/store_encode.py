@@ -122,6 +122,14 @@ SEARCH_FIELDS = (
 )
 
 
+def is_storable(text: str) -> bool:
+    """Whether a text column can hold ``text`` as it is (no NUL, no lone surrogate).
+
+    Identifiers that are not were never stored: a lookup by one finds nothing.
+    """
+    return _UNSTORABLE.search(text) is None
+
+
 def storable(text: str) -> str:
     """``text`` with NUL and lone surrogates replaced by U+FFFD.
 

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 
 from metastore import schema as t
 from metastore.errors import QueryError
-from metastore.store_encode import fold
+from metastore.store_encode import fold, storable
 
 LEVELS = ("study", "series", "instance")
 #: The escape character of every LIKE pattern built here.
@@ -148,6 +148,28 @@ def query(
             f"study_date_from {date_from} is after study_date_to {date_to}"
         )
     _check_limit(limit)
+    # Filters as the store keeps text (NUL and lone surrogates as U+FFFD):
+    # they match what was stored, and the drivers can always send them.
+    (
+        patient_id,
+        patient_name,
+        modality,
+        accession_number,
+        description,
+        study_instance_uid,
+        series_instance_uid,
+    ) = (
+        None if text is None else storable(text)
+        for text in (
+            patient_id,
+            patient_name,
+            modality,
+            accession_number,
+            description,
+            study_instance_uid,
+            series_instance_uid,
+        )
+    )
     m = _Matcher(conn.dialect.name)
     st, se, ins, src = t.studies, t.series, t.instances, t.sources
 

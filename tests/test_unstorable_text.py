@@ -270,3 +270,31 @@ def test_search_attributes_past_an_index_entry_are_cut(
         assert row["patient_name"] == long_id[:400]
         ((_, modules),) = store.export()
         assert modules["patientModule"]["patientID"] == long_id
+
+
+def test_query_filters_with_nul_or_surrogates_match_what_was_stored(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A filter is data on both backends, whatever its characters."""
+    odd = [_instance("1.2.3.2", "nul\u0000id", "d")]
+    (tmp_path / "b.json").write_text(json.dumps(odd))
+    with Store(db_url) as store:
+        index_paths(store, [tmp_path], workers=1)
+        assert len(store.query("study", patient_id="nul\x00id")) == 1
+        assert len(store.query("study", patient_id="NUL\x00*")) == 1
+        for text in ("a\x00b", "a\udcffb", "\ud800*"):
+            assert store.query("series", patient_name=text, description=text) == []
+            assert store.query("instance", study_instance_uid=text) == []
+
+
+def test_lookups_by_unstorable_identifiers_find_nothing(db_url: str) -> None:
+    """The provider and the store answer "nothing", never a driver error."""
+    from metastore import DatabaseProvider
+
+    with Store(db_url) as store, DatabaseProvider(store) as provider:
+        for text in ("wadors:x\x00/frames/1", "wadors:\udcff/frames/1"):
+            assert provider.get("imagePlaneModule", text) is None
+            assert store.image_modules(text) is None
+        for uid in ("1.2\x00", "1.2\ud800"):
+            assert provider.load_series(uid) == []
+            assert store.dicom_json(uid) is None
