@@ -107,10 +107,15 @@ class _Matcher:
 
 
 def _text(text: object) -> str:
-    """``text`` if it is a string, else QueryError."""
+    """``text`` as the store keeps text, if it is a string, else QueryError.
+
+    NUL and lone surrogates become U+FFFD as in stored attributes
+    (:func:`~metastore.store_encode.storable`): the filter then matches what
+    was stored from such text, and the drivers can always send it.
+    """
     if not isinstance(text, str):
         raise QueryError(f"a text filter must be a string, not {text!r}")
-    return text
+    return storable(text)
 
 
 def _compare(
@@ -148,28 +153,6 @@ def query(
             f"study_date_from {date_from} is after study_date_to {date_to}"
         )
     _check_limit(limit)
-    # Filters as the store keeps text (NUL and lone surrogates as U+FFFD):
-    # they match what was stored, and the drivers can always send them.
-    (
-        patient_id,
-        patient_name,
-        modality,
-        accession_number,
-        description,
-        study_instance_uid,
-        series_instance_uid,
-    ) = (
-        None if text is None else storable(text)
-        for text in (
-            patient_id,
-            patient_name,
-            modality,
-            accession_number,
-            description,
-            study_instance_uid,
-            series_instance_uid,
-        )
-    )
     m = _Matcher(conn.dialect.name)
     st, se, ins, src = t.studies, t.series, t.instances, t.sources
 
@@ -185,7 +168,7 @@ def query(
     if date_to is not None:
         where.append(st.c.study_date <= date_to)
     if study_instance_uid is not None:
-        where.append(st.c.study_instance_uid == study_instance_uid)
+        where.append(st.c.study_instance_uid == _text(study_instance_uid))
 
     study_cols = [
         st.c.study_instance_uid,
@@ -210,7 +193,7 @@ def query(
                 sa.select(se.c.id)
                 .where(
                     se.c.study_id == st.c.id,
-                    se.c.series_instance_uid == series_instance_uid,
+                    se.c.series_instance_uid == _text(series_instance_uid),
                 )
                 .exists()
             )
@@ -228,7 +211,7 @@ def query(
     if modality is not None:
         where.append(m.match_code(se.c.modality, modality))
     if series_instance_uid is not None:
-        where.append(se.c.series_instance_uid == series_instance_uid)
+        where.append(se.c.series_instance_uid == _text(series_instance_uid))
     series_cols = [
         se.c.series_instance_uid,
         se.c.modality,
