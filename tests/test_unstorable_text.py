@@ -21,10 +21,11 @@ import pytest
 from dicom_samples import write_ct
 from hypothesis import given
 from hypothesis import strategies as st
+from test_store import make_instance
 
 from metastore import Store, file_location, index_paths, parse_image_id
 from metastore.discovery import location_of
-from metastore.records import ErrorRecord, InstanceRecord, Source
+from metastore.records import ErrorRecord, InstanceRecord
 from metastore.store_encode import storable
 
 linux_only = pytest.mark.skipif(
@@ -177,25 +178,7 @@ def test_identifiers_with_nul_make_only_that_instance_invalid(db_url: str) -> No
     """A UID with a NUL inside (not padding) is refused, its batch stored."""
 
     def record(sop: str, location: str) -> InstanceRecord:
-        return InstanceRecord(
-            source=Source(location, 1, 1),
-            study_instance_uid="1.2.3",
-            series_instance_uid="1.2.3.4",
-            sop_instance_uid=sop,
-            sop_class_uid=None,
-            patient_id="p\x00",
-            patient_name=None,
-            study_date=None,
-            study_time=None,
-            accession_number=None,
-            study_description=None,
-            modality=None,
-            series_number=None,
-            series_description=None,
-            instance_number=None,
-            number_of_frames=1,
-            dicom_json={},
-        )
+        return make_instance(location, sop, patient_id="p\x00")
 
     with Store(db_url) as store:
         errors = store.write_batch(
