@@ -8,11 +8,12 @@ flat whatever the archive size: only a bounded number of chunks is in flight
 and only one batch is held.  Returns an :class:`IndexReport`.
 
 ``shard=(K, N)`` keeps only the sources whose location hashes to share K of N
-(:func:`shard_of`), so N processes cover an archive exactly once.  A batch
-whose write loses the PostgreSQL connection is written again after a
-reconnect (:data:`RECONNECT_ATTEMPTS`).  The test hooks that make crash tests
-deterministic (``METASTORE_TEST_*`` environment variables) are all in
-:class:`TestHooks`.
+(``metastore.sharding``), so N processes cover an archive exactly once.  A
+batch whose write loses the PostgreSQL connection is written again after a
+reconnect (:data:`RECONNECT_ATTEMPTS`); a batch the database refuses is
+written again source by source.  The run's counts are kept in a
+``metastore.report.Tally``; ``metastore.testhooks`` holds the crash points
+the tests set.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import gc
-import hashlib
 import logging
 import multiprocessing
 import os
@@ -33,21 +33,21 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from itertools import chain, islice
 from multiprocessing.context import BaseContext
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
 from metastore.discovery import Entry, discover, location_of
 from metastore.errors import StoreError
 from metastore.reading import Outcome, ReadCache, read_entry
 from metastore.records import ErrorRecord, InstanceRecord
+from metastore.report import IndexReport, Tally
+from metastore.sharding import ShardOwns, check_shard, in_shard, parse_shard, shard_of
 from metastore.store_encode import EncodeMemo, pre_encode
+from metastore.testhooks import TestHooks
 
 if TYPE_CHECKING:
     from metastore.store import Store
@@ -71,8 +71,6 @@ BATCH_IMAGES = 20_000
 CHUNK_SIZE = 16
 #: Tasks queued per worker beyond the one it runs: bounds memory in flight.
 TASKS_PER_WORKER = 3
-#: How many errors an :class:`IndexReport` keeps (``error_count`` has them all).
-MAX_REPORTED_ERRORS = 100
 #: Seconds between two progress callbacks.
 PROGRESS_INTERVAL = 0.5
 #: Writes of one batch (or of prune) when the PostgreSQL connection is lost.
@@ -86,90 +84,6 @@ ProgressCallback = Callable[["IndexReport"], None]
 _T = TypeVar("_T")
 
 
-@dataclass(frozen=True, slots=True)
-class IndexReport:
-    """What an indexing run did; every count is of sources (files or members).
-
-    ``files_seen == indexed + unchanged + skipped + failed``.  A DICOM JSON
-    file with some invalid instances counts as indexed; its invalid instances
-    are in ``errors``.
-    """
-
-    #: Sources found under the given paths (files, archive members).
-    files_seen: int = 0
-    #: Sources read and stored (new or changed).
-    indexed: int = 0
-    #: Sources skipped because the store already has them at this size and time.
-    unchanged: int = 0
-    #: Sources that are not DICOM (or are DICOMDIRs): not an error.
-    skipped: int = 0
-    #: Sources that look like DICOM but could not be read, or held no valid instance.
-    failed: int = 0
-    #: Instances handed to the store.
-    instances: int = 0
-    #: Instances not stored because another source has the same SOP Instance UID.
-    duplicates: int = 0
-    #: Images (frames) of the instances handed to the store.
-    images: int = 0
-    #: Wall-clock seconds.
-    seconds: float = 0.0
-    #: The first :data:`MAX_REPORTED_ERRORS` problems (unreadable, invalid, duplicate).
-    errors: tuple[ErrorRecord, ...] = ()
-    #: How many problems there were in all.
-    error_count: int = 0
-    #: Problems other than duplicates: unreadable sources and invalid instances.
-    problem_count: int = 0
-
-    @property
-    def rate(self) -> float:
-        """Sources per second (seen, including unchanged and skipped ones)."""
-        return self.files_seen / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def ok(self) -> bool:
-        """True when nothing failed (duplicates and skipped files are fine)."""
-        return self.problem_count == 0
-
-    @property
-    def exit_status(self) -> int:
-        """The ``metastore index`` exit status: 0 if :attr:`ok`, else 1."""
-        return 0 if self.ok else 1
-
-
-@dataclass
-class _Tally:
-    """The mutable counts behind an :class:`IndexReport`."""
-
-    started: float = field(default_factory=time.perf_counter)
-    counts: dict[str, int] = field(default_factory=dict)
-    errors: list[ErrorRecord] = field(default_factory=list)
-
-    def count(self, name: str, n: int = 1) -> None:
-        self.counts[name] = self.counts.get(name, 0) + n
-
-    def error(self, error: ErrorRecord) -> None:
-        self.count("error_count")
-        if error.kind != "duplicate":
-            self.count("problem_count")
-        if len(self.errors) < MAX_REPORTED_ERRORS:
-            self.errors.append(error)
-
-    def outcome(self, outcome: Outcome) -> None:
-        self.count("files_seen")
-        self.count(outcome.status)
-        self.count("instances", len(outcome.instances))
-        self.count("images", sum(len(i.images) for i in outcome.instances))
-        for error in outcome.errors:
-            self.error(error)
-
-    def report(self) -> IndexReport:
-        return IndexReport(
-            seconds=time.perf_counter() - self.started,
-            errors=tuple(self.errors),
-            **self.counts,
-        )
-
-
 class _Batches:
     """Collects outcomes and writes them to the store a batch at a time.
 
@@ -177,7 +91,7 @@ class _Batches:
     replaces a changed source's rows in one transaction.
     """
 
-    def __init__(self, store: Store, batch_size: int, tally: _Tally) -> None:
+    def __init__(self, store: Store, batch_size: int, tally: Tally) -> None:
         self._store, self._size, self._tally = store, max(1, batch_size), tally
         self._instances: list[InstanceRecord] = []
         self._errors: list[ErrorRecord] = []
@@ -317,7 +231,7 @@ def index_paths(
         ValueError: ``shard`` is not ``(K, N)`` with ``1 <= K <= N``.
     """
     if shard is not None:
-        shard = _check_shard(*shard)
+        shard = check_shard(*shard)
     with _frozen_heap():
         return _index(
             store, paths, wadors_root, workers, batch_size, prune, progress, shard
@@ -340,17 +254,17 @@ def _index(
     # What the store knows the roots by (file names that are not UTF-8 are
     # escaped in locations, see discovery.location_of).
     root_locations = [location_of(root) for root in roots]
-    tally = _Tally()
+    tally = Tally()
     known = _reconnecting(store, lambda: store.known_sources(root_locations))
     batches = _Batches(store, batch_size, tally)
     # Locations to keep; only needed for prune.  Under a shard, prune may
     # forget only locations of this share (``owns``).
     seen: set[str] = set()
-    owns = None if shard is None else _ShardOwns(*shard)
+    owns = None if shard is None else ShardOwns(*shard)
     note = seen.add if prune else _ignore
     found = discover(roots)
     if shard is not None:
-        found = _in_shard(found, *shard)
+        found = in_shard(found, *shard)
     todo = _to_read(found, known, tally, batches, note)
     root = wadors_root.removesuffix("/") if wadors_root else None
     next_call = time.perf_counter() + PROGRESS_INTERVAL
@@ -391,69 +305,6 @@ def _frozen_heap() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
-
-
-def shard_of(location: str, count: int) -> int:
-    """The share (1 to ``count``) a source location belongs to.
-
-    The first 8 bytes of the BLAKE2b digest of the location's UTF-8 text, as a
-    big-endian integer, modulo ``count``, plus one.  Stable across runs,
-    processes and machines; a zip member is placed by its own location
-    (``/abs/a.zip!/member``), so one archive's members spread over the shares.
-    """
-    digest = hashlib.blake2b(
-        location.encode("utf-8", "surrogatepass"), digest_size=8
-    ).digest()
-    return int.from_bytes(digest, "big") % count + 1
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """Parse ``"K/N"`` (``metastore index --shard``) into ``(K, N)``.
-
-    Raises:
-        ValueError: Not two integers with ``1 <= K <= N``; one-line message.
-    """
-    part, sep, count = text.strip().partition("/")
-    try:
-        if not sep:
-            raise ValueError(text)
-        k, n = int(part), int(count)
-    except ValueError:
-        raise ValueError(f"shard must be K/N (e.g. 2/3), not {text!r}") from None
-    return _check_shard(k, n)
-
-
-def _check_shard(k: int, n: int) -> tuple[int, int]:
-    if isinstance(k, bool) or isinstance(n, bool) or not (1 <= k <= n):
-        raise ValueError(f"shard {k}/{n}: need 1 <= K <= N (K/N, e.g. 2/3)")
-    return k, n
-
-
-@dataclass(frozen=True)
-class _ShardOwns:
-    """``Store.prune``'s ``owns`` under ``--shard K/N``: a location of share K.
-
-    A sharded run prunes only its own share, whatever the other shares hold.
-    """
-
-    k: int
-    n: int
-
-    def __call__(self, location: str) -> bool:
-        """``location`` belongs to share ``k`` of ``n`` (:func:`shard_of`)."""
-        return shard_of(location, self.n) == self.k
-
-
-def _in_shard(
-    found: Iterator[Entry | ErrorRecord], k: int, n: int
-) -> Iterator[Entry | ErrorRecord]:
-    """Keep the sources (and discovery errors) whose location is in share K."""
-    for item in found:
-        location = (
-            item.location if isinstance(item, ErrorRecord) else (item.source.location)
-        )
-        if shard_of(location, n) == k:
-            yield item
 
 
 def _reconnecting(store: Store, work: Callable[[], _T]) -> _T:
@@ -502,7 +353,7 @@ def _lost_connection(store: Store, exc: Exception) -> bool:
 def _to_read(
     found: Iterator[Entry | ErrorRecord],
     known: Mapping[str, tuple[int, int]],
-    tally: _Tally,
+    tally: Tally,
     batches: _Batches,
     note: Callable[[str], None],
 ) -> Iterator[Entry]:
@@ -643,116 +494,3 @@ def _read_chunk(chunk: list[Entry], root: str | None) -> list[Outcome]:
 def _chunks(entries: Iterator[Entry], size: int) -> Iterator[list[Entry]]:
     while chunk := list(islice(entries, size)):
         yield chunk
-
-
-class TestHooks:
-    """Deterministic crash and pause points for tests, set by environment variables.
-
-    Tests drive ``python -m metastore`` in subprocesses and need it to stop at
-    a chosen point without depending on timing.  Nothing here runs unless one
-    of these variables is set (docs/guarantees.md lists them):
-
-    ``METASTORE_TEST_KILL_AFTER_BATCHES=N``
-        SIGKILL this process right after batch N is committed.
-    ``METASTORE_TEST_KILL_AT_SQL=N:TEXT``
-        SIGKILL this process just before the N-th SQL statement (of any
-        engine of this process, ``COPY`` included) that contains TEXT,
-        ignoring case: inside a batch's or a migration's transaction.
-    ``METASTORE_TEST_PAUSE_AT_SQL=N:TEXT`` with ``METASTORE_TEST_PAUSE_FILE=PATH``
-        Just before that statement, create ``PATH.paused`` and wait until
-        ``PATH`` exists (at most :attr:`PAUSE_LIMIT` seconds), then go on.
-    """
-
-    __test__ = False  # not a pytest test class, whatever its name
-
-    #: Seconds a pause waits for its file before going on anyway.
-    PAUSE_LIMIT = 120.0
-    _instance: TestHooks | None = None
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self.kill_after_batches = _int_or_none(
-            environ.get("METASTORE_TEST_KILL_AFTER_BATCHES")
-        )
-        self.kill_at = _sql_point(environ.get("METASTORE_TEST_KILL_AT_SQL"))
-        self.pause_at = _sql_point(environ.get("METASTORE_TEST_PAUSE_AT_SQL"))
-        self.pause_file = environ.get("METASTORE_TEST_PAUSE_FILE")
-        self._seen: dict[str, int] = {}
-
-    @classmethod
-    def get(cls) -> TestHooks:
-        """The hooks of this process, read from the environment once."""
-        if cls._instance is None:
-            cls._instance = TestHooks(os.environ)
-        return cls._instance
-
-    @classmethod
-    def install(cls) -> None:
-        """Watch every engine's SQL if a SQL hook is set (a no-op otherwise).
-
-        ``COPY`` statements (PostgreSQL's ``image_modules`` rows) bypass
-        SQLAlchemy's cursor events; the store reports them through
-        ``store_write.BEFORE_COPY``, so the hooks see them as statements too.
-        """
-        from metastore import store_write
-
-        hooks = cls.get()
-        if not (hooks.kill_at or hooks.pause_at):
-            return
-        if not event.contains(Engine, "before_cursor_execute", _before_sql):
-            event.listen(Engine, "before_cursor_execute", _before_sql)
-        if _before_copy not in store_write.BEFORE_COPY:
-            store_write.BEFORE_COPY.append(_before_copy)
-
-    def batch_committed(self, written: int) -> None:
-        """Called after each committed batch with the number committed so far."""
-        if self.kill_after_batches == written:
-            _kill_self()
-
-    def before_sql(self, statement: str) -> None:
-        """Called before every SQL statement while a SQL hook is set."""
-        text = statement.lower()
-        for point in (self.kill_at, self.pause_at):
-            if point is not None and point[1] in text:
-                self._seen[point[1]] = self._seen.get(point[1], 0) + 1
-        if self.kill_at and self._seen.get(self.kill_at[1]) == self.kill_at[0]:
-            _kill_self()
-        if self.pause_at and self._seen.get(self.pause_at[1]) == self.pause_at[0]:
-            self._seen[self.pause_at[1]] += 1  # pause once only
-            self._pause()
-
-    def _pause(self) -> None:
-        if not self.pause_file:
-            return
-        go = Path(self.pause_file)
-        Path(f"{go}.paused").touch()
-        deadline = time.monotonic() + self.PAUSE_LIMIT
-        while not go.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-
-
-def _before_sql(
-    conn: Any, cursor: Any, statement: str, *args: Any, **kwargs: Any
-) -> None:
-    TestHooks.get().before_sql(statement)
-
-
-def _before_copy(statement: str) -> None:
-    TestHooks.get().before_sql(statement)
-
-
-def _kill_self() -> None:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _int_or_none(text: str | None) -> int | None:
-    return int(text) if text else None
-
-
-def _sql_point(text: str | None) -> tuple[int, str] | None:
-    """``"N:TEXT"`` -> ``(N, text in lower case)``."""
-    if not text:
-        return None
-    count, _, sql = text.partition(":")
-    return int(count), sql.lower()

@@ -208,7 +208,7 @@ def insert_rows(
 
 #: Called with the statement text just before each ``COPY``: a ``COPY`` runs
 #: on the driver's connection, so SQLAlchemy's cursor events never see it.
-#: ``metastore.indexer.TestHooks`` adds its SQL hook here.
+#: ``metastore.testhooks.TestHooks`` adds its SQL hook here.
 BEFORE_COPY: list[Callable[[str], None]] = []
 
 #: How PostgreSQL receives the ``image_modules`` rows of a batch.

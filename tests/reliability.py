@@ -1,7 +1,7 @@
 """Helpers for the crash, concurrency, shard and database-fault tests.
 
 Runs ``python -m metastore`` in subprocesses (the test hooks of
-``metastore.indexer.TestHooks`` stop them at chosen points), builds a small
+``metastore.testhooks.TestHooks`` stop them at chosen points), builds a small
 archive, and checks a database: its export, its row counts and the SQL
 invariants that no crash or race may break.
 """

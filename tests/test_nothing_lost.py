@@ -1,7 +1,7 @@
 """Nothing lost: crashes, concurrent indexers, shards and database faults.
 
 Indexers run as ``python -m metastore`` subprocesses; the test hooks of
-``metastore.indexer.TestHooks`` make them die (SIGKILL) or pause at a chosen
+``metastore.testhooks.TestHooks`` make them die (SIGKILL) or pause at a chosen
 point, so no test depends on timing.  After each scenario the database must
 equal a clean run (export and row counts) and break no invariant
 (``reliability.BROKEN``).  See docs/guarantees.md.
@@ -535,7 +535,7 @@ def test_hooks_see_the_copy_of_module_rows(
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
-    from metastore import indexer, store_write
+    from metastore import store_write, testhooks
 
     go = tmp_path / "go"
     go.touch()  # pause only marks the point, then goes on
@@ -551,6 +551,6 @@ def test_hooks_see_the_copy_of_module_rows(
         with Store(postgres_url) as store:
             index_paths(store, [archive / "a"], workers=1, batch_size=BATCH)
     finally:
-        event.remove(Engine, "before_cursor_execute", indexer._before_sql)
+        event.remove(Engine, "before_cursor_execute", testhooks._before_sql)
     # No statement but the COPY holds this text: the hook saw two of them.
     assert Path(f"{go}.paused").exists()

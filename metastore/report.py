@@ -1,0 +1,103 @@
+"""The report of an indexing run: what was seen, read, stored and refused.
+
+Owns :class:`IndexReport` (returned by ``metastore.index_paths`` and
+printed by ``metastore index``, with its exit status) and the mutable tally
+the indexer counts into while it runs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from metastore.reading import Outcome
+from metastore.records import ErrorRecord
+
+__all__ = ["MAX_REPORTED_ERRORS", "IndexReport", "Tally"]
+
+#: How many errors an :class:`IndexReport` keeps (``error_count`` has them all).
+MAX_REPORTED_ERRORS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class IndexReport:
+    """What an indexing run did; every count is of sources (files or members).
+
+    ``files_seen == indexed + unchanged + skipped + failed``.  A DICOM JSON
+    file with some invalid instances counts as indexed; its invalid instances
+    are in ``errors``.
+    """
+
+    #: Sources found under the given paths (files, archive members).
+    files_seen: int = 0
+    #: Sources read and stored (new or changed).
+    indexed: int = 0
+    #: Sources skipped because the store already has them at this size and time.
+    unchanged: int = 0
+    #: Sources that are not DICOM (or are DICOMDIRs): not an error.
+    skipped: int = 0
+    #: Sources that look like DICOM but could not be read, or held no valid instance.
+    failed: int = 0
+    #: Instances handed to the store.
+    instances: int = 0
+    #: Instances not stored because another source has the same SOP Instance UID.
+    duplicates: int = 0
+    #: Images (frames) of the instances handed to the store.
+    images: int = 0
+    #: Wall-clock seconds.
+    seconds: float = 0.0
+    #: The first :data:`MAX_REPORTED_ERRORS` problems (unreadable, invalid, duplicate).
+    errors: tuple[ErrorRecord, ...] = ()
+    #: How many problems there were in all.
+    error_count: int = 0
+    #: Problems other than duplicates: unreadable sources and invalid instances.
+    problem_count: int = 0
+
+    @property
+    def rate(self) -> float:
+        """Sources per second (seen, including unchanged and skipped ones)."""
+        return self.files_seen / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed (duplicates and skipped files are fine)."""
+        return self.problem_count == 0
+
+    @property
+    def exit_status(self) -> int:
+        """The ``metastore index`` exit status: 0 if :attr:`ok`, else 1."""
+        return 0 if self.ok else 1
+
+
+@dataclass
+class Tally:
+    """The mutable counts behind an :class:`IndexReport`."""
+
+    started: float = field(default_factory=time.perf_counter)
+    counts: dict[str, int] = field(default_factory=dict)
+    errors: list[ErrorRecord] = field(default_factory=list)
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counts[name] = self.counts.get(name, 0) + n
+
+    def error(self, error: ErrorRecord) -> None:
+        self.count("error_count")
+        if error.kind != "duplicate":
+            self.count("problem_count")
+        if len(self.errors) < MAX_REPORTED_ERRORS:
+            self.errors.append(error)
+
+    def outcome(self, outcome: Outcome) -> None:
+        self.count("files_seen")
+        self.count(outcome.status)
+        self.count("instances", len(outcome.instances))
+        self.count("images", sum(len(i.images) for i in outcome.instances))
+        for error in outcome.errors:
+            self.error(error)
+
+    def report(self) -> IndexReport:
+        return IndexReport(
+            seconds=time.perf_counter() - self.started,
+            errors=tuple(self.errors),
+            **self.counts,
+        )
