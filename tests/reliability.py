@@ -120,6 +120,29 @@ def start(
     )
 
 
+def start_paused(
+    procs: list[subprocess.Popen[str]],
+    args: list[str],
+    at_sql: str,
+    go: Path,
+    what: str,
+) -> subprocess.Popen[str]:
+    """Start a command that pauses just before SQL point ``at_sql`` (``N:TEXT``).
+
+    It goes on once ``go`` exists.  Returns when it has paused (failing
+    after :data:`PATIENCE` with ``what`` it was waiting for); the process is
+    added to ``procs`` first, so the test's cleanup kills it either way.
+    """
+    hooks = {
+        "METASTORE_TEST_PAUSE_AT_SQL": at_sql,
+        "METASTORE_TEST_PAUSE_FILE": str(go),
+    }
+    proc = start(args, hooks)
+    procs.append(proc)
+    wait_for(Path(f"{go}.paused").exists, what)
+    return proc
+
+
 def wait_for(condition: Callable[[], bool], what: str) -> None:
     """Poll ``condition`` until true; fail after :data:`PATIENCE` seconds."""
     deadline = time.monotonic() + PATIENCE

@@ -32,6 +32,7 @@ from reliability import (
     processes_mentioning,
     run,
     start,
+    start_paused,
     wait_for,
 )
 
@@ -197,15 +198,13 @@ def test_sqlite_readers_and_a_second_writer_during_a_write(
     """Readers see committed batches only; a second writer waits, then finishes."""
     go_a, go_b = tmp_path / "go-a", tmp_path / "go-b"
     go_b.touch()  # B only marks when it asks for the write lock
-    writer_a = start(
+    writer_a = start_paused(
+        procs,
         index_command(sqlite_url, [archive]),
-        {
-            "METASTORE_TEST_PAUSE_AT_SQL": f"2:{module_rows_sql(sqlite_url)}",
-            "METASTORE_TEST_PAUSE_FILE": str(go_a),
-        },
+        f"2:{module_rows_sql(sqlite_url)}",
+        go_a,
+        "writer A to pause inside batch 2",
     )
-    procs.append(writer_a)
-    wait_for(Path(f"{go_a}.paused").exists, "writer A to pause inside batch 2")
     # A holds the write lock, half way through batch 2: readers see batch 1.
     final = dict(clean["export"])
     seen = export(sqlite_url)
@@ -225,15 +224,13 @@ def test_sqlite_readers_and_a_second_writer_during_a_write(
         assert plane == modules["imagePlaneModule"]
     finally:
         provider.close()
-    writer_b = start(
+    writer_b = start_paused(
+        procs,
         index_command(sqlite_url, [archive / "b"]),
-        {
-            "METASTORE_TEST_PAUSE_AT_SQL": "1:BEGIN IMMEDIATE",
-            "METASTORE_TEST_PAUSE_FILE": str(go_b),
-        },
+        "1:BEGIN IMMEDIATE",
+        go_b,
+        "writer B to ask for the write lock",
     )
-    procs.append(writer_b)
-    wait_for(Path(f"{go_b}.paused").exists, "writer B to ask for the write lock")
     go_a.touch()
     # While both write, every read is a consistent prefix of the final store.
     while writer_a.poll() is None or writer_b.poll() is None:
@@ -370,15 +367,13 @@ def test_dropped_connection_mid_batch_is_retried(
     admin = os.environ["METASTORE_TEST_POSTGRES_URL"]
     url = with_password(postgres_url)
     go = tmp_path / "go"
-    proc = start(
+    proc = start_paused(
+        procs,
         index_command(url, [archive]),
-        {
-            "METASTORE_TEST_PAUSE_AT_SQL": f"2:{module_rows_sql(postgres_url)}",
-            "METASTORE_TEST_PAUSE_FILE": str(go),
-        },
+        f"2:{module_rows_sql(postgres_url)}",
+        go,
+        "the indexer to pause inside batch 2",
     )
-    procs.append(proc)
-    wait_for(Path(f"{go}.paused").exists, "the indexer to pause inside batch 2")
     assert terminate_backends(admin, postgres_url) >= 1
     go.touch()
     out, err = proc.communicate(timeout=PATIENCE)
@@ -404,15 +399,13 @@ def test_database_gone_for_good_stops_with_one_line_then_rerun_completes(
     name = make_url(postgres_url).database
     url = with_password(postgres_url)
     go = tmp_path / "go"
-    proc = start(
+    proc = start_paused(
+        procs,
         index_command(url, [archive]),
-        {
-            "METASTORE_TEST_PAUSE_AT_SQL": f"3:{module_rows_sql(postgres_url)}",
-            "METASTORE_TEST_PAUSE_FILE": str(go),
-        },
+        f"3:{module_rows_sql(postgres_url)}",
+        go,
+        "the indexer to pause inside batch 3",
     )
-    procs.append(proc)
-    wait_for(Path(f"{go}.paused").exists, "the indexer to pause inside batch 3")
     admin_sql(admin, f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
     try:
         terminate_backends(admin, postgres_url)
