@@ -98,10 +98,19 @@ class _Batches:
         self._images = 0
         #: Batches committed so far.
         self.written = 0
+        #: The sources of the current batch, when given to :meth:`add`.
+        self._entries: dict[str, Entry] = {}
+        #: Sources with duplicates (of those given to :meth:`add`): how many.
+        self.duplicates: dict[str, tuple[Entry, int]] = {}
 
     def add(
-        self, instances: Iterable[InstanceRecord], errors: Iterable[ErrorRecord]
+        self,
+        instances: Iterable[InstanceRecord],
+        errors: Iterable[ErrorRecord],
+        entry: Entry | None = None,
     ) -> None:
+        if entry is not None:
+            self._entries[entry.source.location] = entry
         for instance in instances:
             self._instances.append(instance)
             self._images += len(instance.images)
@@ -128,7 +137,12 @@ class _Batches:
         self._tally.count("duplicates", sum(e.kind == "duplicate" for e in found))
         for error in found:
             self._tally.error(error)
+            entry = self._entries.get(error.location)
+            if error.kind == "duplicate" and entry is not None:
+                _, n = self.duplicates.get(error.location, (entry, 0))
+                self.duplicates[error.location] = (entry, n + 1)
         self._instances, self._errors, self._images = [], [], 0
+        self._entries = {}
         self.written += 1
         TestHooks.get().batch_committed(self.written)
 
@@ -270,9 +284,9 @@ def _index(
     next_call = time.perf_counter() + PROGRESS_INTERVAL
     if workers is None:
         workers = os.cpu_count() or 1
-    for outcome in _read_all(todo, root, workers):
+    for entry, outcome in _read_all(todo, root, workers):
         tally.outcome(outcome)
-        batches.add(outcome.instances, outcome.errors)
+        batches.add(outcome.instances, outcome.errors, entry if prune else None)
         if outcome.status != "skipped":  # a skipped source has no rows to keep
             note(outcome.location)
         if progress is not None and time.perf_counter() >= next_call:
@@ -280,11 +294,46 @@ def _index(
             next_call = time.perf_counter() + PROGRESS_INTERVAL
     batches.flush()
     if prune:
-        _reconnecting(store, lambda: store.prune(root_locations, seen, owns=owns))
+        pruned = _reconnecting(
+            store, lambda: store.prune(root_locations, seen, owns=owns)
+        )
+        if pruned and batches.duplicates:
+            _store_orphaned_duplicates(store, batches.duplicates, root, tally)
     report = tally.report()
     if progress is not None:
         progress(report)
     return report
+
+
+def _store_orphaned_duplicates(
+    store: Store,
+    duplicates: dict[str, tuple[Entry, int]],
+    root: str | None,
+    tally: Tally,
+) -> None:
+    """After a prune, store the duplicates whose stored copy it removed.
+
+    A duplicate found during the run was not stored because another source
+    held its SOP Instance UID; if prune then forgot that source (deleted
+    from the archive), the duplicate is now the only copy.  Each source with
+    duplicates is read again and written: what is still held elsewhere is
+    reported as a duplicate again, the rest is stored, and the report
+    counts what the second write found instead of the first.
+    """
+    zips = ReadCache()
+    try:
+        for location, (entry, counted) in duplicates.items():
+            instances = read_entry(entry, root, zips).instances
+            if not instances:
+                continue
+            write = functools.partial(store.write_batch, instances, [])
+            found = _reconnecting(store, write)
+            tally.retract_duplicates(location, counted)
+            tally.count("duplicates", sum(e.kind == "duplicate" for e in found))
+            for error in found:
+                tally.error(error)
+    finally:
+        zips.close()
 
 
 @contextmanager
@@ -381,11 +430,11 @@ def _ignore(location: str) -> None:
 
 def _read_all(
     entries: Iterator[Entry], root: str | None, workers: int
-) -> Iterator[Outcome]:
+) -> Iterator[tuple[Entry, Outcome]]:
     """Read every entry, in worker processes when there are enough of them.
 
-    Outcomes come back in discovery order whatever the number of workers, so
-    a run gives the same store with 1 or N workers.
+    Yields each entry with its outcome, in discovery order whatever the
+    number of workers, so a run gives the same store with 1 or N workers.
     """
     chunks = _chunks(entries, CHUNK_SIZE)
     if workers <= 1:
@@ -420,12 +469,14 @@ def _process_context() -> BaseContext:
     return multiprocessing.get_context()
 
 
-def _result(chunk: list[Entry], future: Future[list[Outcome]]) -> list[Outcome]:
+def _result(
+    chunk: list[Entry], future: Future[list[Outcome]]
+) -> list[tuple[Entry, Outcome]]:
     try:
-        return future.result()
+        return list(zip(chunk, future.result(), strict=True))
     except Exception as exc:  # a worker died (out of memory, a crash in a codec)
         reason = f"worker process failed: {type(exc).__name__}: {exc}"
-        return [_crashed(entry, reason) for entry in chunk]
+        return [(entry, _crashed(entry, reason)) for entry in chunk]
 
 
 def _crashed(entry: Entry, reason: str) -> Outcome:
@@ -435,12 +486,14 @@ def _crashed(entry: Entry, reason: str) -> Outcome:
     )
 
 
-def _read_here(chunks: Iterator[list[Entry]], root: str | None) -> Iterator[Outcome]:
+def _read_here(
+    chunks: Iterator[list[Entry]], root: str | None
+) -> Iterator[tuple[Entry, Outcome]]:
     zips = ReadCache()
     try:
         for chunk in chunks:
             for entry in chunk:
-                yield read_entry(entry, root, zips)
+                yield entry, read_entry(entry, root, zips)
     finally:
         zips.close()
 

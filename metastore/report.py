@@ -95,6 +95,18 @@ class Tally:
         for error in outcome.errors:
             self.error(error)
 
+    def retract_duplicates(self, location: str, n: int) -> None:
+        """Take back the ``n`` duplicates counted for ``location``.
+
+        For a source written again after a prune; the kept errors lose that
+        location's duplicates.
+        """
+        self.count("duplicates", -n)
+        self.count("error_count", -n)
+        self.errors[:] = [
+            e for e in self.errors if (e.kind, e.location) != ("duplicate", location)
+        ]
+
     def report(self) -> IndexReport:
         return IndexReport(
             seconds=time.perf_counter() - self.started,

@@ -287,11 +287,38 @@ def test_moved_archive_with_prune(store: Store, tmp_path: Path) -> None:
     shutil.move(tmp_path / "root" / "a", tmp_path / "root" / "b")
     report = index_paths(store, [tmp_path / "root"], workers=1, prune=True)
     # the moved file is new to the store, and a duplicate of the old row,
-    # which prune then removes; a second run stores it from its new place
-    assert report.files_seen == 1
-    index_paths(store, [tmp_path / "root"], workers=1, prune=True)
+    # which prune then removes: the same run then stores it from its new place
+    assert (report.files_seen, report.indexed, report.duplicates) == (1, 1, 0)
+    assert (report.errors, report.error_count, report.exit_status) == ((), 0, 0)
     (row,) = store.query("instance")
     assert row["location"] == str(tmp_path / "root" / "b" / "x.dcm")
+    assert store.errors() == []
+    again = index_paths(store, [tmp_path / "root"], workers=1, prune=True)
+    assert (again.unchanged, again.indexed, again.duplicates) == (1, 0, 0)
+
+
+def test_prune_keeps_a_duplicate_whose_original_stays(
+    store: Store, tmp_path: Path
+) -> None:
+    """Prune stores a duplicate only if its stored copy went; others stay reported."""
+    src = tmp_path / "src"
+    copy(CT, src / "a.dcm")
+    copy(CT, src / "b.dcm")
+    write_ct(src / "c.dcm", 7)
+    write_ct(src / "d.dcm", 7)
+    index_paths(store, [src], workers=1)
+    (src / "c.dcm").unlink()  # the stored copy of d's instance
+    report = index_paths(store, [src], workers=1, prune=True)
+    # b.dcm is still a duplicate of a.dcm; d.dcm is now the only copy
+    assert report.duplicates == 1
+    assert [(e.location, e.kind) for e in report.errors] == [
+        (str(src / "b.dcm"), "duplicate")
+    ]
+    locations = sorted(row["location"] for row in store.query("instance"))
+    assert locations == [str(src / "a.dcm"), str(src / "d.dcm")]
+    assert [(e.location, e.kind) for e in store.errors()] == [
+        (str(src / "b.dcm"), "duplicate")
+    ]
 
 
 def test_a_source_whose_modules_raise_fails_and_the_run_goes_on(
