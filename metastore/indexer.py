@@ -286,7 +286,10 @@ def _index(
         workers = os.cpu_count() or 1
     for entry, outcome in _read_all(todo, root, workers):
         tally.outcome(outcome)
-        batches.add(outcome.instances, outcome.errors, entry if prune else None)
+        # Under prune, sources with instances are remembered for the batch
+        # they are in (bounded by it): one may turn out to be a duplicate.
+        keep = prune and bool(outcome.instances)
+        batches.add(outcome.instances, outcome.errors, entry if keep else None)
         if outcome.status != "skipped":  # a skipped source has no rows to keep
             note(outcome.location)
         if progress is not None and time.perf_counter() >= next_call:
