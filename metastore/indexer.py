@@ -134,9 +134,8 @@ class _Batches:
             if _refused(exc) is None:
                 raise
             found = self._write_each_source(instances, errors)
-        self._tally.count("duplicates", sum(e.kind == "duplicate" for e in found))
+        self._tally.written(found)
         for error in found:
-            self._tally.error(error)
             entry = self._entries.get(error.location)
             if error.kind == "duplicate" and entry is not None:
                 _, n = self.duplicates.get(error.location, (entry, 0))
@@ -332,9 +331,7 @@ def _store_orphaned_duplicates(
             write = functools.partial(store.write_batch, instances, [])
             found = _reconnecting(store, write)
             tally.retract_duplicates(location, counted)
-            tally.count("duplicates", sum(e.kind == "duplicate" for e in found))
-            for error in found:
-                tally.error(error)
+            tally.written(found)
     finally:
         zips.close()
 

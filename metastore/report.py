@@ -95,6 +95,12 @@ class Tally:
         for error in outcome.errors:
             self.error(error)
 
+    def written(self, found: list[ErrorRecord]) -> None:
+        """Count what a store write found: duplicates, and every error."""
+        self.count("duplicates", sum(e.kind == "duplicate" for e in found))
+        for error in found:
+            self.error(error)
+
     def retract_duplicates(self, location: str, n: int) -> None:
         """Take back the ``n`` duplicates counted for ``location``.
 
