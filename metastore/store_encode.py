@@ -138,9 +138,7 @@ def storable(text: str) -> str:
     one such value must not fail the write of a whole batch.  The module
     values and the DICOM JSON keep the exact text (they are stored as bytes).
     """
-    if _UNSTORABLE.search(text) is None:
-        return text
-    return _UNSTORABLE.sub("\ufffd", text)
+    return text if is_storable(text) else _UNSTORABLE.sub("\ufffd", text)
 
 
 def _storable_record(record: InstanceRecord) -> InstanceRecord:
@@ -156,10 +154,9 @@ def _storable_record(record: InstanceRecord) -> InstanceRecord:
         value = getattr(record, name)
         if value is None:
             continue
-        if _UNSTORABLE.search(value) is not None:
-            value = changes[name] = storable(value)
-        if len(value) > MAX_SEARCH:
-            changes[name] = value[:MAX_SEARCH]
+        fixed = storable(value)[:MAX_SEARCH]
+        if fixed is not value:  # both steps return the text itself when it fits
+            changes[name] = fixed
     modality = changes.get("modality", record.modality)
     if modality is not None and len(modality) > MAX_MODALITY:
         changes["modality"] = modality[:MAX_MODALITY]
@@ -169,9 +166,11 @@ def _storable_record(record: InstanceRecord) -> InstanceRecord:
 def _storable_error(error: ErrorRecord) -> ErrorRecord:
     """``error`` as text the store holds (its location cut to fit an index)."""
     location, reason = storable(error.location), storable(error.reason)
-    if len(location) > MAX_SEARCH and len(location.encode()) > MAX_ERROR_LOCATION:
-        # (0 ... limit] bytes, cut on a character boundary
-        cut = location.encode()[:MAX_ERROR_LOCATION].decode(errors="ignore")
+    # a character is at most 4 bytes: shorter text needs no encoding to tell
+    encoded = location.encode() if 4 * len(location) > MAX_ERROR_LOCATION else b""
+    if len(encoded) > MAX_ERROR_LOCATION:
+        # cut on a character boundary
+        cut = encoded[:MAX_ERROR_LOCATION].decode(errors="ignore")
         location = cut + "..."
     if location is error.location and reason is error.reason:
         return error
@@ -204,7 +203,7 @@ def _invalid_reason(record: InstanceRecord) -> str | None:
         *(("imageId", image.image_id) for image in record.images),
     ]
     for name, text in identifiers:
-        if _UNSTORABLE.search(text) is not None:
+        if not is_storable(text):
             return f"{name} holds a NUL or an unpaired surrogate: {text!r}"
     return None
 
