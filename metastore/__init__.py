@@ -32,7 +32,7 @@ if TYPE_CHECKING:
         parse_image_id,
         wadors_image_id,
     )
-    from metastore.indexer import IndexReport, index_paths
+    from metastore.index import IndexReport, index_paths
     from metastore.modules import MODULE_TYPES, build_module, frame_modules
     from metastore.providers.database import DatabaseProvider
     from metastore.providers.dicomjson import DicomJsonProvider
@@ -48,7 +48,7 @@ _EXPORTS: dict[str, str] = {
     "DicomJsonProvider": "metastore.providers.dicomjson",
     "ImageId": "metastore.imageid",
     "InMemoryProvider": "metastore.providers.memory",
-    "IndexReport": "metastore.indexer",
+    "IndexReport": "metastore.index",
     "IndexingError": "metastore.errors",
     "InvalidImageIdError": "metastore.errors",
     "MODULE_TYPES": "metastore.modules",
@@ -68,7 +68,7 @@ _EXPORTS: dict[str, str] = {
     "file_location": "metastore.imageid",
     "frame_modules": "metastore.modules",
     "image_id_to_uri": "metastore.imageid",
-    "index_paths": "metastore.indexer",
+    "index_paths": "metastore.index",
     "metadata": "metastore.registry",
     "parse_image_id": "metastore.imageid",
     "wadors_image_id": "metastore.imageid",

@@ -22,10 +22,9 @@ import click
 import orjson
 from sqlalchemy.exc import SQLAlchemyError
 
-from metastore import db
 from metastore.errors import MetastoreError, ModuleError
 from metastore.imageid import parse_image_id
-from metastore.indexer import (
+from metastore.index.pipeline import (
     DEFAULT_BATCH_SIZE,
     IndexReport,
     TestHooks,
@@ -33,7 +32,7 @@ from metastore.indexer import (
     parse_shard,
 )
 from metastore.modules import MODULE_TYPES
-from metastore.store import Store
+from metastore.store import Store, db
 
 F = TypeVar("F", bound=Callable[..., Any])
 

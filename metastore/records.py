@@ -3,7 +3,7 @@
 An :class:`InstanceRecord` is everything metastore keeps of one DICOM instance:
 where it came from, the attributes people search by, its full DICOM JSON and,
 per frame, the Cornerstone modules.  The indexer builds them (in worker
-processes, so they must pickle); ``metastore.store`` writes them.  This module
+processes, so they must pickle); ``metastore.store.api`` writes them.  This module
 imports only ``metastore.types``.
 """
 

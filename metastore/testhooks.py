@@ -71,7 +71,7 @@ class TestHooks:
         SQLAlchemy's cursor events; the store reports them through
         ``store_write.BEFORE_COPY``, so the hooks see them as statements too.
         """
-        from metastore import store_write
+        from metastore.store import write as store_write
 
         hooks = cls.get()
         if not (hooks.kill_at or hooks.pause_at):

@@ -1,6 +1,6 @@
 """Alembic environment of metastore: runs migrations on a connection it is given.
 
-metastore.db builds the Config in code and passes a live connection in
+metastore.store.db builds the Config in code and passes a live connection in
 ``config.attributes["connection"]``; only a developer running the ``alembic``
 command gets an engine built here, from ``-x url=...`` or
 ``METASTORE_DATABASE_URL``.  Logging is never configured here (no fileConfig):
@@ -14,9 +14,9 @@ import os
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from metastore.schema import metadata
+from metastore.store.schema import metadata
 
-#: Same value as metastore.db.VERSION_TABLE (kept literal: env.py is loaded
+#: Same value as metastore.store.db.VERSION_TABLE (kept literal: env.py is loaded
 #: by Alembic and must not depend on engine code).
 VERSION_TABLE = "metastore_alembic_version"
 
@@ -45,7 +45,7 @@ def run_migrations_online() -> None:
         _configure_and_run(connection)
         return
     # Developer path: `alembic -x url=sqlite:///dev.db upgrade head`.
-    from metastore.db import create_engine
+    from metastore.store.db import create_engine
 
     url = context.get_x_argument(as_dictionary=True).get("url") or os.environ.get(
         "METASTORE_DATABASE_URL"

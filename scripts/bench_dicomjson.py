@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark: metastore.dicomjson against pydicom's ``Dataset.to_json_dict``.
+"""Benchmark: metastore.dicomjson.convert against pydicom's ``Dataset.to_json_dict``.
 
 Loads N files into memory (pydicom's test files, repeated; or every file of a
 folder given as argument; or ``--synthetic`` for the benchmarks' generated
@@ -35,7 +35,7 @@ import pydicom
 from pydicom.data import get_charset_files, get_testdata_files
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from metastore import _vr
+from metastore.dicomjson import _values as _vr
 from metastore.dicomjson import dataset_to_dicom_json
 
 

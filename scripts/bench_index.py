@@ -133,7 +133,7 @@ def main() -> None:
 def _images(url: str) -> int:
     import sqlalchemy as sa
 
-    from metastore.db import create_engine
+    from metastore.store.db import create_engine
 
     engine = create_engine(url)
     with engine.connect() as c:

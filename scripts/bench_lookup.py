@@ -58,7 +58,7 @@ def build(work: Path, images: int, url: str) -> None:
     sys.path.insert(0, str(HERE))
     from gen_archive import SeriesPlan, generate, plan_archive
 
-    from metastore.indexer import index_paths
+    from metastore.index import index_paths
     from metastore.store import Store
 
     plans = [

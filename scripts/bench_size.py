@@ -41,10 +41,10 @@ def main() -> None:
     import sqlalchemy as sa
     from gen_archive import generate
 
-    from metastore.db import create_engine
     from metastore.imageid import parse_image_id
-    from metastore.indexer import index_paths
+    from metastore.index import index_paths
     from metastore.store import Store
+    from metastore.store.db import create_engine
 
     work = Path(tempfile.mkdtemp(prefix="metastore-bench-size-"))
     generate(work / "archive", args.images, 64)

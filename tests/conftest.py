@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from metastore import db
+from metastore.store import db
 
 POSTGRES_ENV = "METASTORE_TEST_POSTGRES_URL"
 

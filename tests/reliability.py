@@ -19,8 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from dicom_samples import EMRI, copy, dicom_json, junk, write_ct, write_json, zip_of
 
-from metastore import db
-from metastore.store import Store
+from metastore.store import Store, db
 
 #: Instances per batch in these tests: the archive makes about ten batches.
 BATCH = 4

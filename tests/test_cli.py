@@ -21,8 +21,8 @@ from dicom_samples import (
     write_json,
 )
 
-from metastore import db
 from metastore.cli import cli
+from metastore.store import db
 
 ROOT = "http://localhost/dicomweb"
 CT_IMAGE = (

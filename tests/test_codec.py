@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from metastore import codec
+from metastore.store import codec
 
 # JSON-like values with every float, NaN, ±Infinity and -0.0 included.
 scalars = (
@@ -142,7 +142,7 @@ def test_unknown_flags_are_refused() -> None:
 @given(st.text())
 def test_split_image_id_is_lossless(image_id: str) -> None:
     """prefix + suffix always gives the imageId back."""
-    from metastore.store_encode import split_image_id
+    from metastore.store.encode import split_image_id
 
     prefix, suffix = split_image_id(image_id)
     assert prefix + suffix == image_id
@@ -150,7 +150,7 @@ def test_split_image_id_is_lossless(image_id: str) -> None:
 
 def test_split_image_id_shares_the_series_part() -> None:
     """A wadors imageId's prefix ends after /instances/; a file's at its folder."""
-    from metastore.store_encode import split_image_id
+    from metastore.store.encode import split_image_id
 
     wadors = "wadors:http://h/studies/1/series/2/instances/3/frames/1"
     assert split_image_id(wadors) == (

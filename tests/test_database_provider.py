@@ -208,7 +208,7 @@ def test_a_colliding_image_key_is_not_the_image(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An imageId whose 64-bit key equals a stored one's gets no answer."""
-    from metastore import store_encode
+    from metastore.store import encode as store_encode
 
     stored = image_ids(store)[0]
     other = stored + "-other"

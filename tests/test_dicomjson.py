@@ -1,4 +1,4 @@
-"""Tests of metastore.dicomjson: exactness against pydicom's to_json_dict."""
+"""Tests of metastore.dicomjson.convert: exactness against pydicom's to_json_dict."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from metastore.dicomjson import (
+from metastore.dicomjson.convert import (
     DEFAULT_INLINE_TAGS,
     OVERLAY_DATA_TAGS,
     dataset_to_dicom_json,
@@ -429,7 +429,7 @@ def test_unreadable_transfer_syntax_raises_dicom_error() -> None:
 
 def test_internal_error_falls_back_to_pydicom(monkeypatch: pytest.MonkeyPatch) -> None:
     """A failure of the direct decoding costs speed, never exactness."""
-    from metastore import _vr
+    from metastore.dicomjson import _values as _vr
 
     def broken(*args: Any) -> Any:
         raise RuntimeError("bug")

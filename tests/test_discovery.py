@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from dicom_samples import CT, copy, dicom_json, junk, sample_path, write_json, zip_of
 
-from metastore.discovery import HEAD_SIZE, Entry, Kind, discover, sniff
+from metastore.index.discovery import HEAD_SIZE, Entry, Kind, discover, sniff
 from metastore.records import ErrorRecord
 
 

@@ -29,7 +29,7 @@ from dicom_samples import sample_path
 from oracle_fixtures import load_cases
 
 from metastore.cli import cli
-from metastore.frames import number_of_frames
+from metastore.modules.frames import number_of_frames
 
 pytestmark = pytest.mark.oracle
 
@@ -60,7 +60,7 @@ def frames_past_the_oracle() -> set[str]:
 
     The oracle made frames 1 to NumberOfFrames only; an instance without
     NumberOfFrames but with per-frame functional groups (liver_1frame.dcm:
-    three items) has a frame per item (``metastore.frames.number_of_frames``,
+    three items) has a frame per item (``metastore.modules.frames.number_of_frames``,
     as Cornerstone combines them), each an image.
     """
     extra = set()
@@ -139,7 +139,7 @@ def test_export_equals_the_oracle(
     for image_id in sorted(wanted):
         problems += test_parity.check_image(SET, image_id).problems
     if form == "part10":
-        # Read from Part 10, overlay data is kept inline (metastore.dicomjson's
+        # Read from Part 10, overlay data is kept inline (metastore.dicomjson.convert's
         # DEFAULT_INLINE_TAGS), so those overlays carry their bits where the
         # cases, made with a BulkDataURI for them, cannot.
         inline = [p for p in problems if p.endswith(_BULK_OVERLAY)]

@@ -1,4 +1,4 @@
-"""Tests of metastore.frames: multi-frame detection and per-frame combination."""
+"""Tests of metastore.modules.frames: multi-frame detection, per-frame combination."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from metastore.frames import combine_frame, is_multiframe, number_of_frames
+from metastore.modules.frames import combine_frame, is_multiframe, number_of_frames
 
 
 def el(vr: str, *values: Any) -> dict[str, Any]:

@@ -23,8 +23,8 @@ from dicom_samples import (
     zip_of,
 )
 
-from metastore import indexer
-from metastore.indexer import IndexReport, index_paths
+from metastore.index import IndexReport, index_paths
+from metastore.index import pipeline as indexer
 from metastore.store import Store
 
 ROOT = "http://localhost/dicomweb"

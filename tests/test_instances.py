@@ -9,7 +9,7 @@ from dicom_samples import CT, dicom_json
 
 from metastore.errors import IndexingError
 from metastore.imageid import parse_image_id, wadors_image_id
-from metastore.instances import (
+from metastore.index.extract import (
     MAX_FRAMES,
     build_instance,
     date_value,

@@ -14,11 +14,11 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from dicom_samples import EMRI, copy, write_ct
 
-from metastore import db, index_paths
+from metastore import index_paths
 from metastore.errors import SchemaError, SchemaNotAtHeadError
-from metastore.indexer import IndexReport
-from metastore.schema import metadata
-from metastore.store import Store
+from metastore.index import IndexReport
+from metastore.store import Store, db
+from metastore.store.schema import metadata
 
 
 def _revisions() -> list[str]:
@@ -86,7 +86,7 @@ def test_stairway(db_url: str, revision: str) -> None:
 
 
 def test_no_drift(db_url: str) -> None:
-    """The migrated schema equals metastore.schema (empty autogenerate diff)."""
+    """The migrated schema equals metastore.store.schema (empty autogenerate diff)."""
     engine = db.create_engine(db_url)
     try:
         with engine.connect() as connection:

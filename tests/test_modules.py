@@ -25,8 +25,8 @@ from metastore.modules import (
     build_module,
     frame_modules,
 )
+from metastore.modules.jsvalues import Undefined
 from metastore.types import ModuleType
-from metastore.values import Undefined
 
 #: Modules Cornerstone can throw for (null sequence items) outside divergences.
 RAISING = {"petIsotopeModule", "ultrasoundEnhancedRegionModule", "calibrationModule"}

@@ -36,10 +36,10 @@ from reliability import (
     wait_for,
 )
 
-from metastore import DatabaseProvider, db, index_paths
+from metastore import DatabaseProvider, index_paths
 from metastore.cli import cli
-from metastore.indexer import TestHooks, parse_shard, shard_of
-from metastore.store import Store
+from metastore.index.pipeline import TestHooks, parse_shard, shard_of
+from metastore.store import Store, db
 
 pytestmark = pytest.mark.slow
 
@@ -528,7 +528,8 @@ def test_hooks_see_the_copy_of_module_rows(
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
-    from metastore import store_write, testhooks
+    from metastore import testhooks
+    from metastore.store import write as store_write
 
     go = tmp_path / "go"
     go.touch()  # pause only marks the point, then goes on

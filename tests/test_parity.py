@@ -106,7 +106,7 @@ def _overlay_groups(metadata: dict[str, Any]) -> list[str]:
 def _past_end(case: dict[str, Any]) -> bool:
     """Whether a frame is past the end of its multi-frame instance (divergence 2).
 
-    Written independently of ``metastore.frames``: NumberOfFrames when it is
+    Written independently of ``metastore.modules.frames``: NumberOfFrames when it is
     a plain integer >= 1 (a JSON number or a string such as ``"+3"``), else
     the per-frame item count, else 1; only for instances Cornerstone's
     manager treats as multi-frame (a single-frame instance added under a

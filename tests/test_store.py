@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from metastore import schema as t
 from metastore.errors import SchemaNotAtHeadError, StoreError
 from metastore.records import ErrorRecord, ImageRecord, InstanceRecord, Source
 from metastore.store import Store
+from metastore.store import schema as t
 
 STUDY = "1.2.826.0.1.1"
 SERIES = "1.2.826.0.1.1.1"
@@ -600,7 +600,7 @@ def test_numbers_past_32_bits_are_stored_without_them(
 def test_copy_errors_are_sqlalchemy_errors_and_roll_back(postgres_url: str) -> None:
     """A failing COPY raises DBAPIError (SQLSTATE kept, so the store retries
     what it retries for any statement); its transaction rolls back whole."""
-    from metastore import store_write
+    from metastore.store import write as store_write
 
     with Store(postgres_url) as store:
         store.write_batch([make_instance("/c/1.dcm", "1.1")])

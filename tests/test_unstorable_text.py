@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 from test_store import make_instance
 
 from metastore import Store, file_location, index_paths, parse_image_id
-from metastore.discovery import location_of
+from metastore.index.discovery import location_of
 from metastore.records import ErrorRecord, InstanceRecord
-from metastore.store_encode import storable
+from metastore.store.encode import storable
 
 linux_only = pytest.mark.skipif(
     sys.platform != "linux", reason="needs file names that are arbitrary bytes"

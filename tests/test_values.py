@@ -1,4 +1,4 @@
-"""Tests of metastore.values: JavaScript semantics and Cornerstone's getters.
+"""Tests of metastore.modules.jsvalues: JavaScript semantics and Cornerstone's getters.
 
 Expected JavaScript results come from Node itself
 (``tests/fixtures/oracle/js_semantics.mjs`` -> ``js_semantics.json``) and from
@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from oracle_fixtures import FIXTURES, load_cases, load_expected
 
-from metastore.values import (
+from metastore.modules.jsvalues import (
     UNDEFINED,
     get_first_number_value,
     get_number_value,
@@ -275,7 +275,7 @@ def test_js_index_counts_utf16_units() -> None:
 
 def test_js_own_keys_put_integer_like_keys_first() -> None:
     """Object.keys order: array-index keys ascending first, then insertion order."""
-    from metastore.values import js_entries, js_own_keys, js_values
+    from metastore.modules.jsvalues import js_entries, js_own_keys, js_values
 
     item = {"00289132": 1, "20051401": 2, "0": 3, "10": 4, "01": 5, "4294967295": 6}
     assert js_own_keys(item) == ["0", "10", "20051401", "00289132", "01", "4294967295"]
@@ -285,7 +285,7 @@ def test_js_own_keys_put_integer_like_keys_first() -> None:
 
 def test_raw_values_are_doubles_as_in_javascript() -> None:
     """Integers past 2**53 come back as the double JSON.parse gives (raw getters)."""
-    from metastore.values import js_json
+    from metastore.modules.jsvalues import js_json
 
     big = 2**53 + 1
     assert get_value({"vr": "UV", "Value": [big]}) == 2**53

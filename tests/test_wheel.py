@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from metastore.db import head
+from metastore.store.db import head
 
 ROOT = Path(__file__).resolve().parent.parent
 

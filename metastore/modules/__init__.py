@@ -5,7 +5,7 @@ This package owns the mapping of Cornerstone's WADO-RS metadata provider
 :func:`build_module` for one type and :func:`frame_modules` for every type of
 one frame (the indexer's hot path).  Values equal the real provider's except
 the four documented divergences (docs/mapping.md).  It imports
-``metastore.values``, ``metastore.frames``, ``metastore.errors`` and
+``metastore.modules.jsvalues``, ``metastore.modules.frames``, ``metastore.errors`` and
 ``metastore.types`` only; never pydicom or SQLAlchemy.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from metastore.frames import Frame, combine_frame
+from metastore.modules.frames import Frame, combine_frame
 from metastore.modules.instance import instance_module, to_upper_camel_tag
 from metastore.modules.lut import modality_lut_module, voi_lut_module
 from metastore.modules.misc import (
@@ -100,7 +100,7 @@ def module_from_frame(
 
     Args:
         module_type: A module type string.
-        frame: The frame, from :func:`metastore.frames.combine_frame`.
+        frame: The frame, from :func:`metastore.modules.frames.combine_frame`.
         image_id: The imageId asked about (``imageUrlModule`` uses it).
         computed: For ``instance``: sub-module values to reuse.
 

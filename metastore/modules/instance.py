@@ -4,8 +4,8 @@ Owns ``instance``: the union of multiframe, general series, patient study,
 image pixel, modality LUT, VOI LUT, SOP common, PET isotope, overlay plane,
 transfer syntax, PET series and PET image modules, keys renamed UpperCamel.
 Keys holding ``None`` are kept and a sub-module that raises is skipped, as
-Cornerstone 5.x does.  Imports only sibling modules, ``metastore.values``,
-``metastore.frames``, ``metastore.errors`` and ``metastore.types``.
+Cornerstone 5.x does.  Imports only sibling modules, ``metastore.modules.jsvalues``,
+``metastore.modules.frames``, ``metastore.errors`` and ``metastore.types``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from metastore.errors import DicomError
-from metastore.frames import Frame
+from metastore.modules.frames import Frame
+from metastore.modules.jsvalues import js_truthy
 from metastore.modules.lut import modality_lut_module, voi_lut_module
 from metastore.modules.misc import (
     multiframe_module,
@@ -30,7 +31,6 @@ from metastore.modules.pet import (
 from metastore.modules.pixel import image_pixel_module
 from metastore.modules.study import general_series_module
 from metastore.types import ModuleValue
-from metastore.values import js_truthy
 
 #: Cornerstone's ``instanceModuleNames``, in merge order (later keys win).
 INSTANCE_MODULE_NAMES: tuple[tuple[str, Callable[[Frame, str], ModuleValue]], ...] = (

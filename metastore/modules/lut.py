@@ -2,15 +2,15 @@
 
 Owns ``voiLutModule`` (window centre and width as arrays of every value) and
 ``modalityLutModule`` (rescale intercept, slope and type).  The LUT sequences
-themselves are not read by this provider.  Imports only ``metastore.values``,
-``metastore.frames`` and ``metastore.types``; never pydicom or SQLAlchemy.
+themselves are not read by this provider.  Imports only ``metastore.modules.jsvalues``,
+``metastore.modules.frames`` and ``metastore.types``; never pydicom or SQLAlchemy.
 """
 
 from __future__ import annotations
 
-from metastore.frames import Frame
+from metastore.modules.frames import Frame
+from metastore.modules.jsvalues import get_number_value, get_number_values, get_value
 from metastore.types import ModuleValue
-from metastore.values import get_number_value, get_number_values, get_value
 
 
 def voi_lut_module(frame: Frame, image_id: str) -> ModuleValue:

@@ -2,22 +2,21 @@
 
 Owns ``transferSyntax``, ``imageUrlModule``, ``cineModule``,
 ``multiframeModule`` and ``sopCommonModule``.  Imports only
-``metastore.values``, ``metastore.frames``, ``metastore.errors`` and
+``metastore.modules.jsvalues``, ``metastore.modules.frames``, ``metastore.errors`` and
 ``metastore.types``; never pydicom or SQLAlchemy.
 """
 
 from __future__ import annotations
 
 from metastore.errors import DicomError
-from metastore.frames import (
+from metastore.modules.frames import (
     NUMBER_OF_FRAMES,
     PER_FRAME_FUNCTIONAL_GROUPS,
     SHARED_FUNCTIONAL_GROUPS,
     Frame,
     frame_information,
 )
-from metastore.types import JSON, DicomJson, ModuleValue
-from metastore.values import (
+from metastore.modules.jsvalues import (
     UNDEFINED,
     get_number_value,
     get_tag_value,
@@ -27,6 +26,7 @@ from metastore.values import (
     js_truthy,
     raw_value,
 )
+from metastore.types import JSON, DicomJson, ModuleValue
 
 #: Transfer syntaxes that make ``imageUrlModule.isVideo`` true (MPEG-2,
 #: MPEG-4 AVC/H.264 and HEVC/H.265, as ``@cornerstonejs/metadata`` lists them).

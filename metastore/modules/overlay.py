@@ -5,7 +5,7 @@ under dicomParser keys (``x60003000``) that DICOM JSON never has, so it always
 answers ``{overlays: []}``; metastore reads groups 6000-601E and gives the
 fields as the WADO-URI provider does, with ``pixelData`` ``None`` when the
 overlay bits are not in the JSON (a BulkDataURI).  Imports only
-``metastore.values``, ``metastore.frames`` and ``metastore.types``; never
+``jsvalues``, ``frames`` and ``metastore.types``; never
 pydicom or SQLAlchemy.
 """
 
@@ -17,9 +17,14 @@ import math
 from functools import lru_cache
 from itertools import chain
 
-from metastore.frames import Frame
+from metastore.modules.frames import Frame
+from metastore.modules.jsvalues import (
+    get_number_value,
+    get_value,
+    js_to_string,
+    js_truthy,
+)
 from metastore.types import JSON, DicomJson, ModuleValue
-from metastore.values import get_number_value, get_value, js_to_string, js_truthy
 
 #: Overlay groups: (6000,xxxx) to (601E,xxxx), even groups only.
 OVERLAY_GROUPS = tuple(range(0x6000, 0x6020, 2))

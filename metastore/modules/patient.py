@@ -2,15 +2,15 @@
 
 Owns ``patientModule`` (ID and the PN object as DICOM JSON holds it) and
 ``patientStudyModule`` (age, size, weight through JavaScript ``parseFloat``,
-sex raw).  Imports only ``metastore.values``, ``metastore.frames`` and
+sex raw).  Imports only ``metastore.modules.jsvalues``, ``metastore.modules.frames`` and
 ``metastore.types``; never pydicom or SQLAlchemy.
 """
 
 from __future__ import annotations
 
-from metastore.frames import Frame
+from metastore.modules.frames import Frame
+from metastore.modules.jsvalues import get_number_value, get_value
 from metastore.types import ModuleValue
-from metastore.values import get_number_value, get_value
 
 
 def patient_module(frame: Frame, image_id: str) -> ModuleValue:

@@ -3,16 +3,15 @@
 Owns ``petIsotopeModule`` (from the first (0054,0016)
 RadiopharmaceuticalInformationSequence item), ``petSeriesModule`` and
 ``petImageModule``.  SUV scaling itself (``scalingModule``) is not answered by
-this provider.  Imports only ``metastore.values``, ``metastore.frames``,
+this provider.  Imports only ``jsvalues``, ``frames``,
 ``metastore.errors`` and ``metastore.types``; never pydicom or SQLAlchemy.
 """
 
 from __future__ import annotations
 
 from metastore.errors import DicomError
-from metastore.frames import Frame
-from metastore.types import ModuleValue
-from metastore.values import (
+from metastore.modules.frames import Frame
+from metastore.modules.jsvalues import (
     UNDEFINED,
     get_number_value,
     get_value,
@@ -20,6 +19,7 @@ from metastore.values import (
     js_to_string,
     raw_value,
 )
+from metastore.types import ModuleValue
 
 
 def pet_isotope_module(frame: Frame, image_id: str) -> ModuleValue:

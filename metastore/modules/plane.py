@@ -5,15 +5,14 @@ Cornerstone's defaults) and ``nmMultiframeGeometryModule``, and the NM
 fallback that reads geometry from (0054,0022) DetectorInformationSequence for
 reconstructed tomography.  Divergence 1 lives here: an instance without
 Modality is a non-NM image instead of a TypeError.  Imports only
-``metastore.values``, ``metastore.frames`` and ``metastore.types``; never
+``jsvalues``, ``frames`` and ``metastore.types``; never
 pydicom or SQLAlchemy.
 """
 
 from __future__ import annotations
 
-from metastore.frames import Frame
-from metastore.types import JSON, DicomJson, ModuleValue
-from metastore.values import (
+from metastore.modules.frames import Frame
+from metastore.modules.jsvalues import (
     UNDEFINED,
     get_number_value,
     get_number_values,
@@ -26,6 +25,7 @@ from metastore.values import (
     parse_float,
     raw_value,
 )
+from metastore.types import JSON, DicomJson, ModuleValue
 
 # (0008,0008) ImageType values 3 that make an NM image reconstructable
 _NM_RECONSTRUCTABLE = ("RECON TOMO", "RECON GATED TOMO")

@@ -2,15 +2,15 @@
 
 Owns ``generalStudyModule``, ``generalSeriesModule`` and
 ``generalImageModule``: raw first values (``getValue``) except the numbers,
-which go through JavaScript ``parseFloat``.  Imports only ``metastore.values``,
-``metastore.frames`` and ``metastore.types``; never pydicom or SQLAlchemy.
+which go through JavaScript ``parseFloat``.  Imports only ``jsvalues``,
+``frames`` and ``metastore.types``; never pydicom or SQLAlchemy.
 """
 
 from __future__ import annotations
 
-from metastore.frames import Frame
+from metastore.modules.frames import Frame
+from metastore.modules.jsvalues import get_number_value, get_value
 from metastore.types import ModuleValue
-from metastore.values import get_number_value, get_value
 
 
 def general_study_module(frame: Frame, image_id: str) -> ModuleValue:

@@ -3,16 +3,20 @@
 Owns ``ultrasoundEnhancedRegionModule`` (a bare array of region dicts, or
 ``null``) and ``calibrationModule`` (the same regions, for Modality US only),
 both from (0018,6011) SequenceOfUltrasoundRegions.  Imports only
-``metastore.values``, ``metastore.frames``, ``metastore.errors`` and
+``metastore.modules.jsvalues``, ``metastore.modules.frames``, ``metastore.errors`` and
 ``metastore.types``; never pydicom or SQLAlchemy.
 """
 
 from __future__ import annotations
 
 from metastore.errors import DicomError
-from metastore.frames import Frame
+from metastore.modules.frames import Frame
+from metastore.modules.jsvalues import (
+    get_first_number_value,
+    get_sequence_items,
+    raw_value,
+)
 from metastore.types import JSON, DicomJson, ModuleValue
-from metastore.values import get_first_number_value, get_sequence_items, raw_value
 
 # Output key -> tag in a SequenceOfUltrasoundRegions item, in Cornerstone's
 # key order.

@@ -3,7 +3,7 @@
 This module owns :class:`DatabaseProvider`, the read path that Cornerstone-
 style lookups hit: a bounded in-process cache of every module of an image,
 filled one image (or one whole series) per query.  It imports only
-:mod:`metastore.store`, :mod:`metastore.imageid` and
+:mod:`metastore.store.api`, :mod:`metastore.imageid` and
 :mod:`metastore.types`.
 """
 

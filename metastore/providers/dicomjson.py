@@ -6,8 +6,8 @@ keyed under frame 1) plus ``metaDataProvider`` (``get(type, image_id)``) of
 ``@cornerstonejs/dicom-image-loader``'s WADO-RS loader.  Values come from
 ``metastore.modules``; frames are combined once and cached, never mutating the
 stored instance (divergence 4).  It imports ``metastore.modules``,
-``metastore.frames``, ``metastore.imageid`` and ``metastore.types`` (pydicom
-only lazily, through ``metastore.dicomjson`` in :meth:`add_dataset`).
+``metastore.modules.frames``, ``metastore.imageid`` and ``metastore.types`` (pydicom
+only lazily, through ``metastore.dicomjson.convert`` in :meth:`add_dataset`).
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from metastore.errors import InvalidImageIdError
-from metastore.frames import Frame, combine_frame, is_multiframe
 from metastore.imageid import image_id_to_uri, parse_image_id
 from metastore.modules import ANSWERED_TYPES, module_from_frame
+from metastore.modules.frames import Frame, combine_frame, is_multiframe
+from metastore.modules.jsvalues import parse_int
 from metastore.modules.misc import multiframe_module
 from metastore.types import DicomJson, ModuleType, ModuleValue
-from metastore.values import parse_int
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -152,7 +152,9 @@ class DicomJsonProvider:
             TypeError: ``image_id`` is not a string.
             DicomError: The dataset cannot be converted.
         """
-        from metastore.dicomjson import dataset_to_dicom_json  # pydicom only here
+        from metastore.dicomjson.convert import (
+            dataset_to_dicom_json,
+        )  # pydicom only here
 
         if not isinstance(image_id, str):
             raise TypeError(f"image_id must be a str, not {type(image_id).__name__}.")

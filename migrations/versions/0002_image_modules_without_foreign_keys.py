@@ -29,7 +29,7 @@ down_revision: str | Sequence[str] | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-#: Names given by metastore.schema.NAMING_CONVENTION (the same on both backends).
+#: Names given by metastore.store.schema.NAMING_CONVENTION (the same on both backends).
 FK_IMAGE = "fk_image_modules_image_id_images"
 FK_MODULE_TYPE = "fk_image_modules_module_type_id_module_types"
 #: SQLite rebuilds the table in batch mode: keep it WITHOUT ROWID.

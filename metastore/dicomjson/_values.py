@@ -4,9 +4,9 @@ Values are decoded from their bytes exactly as pydicom's value conversion
 followed by ``DataElement.to_json_dict`` would, or answered with
 :data:`DELEGATE` when pydicom treats the value specially (the caller then lets
 pydicom convert that element).  Decoded values are memoised by their bytes:
-an archive repeats most values from file to file.  :mod:`metastore._sq`
+an archive repeats most values from file to file.  :mod:`metastore.dicomjson._sequences`
 reads whole encoded sequences with them.  pydicom is imported only by this
-module, ``metastore.dicomjson`` and the indexer.
+module, ``metastore.dicomjson.convert`` and the indexer.
 """
 
 from __future__ import annotations
@@ -383,9 +383,9 @@ _VALUE_DECODERS: dict[str, Callable[[str, bytes, bool, str], Any]] = {
     "UI": _ui,
     "UR": _ur,
 }
-# SS (LUT descriptors), binary VRs and SQ are not memoised (metastore._sq's
-# other()); UN and the ambiguous VRs are pydicom's.
+# SS (LUT descriptors), binary VRs and SQ are not memoised
+# (metastore.dicomjson._sequences's other()); UN and the ambiguous VRs are pydicom's.
 
-#: The VRs decoded here or in ``metastore._sq`` (UN and the ambiguous VRs are
-#: pydicom's).
+#: The VRs decoded here or in ``metastore.dicomjson._sequences`` (UN and the
+#: ambiguous VRs are pydicom's).
 KNOWN_VRS = frozenset([*_VALUE_DECODERS, *BINARY_VRS, "SS", "SQ"])

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from metastore import codec
 from metastore.records import ErrorRecord, ImageRecord, InstanceRecord
+from metastore.store import codec
 
 #: Longest DICOM UI value (PS3.5 6.2).
 MAX_UID = 64

@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from metastore.discovery import Entry
+from metastore.index.discovery import Entry
 from metastore.records import ErrorRecord
 
 __all__ = ["ShardOwns", "check_shard", "in_shard", "parse_shard", "shard_of"]

@@ -17,9 +17,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from metastore import schema as t
 from metastore.records import ErrorRecord
-from metastore.store_encode import (
+from metastore.store import schema as t
+from metastore.store.encode import (
     EncodedInstance,
     Prepared,
     duplicate,
@@ -34,7 +34,7 @@ from metastore.store_encode import (
 CHUNK = 5000
 
 #: The study columns written from a record; each ``*_key`` is its column's
-#: text case-folded by :func:`~metastore.store_encode.fold`, what
+#: text case-folded by :func:`~metastore.store.encode.fold`, what
 #: ``Store.query`` matches on both backends.
 STUDY_FIELDS = (
     "patient_id",

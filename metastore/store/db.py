@@ -158,7 +158,7 @@ def script_location() -> str:
             return str(packaged)
     except (ModuleNotFoundError, NotADirectoryError):  # pragma: no cover
         pass
-    checkout = Path(__file__).resolve().parent.parent / "migrations"
+    checkout = Path(__file__).resolve().parents[2] / "migrations"
     if (checkout / "env.py").is_file():
         return str(checkout)
     raise SchemaError(  # pragma: no cover - a broken installation

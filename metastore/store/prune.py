@@ -12,9 +12,9 @@ from collections.abc import Callable, Sequence
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from metastore import schema as t
-from metastore import store_write
-from metastore.store_query import ESCAPE, escape_like
+from metastore.store import schema as t
+from metastore.store import write as store_write
+from metastore.store.query import ESCAPE, escape_like
 
 
 def prune(

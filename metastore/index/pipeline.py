@@ -1,18 +1,18 @@
 """The indexing pipeline: discovery, parallel reading, batched writes, the report.
 
-:func:`index_paths` streams sources from ``metastore.discovery`` past the
+:func:`index_paths` streams sources from ``metastore.index.discovery`` past the
 store's known sources (unchanged ones are not read again), sends the rest in
-chunks to worker processes (``metastore.reading``), and writes what comes
+chunks to worker processes (``metastore.index.read``), and writes what comes
 back through ``Store.write_batch``, one transaction per batch.  Memory stays
 flat whatever the archive size: only a bounded number of chunks is in flight
 and only one batch is held.  Returns an :class:`IndexReport`.
 
 ``shard=(K, N)`` keeps only the sources whose location hashes to share K of N
-(``metastore.sharding``), so N processes cover an archive exactly once.  A
+(``metastore.index.sharding``), so N processes cover an archive exactly once.  A
 batch whose write loses the PostgreSQL connection is written again after a
 reconnect (:data:`RECONNECT_ATTEMPTS`); a batch the database refuses is
 written again source by source.  The run's counts are kept in a
-``metastore.report.Tally``; ``metastore.testhooks`` holds the crash points
+``metastore.index.report.Tally``; ``metastore.testhooks`` holds the crash points
 the tests set.
 """
 
@@ -40,13 +40,19 @@ from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy.exc import OperationalError
 
-from metastore.discovery import Entry, discover, location_of
 from metastore.errors import StoreError
-from metastore.reading import Outcome, ReadCache, read_entry
+from metastore.index.discovery import Entry, discover, location_of
+from metastore.index.read import Outcome, ReadCache, read_entry
+from metastore.index.report import IndexReport, Tally
+from metastore.index.sharding import (
+    ShardOwns,
+    check_shard,
+    in_shard,
+    parse_shard,
+    shard_of,
+)
 from metastore.records import ErrorRecord, InstanceRecord
-from metastore.report import IndexReport, Tally
-from metastore.sharding import ShardOwns, check_shard, in_shard, parse_shard, shard_of
-from metastore.store_encode import EncodeMemo, pre_encode
+from metastore.store.encode import EncodeMemo, pre_encode
 from metastore.testhooks import TestHooks
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from metastore import codec
+from metastore.store import codec
 from metastore.types import ModuleValue
 
 _NOTHING: Any = object()
@@ -285,7 +285,7 @@ def with_modules(
     """
     # Imported here: the series and image statements are text, so a process
     # that only reads those never loads the ORM schema (~70 ms).
-    from metastore import schema as t
+    from metastore.store import schema as t
 
     im, mv = t.image_modules, t.module_values
     base = t.module_values.alias("base")

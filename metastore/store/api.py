@@ -4,8 +4,8 @@ This module owns the store's public API: batched writes of
 :class:`~metastore.records.InstanceRecord` (``store_write``), module lookups
 per imageId and per series, the full DICOM JSON, search (``store_query``),
 export, prune and statistics.  It talks to the database only through
-``metastore.db``, ``metastore.schema`` and ``metastore.codec``; it imports no
-pydicom.  Values it returns are decoded afresh per call unless documented.
+its siblings ``db``, ``schema`` and ``codec``; it imports no pydicom.
+Values it returns are decoded afresh per call unless documented.
 """
 
 from __future__ import annotations
@@ -24,10 +24,12 @@ import sqlalchemy.dialects.sqlite  # the default backend's, loaded with the stor
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from metastore import codec, store_encode, store_read
-from metastore.db import create_engine, ensure_schema, redact
 from metastore.errors import StoreError
 from metastore.records import ErrorRecord, InstanceRecord
+from metastore.store import codec
+from metastore.store import encode as store_encode
+from metastore.store import read as store_read
+from metastore.store.db import create_engine, ensure_schema, redact
 from metastore.types import DicomJson, ModuleValue
 
 __all__ = ["Store"]
@@ -55,32 +57,34 @@ class _OnFirstUse:
 
 
 def _schema() -> ModuleType:
-    from metastore import schema
+    from metastore.store import schema
 
     return schema
 
 
 def _store_prune() -> ModuleType:
-    from metastore import store_prune
+    from metastore.store import prune as store_prune
 
     return store_prune
 
 
 def _store_query() -> ModuleType:
-    from metastore import store_query
+    from metastore.store import query as store_query
 
     return store_query
 
 
 def _store_write() -> ModuleType:
-    from metastore import store_write
+    from metastore.store import write as store_write
 
     return store_write
 
 
 if TYPE_CHECKING:
-    from metastore import schema as t
-    from metastore import store_prune, store_query, store_write
+    from metastore.store import prune as store_prune
+    from metastore.store import query as store_query
+    from metastore.store import schema as t
+    from metastore.store import write as store_write
 else:
     t = _OnFirstUse("t", _schema)
     store_prune = _OnFirstUse("store_prune", _store_prune)
@@ -117,7 +121,7 @@ class Store:
     Args:
         url_or_engine: a database URL (``sqlite:///file``,
             ``postgresql://...``) or an engine made by
-            :func:`metastore.db.create_engine`.
+            :func:`metastore.store.db.create_engine`.
         upgrade: migrate an existing database that is behind this version of
             metastore (a brand-new empty database is always set up).
 

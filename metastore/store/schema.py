@@ -113,7 +113,7 @@ class Instance(Base):
     instance_number: Mapped[int | None] = mapped_column(Integer)
     number_of_frames: Mapped[int] = mapped_column(Integer)
     source_id: Mapped[int] = mapped_column(ForeignKey("sources.id"), index=True)
-    #: ``metastore.codec.encode_dicom_json`` output.
+    #: ``metastore.store.codec.encode_dicom_json`` output.
     dicom_json: Mapped[bytes] = mapped_column(LargeBinary)
     #: The ``module_values`` row of the base ``dicom_json`` was compressed
     #: against (a sibling's DICOM JSON), if any.  Not a declared foreign key:
@@ -125,7 +125,7 @@ class ImageIdPrefix(Base):
     """The part of imageIds shared by many images (a series' or a folder's).
 
     An imageId is stored as ``image_id_prefixes.prefix || images.suffix``
-    (see ``metastore.store_encode.split_image_id``): the root, study and series
+    (see ``metastore.store.encode.split_image_id``): the root, study and series
     of a wadors imageId are stored once per series instead of once per frame.
     """
 
@@ -144,7 +144,7 @@ class Image(Base):
     __tablename__ = "images"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    #: 64-bit BLAKE2b of the imageId (``metastore.store_encode.image_key``):
+    #: 64-bit BLAKE2b of the imageId (``metastore.store.encode.image_key``):
     #: the unique index is on this key, ~15 bytes an entry instead of the
     #: ~150-260 of an imageId.  Lookups compare the imageId too, so a hash
     #: collision can only refuse a second image, never answer for it.
@@ -184,10 +184,10 @@ class ModuleValueRow(Base):
     __tablename__ = "module_values"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    #: ``metastore.codec.value_digest`` (or ``base_digest`` for a base row)
+    #: ``metastore.store.codec.value_digest`` (or ``base_digest`` for a base row)
     #: of the canonical JSON (16 bytes).
     digest: Mapped[bytes] = mapped_column(LargeBinary(16), unique=True)
-    #: ``metastore.codec.compress`` output.
+    #: ``metastore.store.codec.compress`` output.
     value: Mapped[bytes] = mapped_column(LargeBinary)
     #: The base row this value was compressed against (a sibling's canonical
     #: JSON), if any; base rows themselves never have one.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from metastore.reading import Outcome
+from metastore.index.read import Outcome
 from metastore.records import ErrorRecord
 
 __all__ = ["MAX_REPORTED_ERRORS", "IndexReport", "Tally"]

@@ -3,9 +3,9 @@
 This module owns the conversion of a pydicom ``Dataset`` to a DICOM JSON
 instance (PS3.18 F.2) equal, element for element, to what the oracle's
 ``make_cases.py`` builds with ``Dataset.to_json_dict``, only much faster:
-raw values and encoded sequences are decoded directly (``metastore._vr``,
-``metastore._sq``) and pydicom converts only what is tricky.  pydicom is
-imported only here, in ``metastore._vr`` and in the indexer.
+raw values and encoded sequences are decoded directly (``_values``,
+``_sequences``) and pydicom converts only what is tricky.  pydicom is
+imported only by this package and by the indexer's reader.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from metastore import _sq, _vr
-from metastore._vr import DELEGATE, Abort, Ctx, implicit_vr, key, tag_str
+from metastore.dicomjson import _sequences as _sq
+from metastore.dicomjson import _values as _vr
+from metastore.dicomjson._values import DELEGATE, Abort, Ctx, implicit_vr, key, tag_str
 from metastore.errors import DicomError
 from metastore.types import DicomJson
 

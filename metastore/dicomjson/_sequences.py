@@ -3,8 +3,9 @@
 pydicom keeps a defined-length sequence as raw bytes until asked; parsing it
 into ``Dataset`` objects is slow.  :func:`parse_sequence` reads those bytes
 the way pydicom's ``read_sequence`` would and decodes every value with
-:mod:`metastore._vr`; anything unusual raises :class:`~metastore._vr.Abort`
-and the caller lets pydicom convert the whole sequence instead.
+:mod:`metastore.dicomjson._values`; anything unusual raises
+:class:`~metastore.dicomjson._values.Abort` and the caller lets pydicom
+convert the whole sequence instead.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from metastore._vr import (
+from metastore.dicomjson._values import (
     BINARY_VRS,
     DELEGATE,
     KEYS,

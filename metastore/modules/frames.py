@@ -5,7 +5,7 @@ This module owns Cornerstone's WADO-RS frame logic (``metaDataManager``'s
 the first item of every Shared Functional Groups macro, then the first item of
 every macro of that frame's Per-Frame Functional Groups item.  Unlike
 Cornerstone it never mutates the stored instance, so no frame depends on
-another (divergence 4).  It imports only ``metastore.values`` and
+another (divergence 4).  It imports only ``metastore.modules.jsvalues`` and
 ``metastore.types``; never pydicom or SQLAlchemy.
 """
 
@@ -14,8 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from metastore.types import JSON, DicomJson
-from metastore.values import (
+from metastore.modules.jsvalues import (
     UNDEFINED,
     get_number_value,
     get_tag_value,
@@ -27,6 +26,7 @@ from metastore.values import (
     js_values,
     raw_value,
 )
+from metastore.types import JSON, DicomJson
 
 __all__ = [
     "Frame",

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 from metastore.errors import DicomError, IndexingError
-from metastore.frames import number_of_frames as frame_count
 from metastore.imageid import ImageId
 from metastore.modules import frame_modules
+from metastore.modules.frames import number_of_frames as frame_count
 from metastore.records import ImageRecord, InstanceRecord, Source
 from metastore.types import DicomJson
 
@@ -113,7 +113,7 @@ def person_name_text(instance: DicomJson, tag: str) -> str | None:
 def number_of_frames(instance: DicomJson) -> int:
     """Return how many frames the instance has (at least 1).
 
-    ``metastore.frames.number_of_frames``: (0028,0008) NumberOfFrames when it
+    ``metastore.modules.frames.number_of_frames``: (0028,0008) NumberOfFrames when it
     reads as a number >= 1, else the length of the Per-Frame Functional
     Groups Sequence, else 1; so an enhanced instance without NumberOfFrames
     still gets one image per frame.

@@ -17,9 +17,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from metastore import schema as t
 from metastore.errors import QueryError
-from metastore.store_encode import fold, storable
+from metastore.store import schema as t
+from metastore.store.encode import fold, storable
 
 LEVELS = ("study", "series", "instance")
 #: The escape character of every LIKE pattern built here.
@@ -72,7 +72,7 @@ class _Matcher:
     """Builds case-insensitive match conditions for one dialect.
 
     Text filters match a ``*_key`` column, written as the plain column
-    case-folded in Python (:func:`metastore.store_encode.fold`), against the
+    case-folded in Python (:func:`metastore.store.encode.fold`), against the
     filter folded by the same function: ``STRASSE`` finds ``straße`` and
     ``ΟΔΟΣ`` finds ``οδος`` on SQLite and PostgreSQL alike.  Only
     ``modality`` has no key: it is folded in SQL (:meth:`match_code`).
@@ -110,7 +110,7 @@ def _text(text: object) -> str:
     """``text`` as the store keeps text, if it is a string, else QueryError.
 
     NUL and lone surrogates become U+FFFD as in stored attributes
-    (:func:`~metastore.store_encode.storable`): the filter then matches what
+    (:func:`~metastore.store.encode.storable`): the filter then matches what
     was stored from such text, and the drivers can always send it.
     """
     if not isinstance(text, str):

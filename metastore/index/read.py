@@ -1,10 +1,10 @@
 """Reading one source (a file or a zip member) into instance records.
 
 This is the work a worker process does: open the source, sniff it
-(``metastore.discovery``), read a Part 10 header with pydicom (never the
+(``metastore.index.discovery``), read a Part 10 header with pydicom (never the
 pixel data, but checking the file is not truncated) or parse DICOM JSON, and
 build :class:`~metastore.records.InstanceRecord` objects
-(``metastore.instances``).  It never touches the database; failures become
+(``metastore.index.extract``).  It never touches the database; failures become
 :class:`~metastore.records.ErrorRecord` values in the :class:`Outcome`.
 """
 
@@ -28,10 +28,16 @@ from pydicom.tag import BaseTag
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from metastore.dicomjson import dataset_to_dicom_json
-from metastore.discovery import HEAD_SIZE, Entry, Kind, looks_like_dicom_json, sniff
 from metastore.errors import DicomError, MetastoreError
 from metastore.imageid import FileUris, ImageId, parse_image_id, wadors_image_id
-from metastore.instances import build_instance
+from metastore.index.discovery import (
+    HEAD_SIZE,
+    Entry,
+    Kind,
+    looks_like_dicom_json,
+    sniff,
+)
+from metastore.index.extract import build_instance
 from metastore.records import ErrorRecord, InstanceRecord
 
 Status = Literal["indexed", "skipped", "failed"]
@@ -232,7 +238,7 @@ def _meta_text(meta: Dataset | None, tag: BaseTag) -> str | None:
 def _raw_text(ds: Dataset, tag: BaseTag) -> str:
     """A UID as text, read without pydicom converting the element.
 
-    Converting here would be slow and would make metastore.dicomjson take its
+    Converting here would be slow and would make metastore.dicomjson.convert take its
     slow path for the element; the bytes of a UI value are plain ASCII.
     """
     element = ds._dict.get(tag)

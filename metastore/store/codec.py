@@ -372,7 +372,7 @@ def canonical(value: ModuleValue, *, pack: bool = False) -> tuple[bytes, int]:
 class Encoded(dict[str, Any]):
     """A value already turned into canonical bytes, standing in for it.
 
-    Workers encode what they read (:func:`metastore.store_encode.pre_encode`)
+    Workers encode what they read (:func:`metastore.store.encode.pre_encode`)
     so that the process writing to the database only compresses and writes;
     bytes also pickle far faster than nested dicts.  It is an (empty) dict
     only so that it can stand in for DICOM JSON too; nothing but the store

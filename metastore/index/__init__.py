@@ -1,0 +1,42 @@
+"""Indexing: paths in, instance records written to a :class:`~metastore.store.Store`.
+
+Its public face is :func:`index_paths` and the :class:`IndexReport` it
+returns.  The rooms, in the order a source passes through them:
+
+- ``discovery``: walking files, folders and zips, telling kinds apart;
+- ``sharding``: ``--shard K/N``, which sources a run owns;
+- ``read``: one source -> instance records, in a worker process;
+- ``extract``: one DICOM JSON instance -> its record (UIDs, search
+  attributes, one image per frame);
+- ``report``: the run's tally and report;
+- ``pipeline``: the run itself (workers, batches, reconnects, prune).
+
+The names load on first use, so that a worker importing ``read`` does not
+import the pipeline.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from metastore.index.pipeline import index_paths
+    from metastore.index.report import IndexReport
+
+__all__ = ["IndexReport", "index_paths"]
+
+_EXPORTS = {
+    "IndexReport": "metastore.index.report",
+    "index_paths": "metastore.index.pipeline",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Load a public name from its module on first use (PEP 562)."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'metastore.index' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

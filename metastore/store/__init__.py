@@ -1,0 +1,34 @@
+"""The store: instance records in, module values out, on SQLite or PostgreSQL.
+
+Its one public face is :class:`Store` (``metastore.store.Store``); the
+modules below are its rooms:
+
+- ``api``: :class:`Store`, the store's whole public API;
+- ``schema``, ``db``: the tables, engines and Alembic migrations;
+- ``codec``: module values and DICOM JSON as stored bytes;
+- ``encode``: a batch's validation and pre-encoding (also run in indexer
+  worker processes, which never import SQLAlchemy);
+- ``write``, ``read``, ``query``, ``prune``: the statements of each job.
+
+``Store`` loads on first use, so that a worker importing ``encode`` or
+``codec`` does not pay for SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from metastore.store.api import Store
+
+__all__ = ["Store"]
+
+
+def __getattr__(name: str) -> Any:
+    """Load :class:`Store` on first use (PEP 562)."""
+    if name == "Store":
+        from metastore.store.api import Store
+
+        globals()["Store"] = Store
+        return Store
+    raise AttributeError(f"module 'metastore.store' has no attribute {name!r}")
