@@ -56,7 +56,28 @@ class MetastoreGroup(click.Group):
             raise _Failure(str(exc)) from None
         except SQLAlchemyError as exc:  # a driver error the store did not wrap
             first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-            raise _Failure(f"database error: {first[0] if first else exc}") from None
+            reason = first[0] if first else str(exc)
+            raise _Failure(_scrubbed(ctx, f"database error: {reason}")) from None
+
+
+#: Where ``--db`` leaves the URL for :class:`MetastoreGroup` (``ctx.meta`` is
+#: shared by a command's context and the group's).
+_URL_KEY = "metastore.url"
+
+
+def _scrubbed(ctx: click.Context, message: str) -> str:
+    """``message`` (a driver's) without the secrets of the command's database URL.
+
+    metastore's own errors come redacted and scrubbed already (scrubbing
+    them again would blot out a one-letter password inside ``***``).
+    """
+    url = ctx.meta.get(_URL_KEY)
+    return db.scrub(message, url) if isinstance(url, str) else message
+
+
+def _remember_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    ctx.meta[_URL_KEY] = value
+    return value
 
 
 class _Failure(click.ClickException):
@@ -73,6 +94,7 @@ def db_option(command: F) -> F:
         show_default=True,
         metavar="URL",
         help="Database URL (env METASTORE_DATABASE_URL).",
+        callback=_remember_url,
     )
     return option(command)
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import os
+import re
 import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote_plus, unquote_plus
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -38,6 +40,8 @@ __all__ = [
     "is_at_head",
     "redact",
     "script_location",
+    "scrub",
+    "secrets",
     "upgrade",
 ]
 
@@ -56,18 +60,126 @@ HEAD_REVISION = "0002"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
-def redact(url: str | URL) -> str:
-    """Return ``url`` as text with any password replaced by ``***``.
+#: Names of URL query parameters whose value is a secret, or a file or
+#: connection string leading to one: libpq's ``password``, ``sslpassword``,
+#: ``passfile`` and ``sslkey``, and anything named like a password, secret,
+#: token or key (any driver's).  Matched anywhere in the name, any case.
+_SECRET_NAME = re.compile(r"pass|pwd|secret|token|key|credential", re.IGNORECASE)
+#: A secret inside a value: ``password=...`` of a libpq connection string
+#: (libpq expands a ``dbname`` holding ``=`` into one), or the userinfo of
+#: a URL (``//user:secret@``).
+_SECRET_INSIDE = re.compile(
+    r"(?:pass|pwd|secret|token|key|credential)\w*\s*=|//[^/@]*:[^/]*@", re.IGNORECASE
+)
+#: What :func:`redact` shows instead of a secret.
+HIDDEN = "***"
+#: Stands for :data:`HIDDEN` inside a URL until it is rendered (SQLAlchemy
+#: would percent-encode the asterisks; underscores are left alone).
+_HIDDEN_TOKEN = "__metastore_hidden__"
 
-    Text that is not a URL is returned unchanged when it contains no ``@``,
-    and as ``<unparseable database URL>`` otherwise (it may hold a secret).
+
+def redact(url: str | URL) -> str:
+    """Return ``url`` as text with every secret replaced by ``***``.
+
+    Hidden: the password of the userinfo (and, when it held an unescaped
+    ``@``, the part of it SQLAlchemy took for the host); the value of every
+    query parameter named like a secret (``password``, ``sslpassword``,
+    ``passfile``, ``sslkey``, ``*token*``...); and any query value or
+    database name that holds a connection string or URL with a secret
+    (libpq reads ``dbname=host=x password=y`` as one).  Text that cannot be
+    parsed as a URL gets the same treatment by pattern.
     """
-    if isinstance(url, URL):
-        return url.render_as_string(hide_password=True)
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return url if "@" not in url else "<unparseable database URL>"
+    if isinstance(url, str):
+        text = url
+        try:
+            url = make_url(text)
+        except (ArgumentError, ValueError):  # ValueError: a port that is no number
+            return _redact_text(text)
+    shown = _hidden(url).render_as_string(hide_password=False)
+    return shown.replace(_HIDDEN_TOKEN, HIDDEN)
+
+
+def _hidden(url: URL) -> URL:
+    """``url`` with each secret of :func:`redact` replaced by ``***``."""
+    changes: dict[str, Any] = {}
+    if url.password is not None:
+        changes["password"] = _HIDDEN_TOKEN
+    if url.host and "@" in url.host:
+        # "user:p@ss@host": the password ran on past its first "@"
+        changes["password"] = _HIDDEN_TOKEN
+        changes["host"] = url.host.rsplit("@", 1)[1]
+    if url.database and _SECRET_INSIDE.search(url.database):
+        changes["database"] = _HIDDEN_TOKEN
+    query = {
+        name: _HIDDEN_TOKEN if _is_secret(name, value) else value
+        for name, value in url.query.items()
+    }
+    if query != dict(url.query):
+        changes["query"] = query
+    return url.set(**changes) if changes else url
+
+
+def _is_secret(name: str, value: str | tuple[str, ...]) -> bool:
+    """Whether query parameter ``name=value`` must be hidden."""
+    values = (value,) if isinstance(value, str) else value
+    return bool(_SECRET_NAME.search(name)) or any(
+        _SECRET_INSIDE.search(v) for v in values
+    )
+
+
+def _redact_text(text: str) -> str:
+    """:func:`redact` for text SQLAlchemy cannot parse, by pattern.
+
+    Without a ``scheme://`` there is no telling where a secret would be:
+    text with an ``@`` is then not shown at all.
+    """
+    if "://" not in text:
+        return "<unparseable database URL>" if "@" in text else text
+    # userinfo: everything between "scheme://user:" and the last "@" before
+    # the path, which is where a password holding "@" ends
+    text = re.sub(r"^([^:/?#]*://[^:/@?#]*:)[^/?#]*@", rf"\1{HIDDEN}@", text)
+    head, sep, query = text.partition("?")
+    if sep:
+        pairs = []
+        for pair in query.split("&"):
+            name, eq, value = pair.partition("=")
+            secret = _is_secret(unquote_plus(name), unquote_plus(value))
+            pairs.append(f"{name}{eq}{HIDDEN}" if eq and secret else pair)
+        text = head + sep + "&".join(pairs)
+    return text
+
+
+def secrets(url: str | URL) -> list[str]:
+    """The secret texts of ``url`` (see :func:`redact`), longest first.
+
+    Driver messages may quote them (a host made of the end of a password, a
+    value echoed back): :func:`scrub` removes them from any text.
+    """
+    if not isinstance(url, URL):
+        try:
+            url = make_url(url)
+        except (ArgumentError, ValueError):
+            return []
+    found = set()
+    if url.password:
+        found.add(str(url.password))
+    if url.host and "@" in url.host:
+        found.add(url.host.rsplit("@", 1)[0])
+    if url.database and _SECRET_INSIDE.search(url.database):
+        found.add(url.database)
+    for name, value in url.query.items():
+        if _is_secret(name, value):
+            found.update((value,) if isinstance(value, str) else value)
+    found.discard("")
+    return sorted(found, key=len, reverse=True)
+
+
+def scrub(text: str, url: str | URL) -> str:
+    """``text`` (an error message) without any secret of ``url``."""
+    for secret in secrets(url):
+        text = text.replace(secret, HIDDEN)
+        text = text.replace(quote_plus(secret), HIDDEN)
+    return text
 
 
 def _normalise_url(url: str | URL) -> URL:
@@ -199,14 +311,8 @@ def _connect(engine: Engine) -> Connection:
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()
         detail = reason[0] if reason else type(exc).__name__
         raise StoreError(
-            f"cannot connect to {redact(engine.url)}: {_scrub(detail, engine)}"
+            f"cannot connect to {redact(engine.url)}: {scrub(detail, engine.url)}"
         ) from None
-
-
-def _scrub(text: str, engine: Engine) -> str:
-    """Remove the password of ``engine``'s URL from driver messages."""
-    password = engine.url.password
-    return text.replace(str(password), "***") if password else text
 
 
 def _run_migration(engine: Engine, command_name: str, revision: str) -> None:

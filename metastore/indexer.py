@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy.exc import OperationalError
 
+from metastore.db import scrub
 from metastore.discovery import Entry, discover, location_of
 from metastore.errors import StoreError
 from metastore.reading import Outcome, ReadCache, read_entry
@@ -375,7 +376,10 @@ def _reconnecting(store: Store, work: Callable[[], _T]) -> _T:
                 "lost the connection to %s (%s); trying again in %.1f s "
                 "(attempt %d of %d)",
                 store.url,
-                exc,
+                # a StoreError's text is scrubbed already; a driver's is not
+                exc
+                if isinstance(exc, StoreError)
+                else scrub(str(exc), store.engine.url),
                 delay,
                 attempt + 1,
                 RECONNECT_ATTEMPTS,

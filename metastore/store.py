@@ -25,7 +25,7 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from metastore import codec, store_encode, store_read
-from metastore.db import create_engine, ensure_schema, redact
+from metastore.db import create_engine, ensure_schema, redact, scrub
 from metastore.errors import StoreError
 from metastore.records import ErrorRecord, InstanceRecord
 from metastore.types import DicomJson, ModuleValue
@@ -188,11 +188,11 @@ class Store:
                         return work(conn)
             except DBAPIError as exc:
                 if attempt == MAX_ATTEMPTS or not _is_transient(exc):
-                    raise StoreError(
-                        f"write to {self.url} failed: {_first_line(exc)}"
-                    ) from exc
+                    reason = scrub(_first_line(exc), self.engine.url)
+                    raise StoreError(f"write to {self.url} failed: {reason}") from exc
                 delay = 0.02 * 2**attempt * (1 + random.random())
-                log.info("retrying write to %s in %.2fs: %s", self.url, delay, exc.orig)
+                reason = scrub(str(exc.orig), self.engine.url)
+                log.info("retrying write to %s in %.2fs: %s", self.url, delay, reason)
                 time.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
