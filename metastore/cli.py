@@ -495,7 +495,8 @@ def current(url: str) -> None:
     """
     engine = db.create_engine(url)
     try:
-        revision, head = db.current(engine), db.head()
+        # an unknown (newer) revision or a damaged version table is an error
+        revision, head = db.known_revision(engine), db.head()
     finally:
         engine.dispose()
     if revision == head:

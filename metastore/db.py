@@ -38,6 +38,7 @@ __all__ = [
     "ensure_schema",
     "head",
     "is_at_head",
+    "known_revision",
     "redact",
     "script_location",
     "scrub",
@@ -188,6 +189,10 @@ def _normalise_url(url: str | URL) -> URL:
         parsed = make_url(url)
     except ArgumentError as exc:
         raise StoreError(f"not a database URL: {redact(url)}") from exc
+    except ValueError as exc:  # make_url's int() of the port
+        raise StoreError(
+            f"not a database URL: {redact(url)}: {_bad_port(exc)}"
+        ) from None
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() not in ("sqlite", "postgresql"):
@@ -195,6 +200,18 @@ def _normalise_url(url: str | URL) -> URL:
             f"unsupported database {redact(parsed)}: use sqlite:/// or postgresql://"
         )
     return parsed
+
+
+def _bad_port(exc: ValueError) -> str:
+    """Say which port is not a number, from ``int()``'s message.
+
+    A "port" holding ``@`` is the end of a password with an unescaped ``@``
+    in it (``user:p@ss:word@host``): then the text is a secret, not shown.
+    """
+    port = str(exc).rpartition(": ")[2]
+    if "@" in port or not port:
+        return "the port is not a number (write an '@' in a password as %40)"
+    return f"the port {port} is not a number"
 
 
 def _sqlite_casefold(text: str | None) -> str | None:
@@ -316,8 +333,15 @@ def _connect(engine: Engine) -> Connection:
 
 
 def _run_migration(engine: Engine, command_name: str, revision: str) -> None:
-    """Run one Alembic command in one transaction with the locking of each backend."""
+    """Run one Alembic command in one transaction with the locking of each backend.
+
+    Raises:
+        SchemaError: the version table holds a revision this metastore does
+            not know or several rows, ``revision`` is not one, or the result
+            would break foreign keys.
+    """
     from alembic import command
+    from alembic.util import CommandError
 
     is_sqlite = engine.dialect.name == "sqlite"
     with _connect(engine) as connection:
@@ -335,8 +359,17 @@ def _run_migration(engine: Engine, command_name: str, revision: str) -> None:
                         sa.text("SELECT pg_advisory_xact_lock(:key)"),
                         {"key": MIGRATION_LOCK_KEY},
                     )
+                # Alembic would end in a traceback on a revision it does not
+                # know or on several rows; say which, in one line, instead.
+                _check_version(engine, _current_heads(connection))
                 config = alembic_config(connection)
-                getattr(command, command_name)(config, revision)
+                try:
+                    getattr(command, command_name)(config, revision)
+                except CommandError as exc:
+                    raise SchemaError(
+                        f"{command_name} of {redact(engine.url)} to {revision}: "
+                        f"{' '.join(str(exc).split())}"
+                    ) from None
                 if is_sqlite:
                     problems = connection.exec_driver_sql(
                         "PRAGMA foreign_key_check"
@@ -366,7 +399,9 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     off during the upgrade and ``PRAGMA foreign_key_check`` runs before commit.
 
     Raises:
-        SchemaError: the migrated data would break foreign keys.
+        SchemaError: the database is at a revision this metastore does not
+            know (or its version table holds several rows), or the migrated
+            data would break foreign keys.
         StoreError: the database cannot be reached.
     """
     log.info("upgrading %s to %s", redact(engine.url), revision)
@@ -402,10 +437,59 @@ def _current_heads(connection: Connection) -> tuple[str, ...]:
 
 
 def current(engine: Engine) -> str | None:
-    """The schema revision of the database, or ``None`` if it has none."""
+    """The schema revision of the database, or ``None`` if it has none.
+
+    Raises:
+        SchemaError: the version table holds several rows (metastore keeps
+            one), so the database has no one revision.
+    """
     with _connect(engine) as connection:
         heads = _current_heads(connection)
+    if len(heads) > 1:
+        _check_version(engine, heads)
     return heads[0] if heads else None
+
+
+def known_revision(engine: Engine) -> str | None:
+    """:func:`current`, checked: a revision this metastore knows, or ``None``.
+
+    Raises:
+        SchemaError: the revision is unknown (a newer metastore migrated the
+            database), or the version table holds several rows.
+    """
+    with _connect(engine) as connection:
+        heads = _current_heads(connection)
+    _check_version(engine, heads)
+    return heads[0] if heads else None
+
+
+def _known_revisions() -> set[str]:
+    """Every revision of metastore's migration scripts."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config())
+    return {rev.revision for rev in script.walk_revisions()}
+
+
+def _check_version(engine: Engine, revisions: tuple[str, ...]) -> None:
+    """Refuse a version table with several rows or a revision metastore lacks.
+
+    Raises:
+        SchemaError: naming the database and the revisions found.
+    """
+    if len(revisions) > 1:
+        raise SchemaError(
+            f"{redact(engine.url)}: the version table {VERSION_TABLE} holds "
+            f"{len(revisions)} revisions ({', '.join(revisions)}) where metastore "
+            "keeps one; it was changed by something else: leave only the "
+            "revision the schema is at"
+        )
+    if revisions and revisions[0] not in _known_revisions():
+        raise SchemaError(
+            f"{redact(engine.url)} is at schema revision {revisions[0]}, which "
+            f"this version of metastore (head {HEAD_REVISION}) does not know: "
+            "a newer metastore migrated it; use that one"
+        )
 
 
 def is_at_head(engine: Engine) -> bool:
@@ -422,8 +506,9 @@ def ensure_schema(engine: Engine, *, upgrade: bool = False) -> None:
     Raises:
         SchemaNotAtHeadError: the schema is behind and ``upgrade`` is false;
             the message names the command to run.
-        SchemaError: the database has tables but no metastore schema, or a
-            revision this version of metastore does not know.
+        SchemaError: the database has tables but no metastore schema, a
+            revision this version of metastore does not know, or several
+            rows in its version table.
         StoreError: the database cannot be reached.
     """
     with _connect(engine) as connection:
@@ -445,15 +530,7 @@ def ensure_schema(engine: Engine, *, upgrade: bool = False) -> None:
             )
         upgrade_to_head(engine)
         return
-    from alembic.script import ScriptDirectory
-
-    script = ScriptDirectory.from_config(alembic_config())
-    known = {rev.revision for rev in script.walk_revisions()}
-    if not set(revision) <= known:
-        raise SchemaError(
-            f"{redact(engine.url)} is at schema revision {', '.join(revision)}, "
-            "which this version of metastore does not know (newer metastore?)"
-        )
+    _check_version(engine, revision)
     if not upgrade:
         raise SchemaNotAtHeadError(
             f"the schema of {redact(engine.url)} is at revision "

@@ -23,6 +23,7 @@ from dicom_samples import (
 
 from metastore import db
 from metastore.cli import cli
+from metastore.errors import SchemaError
 
 ROOT = "http://localhost/dicomweb"
 CT_IMAGE = (
@@ -299,6 +300,86 @@ def test_schema_not_at_head_is_one_line(db_url: str) -> None:
     engine.dispose()
     for args in (["stats"], ["index", "--upgrade", "."]):
         assert_one_line_error(run(*args, db_url=db_url), 2, "revision 0000")
+
+
+def set_version_rows(url: str, *revisions: str) -> None:
+    """Make the version table hold exactly ``revisions``."""
+    engine = db.create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(sa.text(f"DELETE FROM {db.VERSION_TABLE}"))
+        for revision in revisions:
+            connection.execute(
+                sa.text(f"INSERT INTO {db.VERSION_TABLE} VALUES (:r)"), {"r": revision}
+            )
+    engine.dispose()
+
+
+#: Every command that opens the database, with arguments that would work.
+DATABASE_COMMANDS = [
+    ["db", "upgrade"],
+    ["db", "current"],
+    ["stats"],
+    ["index", "."],
+    ["export"],
+    ["query", "studies"],
+    ["get", "imagePlaneModule", CT_IMAGE],
+]
+
+
+def test_newer_schema_revision_is_one_line_everywhere(db_url: str) -> None:
+    """A revision this metastore does not know: one line, exit 2, never "behind"."""
+    set_version_rows(db_url, "0099")
+    for args in DATABASE_COMMANDS:
+        result = run(*args, db_url=db_url)
+        assert_one_line_error(result, 2, "schema revision 0099, which this version")
+        assert "does not know" in result.stderr and "behind" not in result.output
+    engine = db.create_engine(db_url)
+    try:
+        with pytest.raises(SchemaError, match="0099"):
+            db.upgrade(engine)
+        assert db.current(engine) == "0099"  # db upgrade changed nothing
+    finally:
+        engine.dispose()
+
+
+def test_two_rows_in_the_version_table_are_one_line_everywhere(db_url: str) -> None:
+    """Several revisions recorded: one line naming them, exit 2, nothing migrated."""
+    set_version_rows(db_url, "0001", "0002")
+    for args in DATABASE_COMMANDS:
+        result = run(*args, db_url=db_url)
+        assert_one_line_error(result, 2, "holds 2 revisions")
+        assert "0001" in result.stderr and "0002" in result.stderr
+    engine = db.create_engine(db_url)
+    try:
+        with pytest.raises(SchemaError, match="holds 2 revisions"):
+            db.current(engine)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("url", "text"),
+    [
+        ("postgresql://u:pw-7@127.0.0.1:abc/db", "the port 'abc' is not a number"),
+        ("postgresql://u:pw-7@[::1/db", "the port ':1' is not a number"),
+        ("postgresql://u:p@pw-7:x@h/db", "the port is not a number"),
+    ],
+)
+def test_url_with_a_port_that_is_no_number_is_one_line(url: str, text: str) -> None:
+    """make_url's ValueError: one line naming the port, exit 2, no password."""
+    for args in DATABASE_COMMANDS:
+        result = run(*args, db_url=url)
+        assert_one_line_error(result, 2, text)
+        assert "pw-7" not in result.output
+
+
+def test_query_limit_past_64_bits_is_one_line(studies: str) -> None:
+    """A limit no backend takes: one line naming it, exit 2 (was OverflowError)."""
+    for limit in ("99999999999999999999", str(2**63)):
+        result = run("query", "studies", "--limit", limit, db_url=studies)
+        assert_one_line_error(result, 2, f"limit {limit} is more than the largest")
+    result = run("query", "studies", "--limit", str(2**63 - 1), db_url=studies)
+    assert result.exit_code == 0 and len(json_lines(result.stdout)) == 3
 
 
 def test_every_command_has_help_ending_with_an_example() -> None:

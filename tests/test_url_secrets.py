@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 from dicom_samples import write_ct
 from reliability import (
@@ -212,6 +213,22 @@ def test_errors_name_the_url_without_its_secrets(
     assert 'database "no_such_db" does not exist' in output, output
     assert "password=***" in output, output
     assert_no_secret(output)
+
+
+@pytest.mark.postgres
+def test_unknown_schema_revision_names_the_url_without_its_secrets(
+    role_url: str,
+) -> None:
+    """A schema error names the redacted URL, from every command."""
+    assert invoke("db", "upgrade", url=role_url)[0] == 0
+    engine = db.create_engine(role_url)
+    with engine.begin() as connection:
+        connection.execute(sa.text(f"UPDATE {db.VERSION_TABLE} SET version_num='0999'"))
+    engine.dispose()
+    for args in (("stats",), ("index", "."), ("db", "upgrade"), ("db", "current")):
+        status, output = invoke(*args, url=role_url)
+        assert status == 2 and "0999" in output, (args, output)
+        assert_no_secret(output)
 
 
 @pytest.mark.postgres
