@@ -404,6 +404,9 @@ class Store:
         Rows are fetched in chunks (a server-side cursor on PostgreSQL), so
         memory stays flat on big databases.  Values shared by many images may
         be the same object in several results: treat them as read-only.
+        Each dict has its module types in code point order of their names,
+        so the same store exports the same bytes on either backend, however
+        its rows lie on disk.
 
         Args:
             modules: only these module types (all when ``None``); an image
@@ -432,7 +435,7 @@ class Store:
             for image_id, type_id, value_id, blob, base_id, base in result:
                 if image_id != current:
                     if current is not None:
-                        yield current, values
+                        yield current, _by_name(values)
                     current, values = image_id, {}
                     decode.trim(50_000)
                 if type_id is not None:
@@ -440,7 +443,7 @@ class Store:
                         names[type_id], value_id, blob, base_id, base
                     )
             if current is not None:
-                yield current, values
+                yield current, _by_name(values)
 
     def query(
         self,
@@ -543,6 +546,16 @@ class Store:
         return codec.decode_dicom_json(
             blob, None if base_blob is None else codec.inflate(base_blob)
         )
+
+
+def _by_name(values: dict[str, ModuleValue]) -> dict[str, ModuleValue]:
+    """``values`` with its keys sorted.
+
+    An image's rows come in the order they lie on disk: module type id
+    order on SQLite (ids depend on which batch met a type first), physical
+    order on PostgreSQL (changed by any rewrite or concurrent writer).
+    """
+    return {name: values[name] for name in sorted(values)}
 
 
 def _first_line(exc: BaseException) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ from dicom_samples import (
 from metastore import db
 from metastore.cli import cli
 from metastore.errors import SchemaError
+from metastore.modules import MODULE_TYPES
 
 ROOT = "http://localhost/dicomweb"
 CT_IMAGE = (
@@ -172,6 +174,68 @@ def test_export_unknown_module_is_an_error(indexed: str) -> None:
     """`--modules` with an unknown type is refused in one line."""
     result = run("export", "--modules", "nope", db_url=indexed)
     assert_one_line_error(result, 2, "unknown module type 'nope'")
+
+
+def export_bytes(url: str) -> bytes:
+    result = run("export", db_url=url)
+    assert result.exit_code == 0, result.output
+    return result.stdout_bytes
+
+
+@pytest.mark.postgres
+def test_export_is_the_same_bytes_on_both_backends_and_after_rewrites(
+    sqlite_url: str, postgres_url: str, tmp_path: Path
+) -> None:
+    """Module keys in name order: SQLite and PostgreSQL export the same bytes.
+
+    Before, an image's modules came in the order its rows lay on disk:
+    module type id order on SQLite, heap order on PostgreSQL, which an
+    UPDATE or a rewrite of a source changes.
+    """
+    src = tmp_path / "src"
+    copy(CT, src / "ct.dcm")
+    copy(EMRI, src / "mr.dcm")
+    write_json(src / "series.json", [dicom_json("MR_small.dcm")])
+    # SQLite: type ids in reverse name order, so id order is not name order
+    engine = db.create_engine(sqlite_url)
+    with engine.begin() as connection:
+        for name in sorted(MODULE_TYPES, reverse=True):
+            connection.execute(
+                sa.text("INSERT INTO module_types (name) VALUES (:n)"), {"n": name}
+            )
+    engine.dispose()
+
+    def index() -> None:
+        for url in (sqlite_url, postgres_url):
+            result = run("index", str(src), "--wadors-root", ROOT, db_url=url)
+            assert result.exit_code == 0, result.output
+
+    index()
+    first = export_bytes(sqlite_url)
+    assert export_bytes(postgres_url) == first
+    lines = first.splitlines()
+    assert len(lines) == 12
+    for line in lines:
+        modules = list(json.loads(line)["modules"])
+        assert modules == sorted(modules) and len(modules) == 26
+    # PostgreSQL: UPDATE moves half of the module rows to the end of the heap
+    engine = db.create_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "UPDATE image_modules SET value_id = value_id WHERE module_type_id "
+                "IN (SELECT id FROM module_types WHERE name < 'm')"
+            )
+        )
+    engine.dispose()
+    assert export_bytes(postgres_url) == first
+    # a rewrite: every source changed on disk, read and stored again
+    for path in src.iterdir():
+        stat = path.stat()
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    index()
+    assert export_bytes(sqlite_url) == first
+    assert export_bytes(postgres_url) == first
 
 
 @pytest.fixture
