@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from metastore import db
 from metastore.errors import MetastoreError, ModuleError
-from metastore.imageid import parse_image_id
+from metastore.imageid import check_wadors_root, parse_image_id
 from metastore.indexer import (
     DEFAULT_BATCH_SIZE,
     IndexReport,
@@ -170,12 +170,25 @@ def _shard(
         raise _Failure(f"--shard: {exc}") from None
 
 
+def _wadors_root(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> str | None:
+    """Check ``--wadors-root`` before the database is opened (exit status 2)."""
+    if value is None:
+        return None
+    try:
+        return check_wadors_root(value)
+    except ValueError as exc:
+        raise _Failure(f"--wadors-root: {exc}") from None
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option(
     "--wadors-root",
     metavar="URL",
-    help="Make wadors: imageIds under this DICOMweb root.",
+    callback=_wadors_root,
+    help="Make wadors: imageIds under this DICOMweb root (http or https).",
 )
 @click.option(
     "--workers",

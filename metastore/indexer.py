@@ -43,6 +43,7 @@ from sqlalchemy.exc import OperationalError
 from metastore.db import scrub
 from metastore.discovery import Entry, discover, location_of
 from metastore.errors import StoreError
+from metastore.imageid import check_wadors_root
 from metastore.reading import Outcome, ReadCache, read_entry
 from metastore.records import ErrorRecord, InstanceRecord
 from metastore.report import IndexReport, Tally
@@ -242,10 +243,15 @@ def index_paths(
     Raises:
         StoreError: The database cannot be read or written (a lost
             PostgreSQL connection is retried first).
-        ValueError: ``shard`` is not ``(K, N)`` with ``1 <= K <= N``.
+        ValueError: ``shard`` is not ``(K, N)`` with ``1 <= K <= N``, or
+            ``wadors_root`` is not an http(s) URL with a host, without
+            credentials, query or fragment
+            (:func:`metastore.imageid.check_wadors_root`).
     """
     if shard is not None:
         shard = check_shard(*shard)
+    if wadors_root is not None:
+        check_wadors_root(wadors_root)
     with _frozen_heap():
         return _index(
             store, paths, wadors_root, workers, batch_size, prune, progress, shard

@@ -22,10 +22,11 @@ from dicom_samples import (
     write_json,
 )
 
-from metastore import db
+from metastore import db, index_paths
 from metastore.cli import cli
 from metastore.errors import SchemaError
 from metastore.modules import MODULE_TYPES
+from metastore.store import Store
 
 ROOT = "http://localhost/dicomweb"
 CT_IMAGE = (
@@ -98,6 +99,40 @@ def test_index_missing_path_is_a_usage_error(db_url: str, tmp_path: Path) -> Non
     result = run("index", str(tmp_path / "nope"), db_url=db_url)
     assert result.exit_code == 2
     assert "does not exist" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("root", "text"),
+    [
+        ("javascript:alert(1)", "is not an http:// or https:// URL"),
+        ("file:///studies", "is not an http:// or https:// URL"),
+        ("pacs/dicomweb", "is not an http:// or https:// URL"),
+        ("https://user:pw-5@pacs/dicomweb", "holds credentials"),
+        ("https://pw-5@pacs/dicomweb", "holds credentials"),
+        ("https:///dicomweb", "has no host"),
+        ("https://pacs/dicomweb?token=pw-5", "has a query or fragment"),
+        ("https://pacs/dicomweb#x", "has a query or fragment"),
+        ("https://pacs/dicom web", "contains a space or a control character"),
+        ("https://pacs:99999/dicomweb", "has a port that is not a number"),
+    ],
+)
+def test_bad_wadors_root_is_refused_before_anything(
+    tmp_path: Path, root: str, text: str
+) -> None:
+    """--wadors-root must be an http(s) URL with a host, no credentials or query."""
+    copy(CT, tmp_path / "src" / "ct.dcm")
+    database = tmp_path / "db.sqlite"
+    result = run(
+        "index", str(tmp_path / "src"), "--wadors-root", root,
+        db_url=f"sqlite:///{database}",
+    )  # fmt: skip
+    assert_one_line_error(result, 2, text)
+    assert "--wadors-root" in result.stderr and "pw-5" not in result.output
+    assert not database.exists()  # refused before the database was opened
+    with Store(f"sqlite:///{database}") as store:
+        with pytest.raises(ValueError, match=text):
+            index_paths(store, [tmp_path / "src"], wadors_root=root, workers=1)
+        assert store.stats()["instances"] == 0
 
 
 def test_get_prints_the_module(indexed: str) -> None:
