@@ -16,7 +16,7 @@ import re
 import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote_plus, unquote_plus
+from urllib.parse import quote, quote_plus, unquote_plus
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -195,11 +195,38 @@ def _normalise_url(url: str | URL) -> URL:
         ) from None
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() == "sqlite":
+        _check_sqlite_query(url, parsed)
     if parsed.get_backend_name() not in ("sqlite", "postgresql"):
         raise StoreError(
             f"unsupported database {redact(parsed)}: use sqlite:/// or postgresql://"
         )
     return parsed
+
+
+def _check_sqlite_query(url: str | URL, parsed: URL) -> None:
+    """Refuse a query string in a SQLite URL.
+
+    SQLAlchemy ends the file name at the first ``?`` and parses the rest as
+    a query string, dropping any part without ``=``, so
+    ``sqlite:///scans?2024.sqlite`` would open (and create) a file named
+    ``scans``, and ``a?b=c.sqlite`` would open ``a``.  The pysqlite options
+    such a query could carry are metastore's to set.  A ``?`` in a file name
+    is written ``%3F`` (and ``%`` as ``%25``): the path is percent-decoded.
+    """
+    text = url if isinstance(url, str) else None
+    if text is not None and "?" in text:
+        head, _, query = text.partition("?")
+        raise StoreError(
+            f"{_redact_text(text)}: a SQLite URL takes no query string, and "
+            f"SQLAlchemy would read the file name as {parsed.database!r}; write "
+            f"a '?' in a file name as %3F: {head}%3F{quote(query, safe='/')}"
+        )
+    if parsed.query:
+        raise StoreError(
+            f"{redact(parsed)}: a SQLite URL takes no query parameters "
+            f"({', '.join(sorted(parsed.query))})"
+        )
 
 
 def _bad_port(exc: ValueError) -> str:

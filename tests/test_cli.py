@@ -24,7 +24,7 @@ from dicom_samples import (
 
 from metastore import db, index_paths
 from metastore.cli import cli
-from metastore.errors import SchemaError
+from metastore.errors import SchemaError, StoreError
 from metastore.modules import MODULE_TYPES
 from metastore.store import Store
 
@@ -380,6 +380,29 @@ def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.sqlite'}"
     for args in (["stats"], ["index", str(tmp_path)], ["export"]):
         assert_one_line_error(run(*args, db_url=url), 2, "does not exist")
+
+
+@pytest.mark.parametrize("name", ["scans?2024.sqlite", "a?b=c.sqlite"])
+def test_sqlite_url_with_a_question_mark_is_refused(tmp_path: Path, name: str) -> None:
+    """SQLAlchemy would open a file named up to the "?": refused, with the %3F form.
+
+    The suggested URL opens the file with the "?" in its name.
+    """
+    url = f"sqlite:///{tmp_path / name}"
+    result = run("stats", db_url=url)
+    assert_one_line_error(result, 2, "a SQLite URL takes no query string")
+    assert f"read the file name as '{tmp_path / name.partition('?')[0]}'" in (
+        result.stderr
+    )
+    assert list(tmp_path.iterdir()) == []  # nothing created, "scans" least of all
+    suggested = result.stderr.strip().rpartition(" ")[2]
+    assert suggested.startswith("sqlite:///") and "%3F" in suggested
+    assert run("stats", db_url=suggested).exit_code == 0
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".sqlite"] == [name]
+    with pytest.raises(StoreError, match="takes no query string"):
+        Store(url)
+    with pytest.raises(StoreError, match="takes no query parameters"):
+        db.create_engine(sa.engine.make_url(f"sqlite:///{tmp_path}/x?mode=ro"))
 
 
 def test_unreachable_postgres_is_one_line() -> None:
