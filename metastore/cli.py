@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -340,12 +341,12 @@ def get(module_type: str, image_id: str, url: str) -> None:
 @click.option(
     "-o",
     "--output",
-    type=click.File("wb"),
+    type=click.Path(dir_okay=False, allow_dash=True),
     default="-",
-    help="Write to FILE instead of stdout.",
+    help="Write to FILE instead of stdout (never the database's own files).",
 )
 @db_option
-def export(modules: str | None, output: IO[bytes], url: str) -> None:
+def export(modules: str | None, output: str, url: str) -> None:
     """Export every image as JSON Lines: {"imageId": ..., "modules": {type: value}}.
 
     Example:
@@ -354,9 +355,45 @@ def export(modules: str | None, output: IO[bytes], url: str) -> None:
         metastore export --modules imagePlaneModule,voiLutModule -o modules.jsonl
     """
     types = _module_types(modules.split(",")) if modules else None
-    with Store(url) as store:
+    if output != "-":
+        _refuse_database_file(output, url)
+    with Store(url) as store, _open_output(output) as out:
         rows = ({"imageId": i, "modules": m} for i, m in store.export(types))
-        _write_json_lines(rows, output)
+        _write_json_lines(rows, out)
+
+
+def _refuse_database_file(output: str, url: str) -> None:
+    """Refuse an output file that is the database or one of its companions.
+
+    Opening it for writing would truncate the database (or its WAL) before a
+    single row is read.  Compared as files (a hard link, a symlink or another
+    spelling of the path is the same file) and, for files that do not exist
+    yet, as resolved paths (a ``-wal`` created by the export would be taken
+    for the database's).
+    """
+    for path in db.database_files(url):
+        same = os.path.realpath(output) == os.path.realpath(path)
+        if not same and os.path.exists(output) and os.path.exists(path):
+            same = os.path.samefile(output, path)
+        if same:
+            raise _Failure(
+                f"--output {output} is {path}, a file of the database: "
+                "refusing to write over it"
+            )
+
+
+@contextmanager
+def _open_output(output: str) -> Iterator[IO[bytes]]:
+    """stdout for ``-``, else the file, created or truncated."""
+    if output == "-":
+        yield _stdout()
+        return
+    try:
+        out = open(output, "wb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise _Failure(f"--output {output}: {exc.strerror}") from None
+    with out:
+        yield out
 
 
 class DateRange(click.ParamType[tuple[str | None, str | None]]):

@@ -34,6 +34,7 @@ __all__ = [
     "alembic_config",
     "create_engine",
     "current",
+    "database_files",
     "downgrade",
     "ensure_schema",
     "head",
@@ -239,6 +240,28 @@ def _bad_port(exc: ValueError) -> str:
     if "@" in port or not port:
         return "the port is not a number (write an '@' in a password as %40)"
     return f"the port {port} is not a number"
+
+
+#: The files SQLite keeps next to a database file (WAL mode and rollback).
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+def database_files(url: str | URL) -> list[str]:
+    """The files of a SQLite database: the file itself and its companions.
+
+    Absolute paths, as the driver opens them, whether they exist or not;
+    empty for PostgreSQL and in-memory SQLite.
+
+    Raises:
+        StoreError: ``url`` is not a usable database URL.
+    """
+    parsed = _normalise_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return []
+    if parsed.database == ":memory:":
+        return []
+    path = os.path.abspath(parsed.database)
+    return [path] + [path + suffix for suffix in SQLITE_COMPANIONS]
 
 
 def _sqlite_casefold(text: str | None) -> str | None:

@@ -205,6 +205,41 @@ def test_export_modules_and_output_file(indexed: str, tmp_path: Path) -> None:
     }
 
 
+@pytest.mark.parametrize(
+    "spelling", ["same", "dotted", "relative", "symlink", "hard link", "-wal", "-shm"]
+)
+def test_export_never_writes_over_the_database(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spelling: str
+) -> None:
+    """`-o` naming the database file, however spelled, or its WAL: exit 2, untouched."""
+    copy(CT, tmp_path / "src" / "ct.dcm")
+    assert run("index", str(tmp_path / "src"), db_url=sqlite_url).exit_code == 0
+    database = Path(sqlite_url.removeprefix("sqlite:///"))
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    output = {
+        "same": str(database),
+        "dotted": f"{tmp_path}/sub/../{database.name}",
+        "relative": f"../{database.name}",
+        "symlink": "link.sqlite",
+        "hard link": "hard.sqlite",
+        "-wal": f"{database}-wal",
+        "-shm": f"../{database.name}-shm",
+    }[spelling]
+    if spelling == "symlink":
+        os.symlink(database, output)
+    elif spelling == "hard link":
+        os.link(database, output)
+    before = {p.name: p.read_bytes() for p in database.parent.glob("*.sqlite*")}
+    result = run("export", "-o", output, db_url=sqlite_url)
+    assert_one_line_error(result, 2, "a file of the database: refusing")
+    assert output in result.stderr
+    after = {p.name: p.read_bytes() for p in database.parent.glob("*.sqlite*")}
+    assert after == before  # no companion created, not a byte changed
+    rows = json_lines(run("export", db_url=sqlite_url).stdout)
+    assert len(rows) == 1  # the database still answers
+
+
 def test_export_unknown_module_is_an_error(indexed: str) -> None:
     """`--modules` with an unknown type is refused in one line."""
     result = run("export", "--modules", "nope", db_url=indexed)
