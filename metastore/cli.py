@@ -326,7 +326,7 @@ def get(module_type: str, image_id: str, url: str) -> None:
     """
     _module_types([module_type])
     parse_image_id(image_id)  # a malformed imageId is an error, not "no answer"
-    with Store(url) as store:
+    with Store(url, read_only=True) as store:
         value = (store.image_modules(image_id) or {}).get(module_type)
     if value is None:
         click.echo(f"no {module_type} for {image_id}", err=True)
@@ -357,7 +357,7 @@ def export(modules: str | None, output: str, url: str) -> None:
     types = _module_types(modules.split(",")) if modules else None
     if output != "-":
         _refuse_database_file(output, url)
-    with Store(url) as store, _open_output(output) as out:
+    with Store(url, read_only=True) as store, _open_output(output) as out:
         rows = ({"imageId": i, "modules": m} for i, m in store.export(types))
         _write_json_lines(rows, out)
 
@@ -447,7 +447,7 @@ def query(
     """
     if dates is not None:
         date_from, date_to = date_from or dates[0], date_to or dates[1]
-    with Store(url) as store:
+    with Store(url, read_only=True) as store:
         rows = store.query(
             LEVELS[level],
             study_date_from=date_from,
@@ -498,7 +498,7 @@ def stats(url: str) -> None:
     \b
         metastore stats --db postgresql://user@host/pacs
     """
-    with Store(url) as store:
+    with Store(url, read_only=True) as store:
         _write_json_lines([store.stats()], _stdout())
 
 
@@ -543,7 +543,7 @@ def current(url: str) -> None:
     \b
         metastore db current --db sqlite:///archive.sqlite
     """
-    engine = db.create_engine(url)
+    engine = db.create_engine(url, read_only=True)
     try:
         # an unknown (newer) revision or a damaged version table is an error
         revision, head = db.known_revision(engine), db.head()

@@ -9,6 +9,7 @@ of messages (:func:`redact`), and the Alembic operations the library and the
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 import logging
 import os
@@ -284,7 +285,10 @@ def _setup_sqlite(engine: Engine) -> None:
         try:
             # WAL: readers never block the writer; NORMAL is durable in WAL
             # except for the last transactions on power loss, never corrupt.
-            cursor.execute("PRAGMA journal_mode=WAL")
+            # (A read-only connection cannot switch, and an immutable one
+            # reports "delete": it reads the file as it is.)
+            if not isinstance(dbapi_connection, _ReadOnlyConnection):
+                cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
@@ -302,31 +306,80 @@ def _setup_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql(f"BEGIN {mode}".strip())
 
 
-def create_engine(url_or_engine: str | URL | Engine | None = None) -> Engine:
+def create_engine(
+    url_or_engine: str | URL | Engine | None = None, *, read_only: bool = False
+) -> Engine:
     """Return an engine for a metastore database.
 
     Args:
         url_or_engine: ``sqlite:///path``, ``postgresql://...`` (psycopg 3 is
             used), ``postgresql+psycopg://...``, or an engine, returned
             unchanged.  ``None`` means :data:`DEFAULT_URL`.
+        read_only: the engine will only read.  A SQLite file in a folder
+            this process cannot write is then opened read-only (see
+            :func:`_connect_read_only`) instead of failing; elsewhere it
+            changes nothing (a brand-new database still gets its schema).
 
     Raises:
-        StoreError: the URL cannot be parsed or names another database.
+        StoreError: the URL cannot be parsed or names another database, or
+            (``read_only``) the SQLite file is missing from a folder this
+            process cannot write.
     """
     if isinstance(url_or_engine, Engine):
         return url_or_engine
     url = _normalise_url(url_or_engine or DEFAULT_URL)
     if url.get_backend_name() == "sqlite":
+        options: dict[str, Any] = {}
         if url.database and url.database != ":memory:":
             folder = Path(url.database).expanduser().parent
             if not folder.is_dir():
                 raise StoreError(
                     f"cannot open {redact(url)}: folder {folder} does not exist"
                 )
-        engine = sa.create_engine(url)
+            path = os.path.abspath(url.database)
+            if read_only and not os.access(os.path.dirname(path), os.W_OK):
+                if not os.path.isfile(path):
+                    raise StoreError(
+                        f"cannot open {redact(url)}: {path} does not exist, and "
+                        "its folder is not writable"
+                    )
+                options["creator"] = functools.partial(_connect_read_only, path)
+        engine = sa.create_engine(url, **options)
         _setup_sqlite(engine)
         return engine
     return sa.create_engine(url, pool_pre_ping=True)
+
+
+class _ReadOnlyConnection(sqlite3.Connection):
+    """A connection :func:`_connect_read_only` opened (no pragma may write)."""
+
+
+def _connect_read_only(path: str) -> sqlite3.Connection:
+    """Open the SQLite database ``path`` read-only, for a folder we cannot write.
+
+    A reader of a WAL database needs its ``-shm`` index, which SQLite creates
+    next to the file; in a folder this process cannot write, opening fails
+    ("attempt to write a readonly database") unless the index is there.
+    With the ``-shm`` there (a writer has the database open, or died), a
+    ``mode=ro`` connection shares it and sees every committed transaction.
+    Without it, no transaction can be waiting in the ``-wal`` (the last
+    connection folds it into the file and deletes both), so the file alone
+    holds the database and is opened ``immutable``: SQLite then reads it
+    without the index or locks.  A ``-wal`` with content but no ``-shm``
+    (copied without it) cannot be read safely: that is an error.
+    """
+    uri = f"{Path(path).as_uri()}?mode=ro"
+    if not os.path.exists(path + "-shm"):
+        wal = path + "-wal"
+        if os.path.exists(wal) and os.path.getsize(wal) > 0:
+            raise sqlite3.OperationalError(
+                f"{wal} holds transactions but {path}-shm is missing, and the "
+                "folder is not writable: they cannot be read"
+            )
+        uri += "&immutable=1"
+    return sqlite3.connect(
+        uri, uri=True, check_same_thread=False, factory=_ReadOnlyConnection
+    )
 
 
 def script_location() -> str:
@@ -377,6 +430,12 @@ def _connect(engine: Engine) -> Connection:
     except (OperationalError, DBAPIError) as exc:
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()
         detail = reason[0] if reason else type(exc).__name__
+        database = engine.url.database
+        if engine.dialect.name == "sqlite" and database and database != ":memory:":
+            folder = os.path.dirname(os.path.abspath(database))
+            if not os.access(folder, os.W_OK):
+                # a writer (or a brand-new database) needs the folder
+                detail += f" (folder {folder} is not writable)"
         raise StoreError(
             f"cannot connect to {redact(engine.url)}: {scrub(detail, engine.url)}"
         ) from None

@@ -120,6 +120,9 @@ class Store:
             :func:`metastore.db.create_engine`.
         upgrade: migrate an existing database that is behind this version of
             metastore (a brand-new empty database is always set up).
+        read_only: the store will only be read: a SQLite file in a folder
+            this process cannot write is opened read-only instead of failing
+            (:func:`metastore.db.create_engine`); writes then fail.
 
     Raises:
         SchemaNotAtHeadError: the schema is behind and ``upgrade`` is false.
@@ -127,10 +130,14 @@ class Store:
     """
 
     def __init__(
-        self, url_or_engine: str | URL | Engine, *, upgrade: bool = False
+        self,
+        url_or_engine: str | URL | Engine,
+        *,
+        upgrade: bool = False,
+        read_only: bool = False,
     ) -> None:
         self._owns_engine = not isinstance(url_or_engine, Engine)
-        self.engine: Engine = create_engine(url_or_engine)
+        self.engine: Engine = create_engine(url_or_engine, read_only=read_only)
         #: The database URL with its password hidden (safe to log).
         self.url: str = redact(self.engine.url)
         try:
