@@ -9,6 +9,7 @@ exit status 2, in one place: :class:`MetastoreGroup`.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -374,7 +375,9 @@ def _refuse_database_file(output: str, url: str) -> None:
     for path in db.database_files(url):
         same = os.path.realpath(output) == os.path.realpath(path)
         if not same and os.path.exists(output) and os.path.exists(path):
-            same = os.path.samefile(output, path)
+            # a file that cannot be stat'ed leaves it to the paths
+            with contextlib.suppress(OSError):
+                same = os.path.samefile(output, path)
         if same:
             raise _Failure(
                 f"--output {output} is {path}, a file of the database: "
