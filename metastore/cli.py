@@ -9,9 +9,11 @@ exit status 2, in one place: :class:`MetastoreGroup`.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -23,7 +25,7 @@ import orjson
 from sqlalchemy.exc import SQLAlchemyError
 
 from metastore.errors import MetastoreError, ModuleError
-from metastore.imageid import parse_image_id
+from metastore.imageid import check_wadors_root, parse_image_id
 from metastore.index.pipeline import (
     DEFAULT_BATCH_SIZE,
     IndexReport,
@@ -55,7 +57,28 @@ class MetastoreGroup(click.Group):
             raise _Failure(str(exc)) from None
         except SQLAlchemyError as exc:  # a driver error the store did not wrap
             first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-            raise _Failure(f"database error: {first[0] if first else exc}") from None
+            reason = first[0] if first else str(exc)
+            raise _Failure(_scrubbed(ctx, f"database error: {reason}")) from None
+
+
+#: Where ``--db`` leaves the URL for :class:`MetastoreGroup` (``ctx.meta`` is
+#: shared by a command's context and the group's).
+_URL_KEY = "metastore.url"
+
+
+def _scrubbed(ctx: click.Context, message: str) -> str:
+    """``message`` (a driver's) without the secrets of the command's database URL.
+
+    metastore's own errors come redacted and scrubbed already (scrubbing
+    them again would blot out a one-letter password inside ``***``).
+    """
+    url = ctx.meta.get(_URL_KEY)
+    return db.scrub(message, url) if isinstance(url, str) else message
+
+
+def _remember_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    ctx.meta[_URL_KEY] = value
+    return value
 
 
 class _Failure(click.ClickException):
@@ -72,6 +95,7 @@ def db_option(command: F) -> F:
         show_default=True,
         metavar="URL",
         help="Database URL (env METASTORE_DATABASE_URL).",
+        callback=_remember_url,
     )
     return option(command)
 
@@ -147,12 +171,25 @@ def _shard(
         raise _Failure(f"--shard: {exc}") from None
 
 
+def _wadors_root(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> str | None:
+    """Check ``--wadors-root`` before the database is opened (exit status 2)."""
+    if value is None:
+        return None
+    try:
+        return check_wadors_root(value)
+    except ValueError as exc:
+        raise _Failure(f"--wadors-root: {exc}") from None
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option(
     "--wadors-root",
     metavar="URL",
-    help="Make wadors: imageIds under this DICOMweb root.",
+    callback=_wadors_root,
+    help="Make wadors: imageIds under this DICOMweb root (http or https).",
 )
 @click.option(
     "--workers",
@@ -289,7 +326,7 @@ def get(module_type: str, image_id: str, url: str) -> None:
     """
     _module_types([module_type])
     parse_image_id(image_id)  # a malformed imageId is an error, not "no answer"
-    with Store(url) as store:
+    with Store(url, read_only=True) as store:
         value = (store.image_modules(image_id) or {}).get(module_type)
     if value is None:
         click.echo(f"no {module_type} for {image_id}", err=True)
@@ -304,12 +341,12 @@ def get(module_type: str, image_id: str, url: str) -> None:
 @click.option(
     "-o",
     "--output",
-    type=click.File("wb"),
+    type=click.Path(dir_okay=False, allow_dash=True),
     default="-",
-    help="Write to FILE instead of stdout.",
+    help="Write to FILE instead of stdout (never the database's own files).",
 )
 @db_option
-def export(modules: str | None, output: IO[bytes], url: str) -> None:
+def export(modules: str | None, output: str, url: str) -> None:
     """Export every image as JSON Lines: {"imageId": ..., "modules": {type: value}}.
 
     Example:
@@ -318,9 +355,47 @@ def export(modules: str | None, output: IO[bytes], url: str) -> None:
         metastore export --modules imagePlaneModule,voiLutModule -o modules.jsonl
     """
     types = _module_types(modules.split(",")) if modules else None
-    with Store(url) as store:
+    if output != "-":
+        _refuse_database_file(output, url)
+    with Store(url, read_only=True) as store, _open_output(output) as out:
         rows = ({"imageId": i, "modules": m} for i, m in store.export(types))
-        _write_json_lines(rows, output)
+        _write_json_lines(rows, out)
+
+
+def _refuse_database_file(output: str, url: str) -> None:
+    """Refuse an output file that is the database or one of its companions.
+
+    Opening it for writing would truncate the database (or its WAL) before a
+    single row is read.  Compared as files (a hard link, a symlink or another
+    spelling of the path is the same file) and, for files that do not exist
+    yet, as resolved paths (a ``-wal`` created by the export would be taken
+    for the database's).
+    """
+    for path in db.database_files(url):
+        same = os.path.realpath(output) == os.path.realpath(path)
+        if not same and os.path.exists(output) and os.path.exists(path):
+            # a file that cannot be stat'ed leaves it to the paths
+            with contextlib.suppress(OSError):
+                same = os.path.samefile(output, path)
+        if same:
+            raise _Failure(
+                f"--output {output} is {path}, a file of the database: "
+                "refusing to write over it"
+            )
+
+
+@contextmanager
+def _open_output(output: str) -> Iterator[IO[bytes]]:
+    """stdout for ``-``, else the file, created or truncated."""
+    if output == "-":
+        yield _stdout()
+        return
+    try:
+        out = open(output, "wb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise _Failure(f"--output {output}: {exc.strerror}") from None
+    with out:
+        yield out
 
 
 class DateRange(click.ParamType[tuple[str | None, str | None]]):
@@ -374,7 +449,7 @@ def query(
     """
     if dates is not None:
         date_from, date_to = date_from or dates[0], date_to or dates[1]
-    with Store(url) as store:
+    with Store(url, read_only=True) as store:
         rows = store.query(
             LEVELS[level],
             study_date_from=date_from,
@@ -425,7 +500,7 @@ def stats(url: str) -> None:
     \b
         metastore stats --db postgresql://user@host/pacs
     """
-    with Store(url) as store:
+    with Store(url, read_only=True) as store:
         _write_json_lines([store.stats()], _stdout())
 
 
@@ -470,9 +545,10 @@ def current(url: str) -> None:
     \b
         metastore db current --db sqlite:///archive.sqlite
     """
-    engine = db.create_engine(url)
+    engine = db.create_engine(url, read_only=True)
     try:
-        revision, head = db.current(engine), db.head()
+        # an unknown (newer) revision or a damaged version table is an error
+        revision, head = db.known_revision(engine), db.head()
     finally:
         engine.dispose()
     if revision == head:

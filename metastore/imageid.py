@@ -23,6 +23,7 @@ __all__ = [
     "SCHEMES",
     "FileUris",
     "ImageId",
+    "check_wadors_root",
     "file_image_id",
     "file_location",
     "image_id_to_uri",
@@ -248,6 +249,54 @@ def wadors_image_id(
         f"wadors:{root}/studies/{study_uid}/series/{series_uid}"
         f"/instances/{sop_instance_uid}/frames/{frame}"
     )
+
+
+def check_wadors_root(root: str) -> str:
+    """Check a DICOMweb root that ``wadors:`` imageIds are made under.
+
+    Every imageId and BulkDataURI of an indexing run starts with it, so it
+    must be what a viewer can fetch: an ``http`` or ``https`` URL with a
+    host, without credentials (``user:password@`` would sit in every
+    imageId), a query or a fragment (the imageId's path follows the root),
+    and without spaces or control characters.
+
+    Args:
+        root: The root, e.g. ``https://pacs/dicomweb``.
+
+    Returns:
+        ``root`` unchanged.
+
+    Raises:
+        ValueError: ``root`` is none of that; the message names it (its
+            credentials hidden).
+    """
+    parts = urlsplit(root)
+    # shown without what may be a secret: credentials, a query (a token?)
+    shown = root
+    if "@" in parts.netloc:
+        shown = root.replace(parts.netloc, "***@" + parts.netloc.rpartition("@")[2], 1)
+    for mark in "?#":
+        head, sep, _ = shown.partition(mark)
+        shown = head + sep + ("***" if sep else "")
+    problem = None
+    if parts.scheme.lower() not in ("http", "https"):
+        problem = "is not an http:// or https:// URL"
+    elif "@" in parts.netloc:
+        problem = "holds credentials (user:password@), which would be in every imageId"
+    elif not parts.hostname:
+        problem = "has no host"
+    elif "?" in root or "#" in root:
+        problem = "has a query or fragment (the imageId's path follows the root)"
+    elif any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in root):
+        problem = "contains a space or a control character"
+    else:
+        try:
+            parts.port  # noqa: B018 - raises for a port that is no number
+        except ValueError:
+            problem = "has a port that is not a number from 0 to 65535"
+    if problem is not None:
+        raise ValueError(f"DICOMweb root {shown!r} {problem}")
+    return root
 
 
 def file_image_id(path: Path | str, frame: int, member: str | None = None) -> str:

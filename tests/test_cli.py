@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,8 +22,11 @@ from dicom_samples import (
     write_json,
 )
 
+from metastore import index_paths
 from metastore.cli import cli
-from metastore.store import db
+from metastore.errors import SchemaError, StoreError
+from metastore.modules import MODULE_TYPES
+from metastore.store import Store, db
 
 ROOT = "http://localhost/dicomweb"
 CT_IMAGE = (
@@ -97,6 +101,40 @@ def test_index_missing_path_is_a_usage_error(db_url: str, tmp_path: Path) -> Non
     assert "does not exist" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("root", "text"),
+    [
+        ("javascript:alert(1)", "is not an http:// or https:// URL"),
+        ("file:///studies", "is not an http:// or https:// URL"),
+        ("pacs/dicomweb", "is not an http:// or https:// URL"),
+        ("https://user:pw-5@pacs/dicomweb", "holds credentials"),
+        ("https://pw-5@pacs/dicomweb", "holds credentials"),
+        ("https:///dicomweb", "has no host"),
+        ("https://pacs/dicomweb?token=pw-5", "has a query or fragment"),
+        ("https://pacs/dicomweb#x", "has a query or fragment"),
+        ("https://pacs/dicom web", "contains a space or a control character"),
+        ("https://pacs:99999/dicomweb", "has a port that is not a number"),
+    ],
+)
+def test_bad_wadors_root_is_refused_before_anything(
+    tmp_path: Path, root: str, text: str
+) -> None:
+    """--wadors-root must be an http(s) URL with a host, no credentials or query."""
+    copy(CT, tmp_path / "src" / "ct.dcm")
+    database = tmp_path / "db.sqlite"
+    result = run(
+        "index", str(tmp_path / "src"), "--wadors-root", root,
+        db_url=f"sqlite:///{database}",
+    )  # fmt: skip
+    assert_one_line_error(result, 2, text)
+    assert "--wadors-root" in result.stderr and "pw-5" not in result.output
+    assert not database.exists()  # refused before the database was opened
+    with Store(f"sqlite:///{database}") as store:
+        with pytest.raises(ValueError, match=text):
+            index_paths(store, [tmp_path / "src"], wadors_root=root, workers=1)
+        assert store.stats()["instances"] == 0
+
+
 def test_get_prints_the_module(indexed: str) -> None:
     """`get` prints one module as one JSON line."""
     result = run("get", "generalSeriesModule", CT_IMAGE, db_url=indexed)
@@ -167,10 +205,107 @@ def test_export_modules_and_output_file(indexed: str, tmp_path: Path) -> None:
     }
 
 
+@pytest.mark.parametrize(
+    "spelling", ["same", "dotted", "relative", "symlink", "hard link", "-wal", "-shm"]
+)
+def test_export_never_writes_over_the_database(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spelling: str
+) -> None:
+    """`-o` naming the database file, however spelled, or its WAL: exit 2, untouched."""
+    copy(CT, tmp_path / "src" / "ct.dcm")
+    assert run("index", str(tmp_path / "src"), db_url=sqlite_url).exit_code == 0
+    database = Path(sqlite_url.removeprefix("sqlite:///"))
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    output = {
+        "same": str(database),
+        "dotted": f"{tmp_path}/sub/../{database.name}",
+        "relative": f"../{database.name}",
+        "symlink": "link.sqlite",
+        "hard link": "hard.sqlite",
+        "-wal": f"{database}-wal",
+        "-shm": f"../{database.name}-shm",
+    }[spelling]
+    if spelling == "symlink":
+        os.symlink(database, output)
+    elif spelling == "hard link":
+        os.link(database, output)
+    before = {p.name: p.read_bytes() for p in database.parent.glob("*.sqlite*")}
+    result = run("export", "-o", output, db_url=sqlite_url)
+    assert_one_line_error(result, 2, "a file of the database: refusing")
+    assert output in result.stderr
+    after = {p.name: p.read_bytes() for p in database.parent.glob("*.sqlite*")}
+    assert after == before  # no companion created, not a byte changed
+    rows = json_lines(run("export", db_url=sqlite_url).stdout)
+    assert len(rows) == 1  # the database still answers
+
+
 def test_export_unknown_module_is_an_error(indexed: str) -> None:
     """`--modules` with an unknown type is refused in one line."""
     result = run("export", "--modules", "nope", db_url=indexed)
     assert_one_line_error(result, 2, "unknown module type 'nope'")
+
+
+def export_bytes(url: str) -> bytes:
+    result = run("export", db_url=url)
+    assert result.exit_code == 0, result.output
+    return result.stdout_bytes
+
+
+@pytest.mark.postgres
+def test_export_is_the_same_bytes_on_both_backends_and_after_rewrites(
+    sqlite_url: str, postgres_url: str, tmp_path: Path
+) -> None:
+    """Module keys in name order: SQLite and PostgreSQL export the same bytes.
+
+    Before, an image's modules came in the order its rows lay on disk:
+    module type id order on SQLite, heap order on PostgreSQL, which an
+    UPDATE or a rewrite of a source changes.
+    """
+    src = tmp_path / "src"
+    copy(CT, src / "ct.dcm")
+    copy(EMRI, src / "mr.dcm")
+    write_json(src / "series.json", [dicom_json("MR_small.dcm")])
+    # SQLite: type ids in reverse name order, so id order is not name order
+    engine = db.create_engine(sqlite_url)
+    with engine.begin() as connection:
+        for name in sorted(MODULE_TYPES, reverse=True):
+            connection.execute(
+                sa.text("INSERT INTO module_types (name) VALUES (:n)"), {"n": name}
+            )
+    engine.dispose()
+
+    def index() -> None:
+        for url in (sqlite_url, postgres_url):
+            result = run("index", str(src), "--wadors-root", ROOT, db_url=url)
+            assert result.exit_code == 0, result.output
+
+    index()
+    first = export_bytes(sqlite_url)
+    assert export_bytes(postgres_url) == first
+    lines = first.splitlines()
+    assert len(lines) == 12
+    for line in lines:
+        modules = list(json.loads(line)["modules"])
+        assert modules == sorted(modules) and len(modules) == 26
+    # PostgreSQL: UPDATE moves half of the module rows to the end of the heap
+    engine = db.create_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "UPDATE image_modules SET value_id = value_id WHERE module_type_id "
+                "IN (SELECT id FROM module_types WHERE name < 'm')"
+            )
+        )
+    engine.dispose()
+    assert export_bytes(postgres_url) == first
+    # a rewrite: every source changed on disk, read and stored again
+    for path in src.iterdir():
+        stat = path.stat()
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    index()
+    assert export_bytes(sqlite_url) == first
+    assert export_bytes(postgres_url) == first
 
 
 @pytest.fixture
@@ -282,6 +417,29 @@ def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
         assert_one_line_error(run(*args, db_url=url), 2, "does not exist")
 
 
+@pytest.mark.parametrize("name", ["scans?2024.sqlite", "a?b=c.sqlite"])
+def test_sqlite_url_with_a_question_mark_is_refused(tmp_path: Path, name: str) -> None:
+    """SQLAlchemy would open a file named up to the "?": refused, with the %3F form.
+
+    The suggested URL opens the file with the "?" in its name.
+    """
+    url = f"sqlite:///{tmp_path / name}"
+    result = run("stats", db_url=url)
+    assert_one_line_error(result, 2, "a SQLite URL takes no query string")
+    assert f"read the file name as '{tmp_path / name.partition('?')[0]}'" in (
+        result.stderr
+    )
+    assert list(tmp_path.iterdir()) == []  # nothing created, "scans" least of all
+    suggested = result.stderr.strip().rpartition(" ")[2]
+    assert suggested.startswith("sqlite:///") and "%3F" in suggested
+    assert run("stats", db_url=suggested).exit_code == 0
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".sqlite"] == [name]
+    with pytest.raises(StoreError, match="takes no query string"):
+        Store(url)
+    with pytest.raises(StoreError, match="takes no query parameters"):
+        db.create_engine(sa.engine.make_url(f"sqlite:///{tmp_path}/x?mode=ro"))
+
+
 def test_unreachable_postgres_is_one_line() -> None:
     """A PostgreSQL server that does not answer is one line, exit 2."""
     result = run("stats", db_url="postgresql://nobody:secret@127.0.0.1:1/x")
@@ -299,6 +457,86 @@ def test_schema_not_at_head_is_one_line(db_url: str) -> None:
     engine.dispose()
     for args in (["stats"], ["index", "--upgrade", "."]):
         assert_one_line_error(run(*args, db_url=db_url), 2, "revision 0000")
+
+
+def set_version_rows(url: str, *revisions: str) -> None:
+    """Make the version table hold exactly ``revisions``."""
+    engine = db.create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(sa.text(f"DELETE FROM {db.VERSION_TABLE}"))
+        for revision in revisions:
+            connection.execute(
+                sa.text(f"INSERT INTO {db.VERSION_TABLE} VALUES (:r)"), {"r": revision}
+            )
+    engine.dispose()
+
+
+#: Every command that opens the database, with arguments that would work.
+DATABASE_COMMANDS = [
+    ["db", "upgrade"],
+    ["db", "current"],
+    ["stats"],
+    ["index", "."],
+    ["export"],
+    ["query", "studies"],
+    ["get", "imagePlaneModule", CT_IMAGE],
+]
+
+
+def test_newer_schema_revision_is_one_line_everywhere(db_url: str) -> None:
+    """A revision this metastore does not know: one line, exit 2, never "behind"."""
+    set_version_rows(db_url, "0099")
+    for args in DATABASE_COMMANDS:
+        result = run(*args, db_url=db_url)
+        assert_one_line_error(result, 2, "schema revision 0099, which this version")
+        assert "does not know" in result.stderr and "behind" not in result.output
+    engine = db.create_engine(db_url)
+    try:
+        with pytest.raises(SchemaError, match="0099"):
+            db.upgrade(engine)
+        assert db.current(engine) == "0099"  # db upgrade changed nothing
+    finally:
+        engine.dispose()
+
+
+def test_two_rows_in_the_version_table_are_one_line_everywhere(db_url: str) -> None:
+    """Several revisions recorded: one line naming them, exit 2, nothing migrated."""
+    set_version_rows(db_url, "0001", "0002")
+    for args in DATABASE_COMMANDS:
+        result = run(*args, db_url=db_url)
+        assert_one_line_error(result, 2, "holds 2 revisions")
+        assert "0001" in result.stderr and "0002" in result.stderr
+    engine = db.create_engine(db_url)
+    try:
+        with pytest.raises(SchemaError, match="holds 2 revisions"):
+            db.current(engine)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("url", "text"),
+    [
+        ("postgresql://u:pw-7@127.0.0.1:abc/db", "the port 'abc' is not a number"),
+        ("postgresql://u:pw-7@[::1/db", "the port ':1' is not a number"),
+        ("postgresql://u:p@pw-7:x@h/db", "the port is not a number"),
+    ],
+)
+def test_url_with_a_port_that_is_no_number_is_one_line(url: str, text: str) -> None:
+    """make_url's ValueError: one line naming the port, exit 2, no password."""
+    for args in DATABASE_COMMANDS:
+        result = run(*args, db_url=url)
+        assert_one_line_error(result, 2, text)
+        assert "pw-7" not in result.output
+
+
+def test_query_limit_past_64_bits_is_one_line(studies: str) -> None:
+    """A limit no backend takes: one line naming it, exit 2 (was OverflowError)."""
+    for limit in ("99999999999999999999", str(2**63)):
+        result = run("query", "studies", "--limit", limit, db_url=studies)
+        assert_one_line_error(result, 2, f"limit {limit} is more than the largest")
+    result = run("query", "studies", "--limit", str(2**63 - 1), db_url=studies)
+    assert result.exit_code == 0 and len(json_lines(result.stdout)) == 3
 
 
 def test_every_command_has_help_ending_with_an_example() -> None:

@@ -303,6 +303,9 @@ BAD_INSTANCES: dict[str, Any] = {
     "SOP UID null": {"00080018": {"vr": "UI", "Value": None}},
     "SOP UID a number": {"00080018": {"vr": "UI", "Value": 5}},
     "SOP UID an object": {"00080018": {"vr": "UI", "Value": [{"a": 1}]}},
+    "SOP UID true": {"00080018": {"vr": "UI", "Value": [True]}},
+    "study UID a float": {"0020000D": {"vr": "UI", "Value": [1.5]}},
+    "series UID an int": {"0020000E": {"vr": "UI", "Value": [3]}},
     "study UID lowercase key": {"0020000D": None},
     "null US region": {"00186011": {"vr": "SQ", "Value": [None]}},
 }
@@ -337,6 +340,9 @@ def test_bad_instances_of_a_file_never_lose_the_good_ones(
     assert len(errors) == len(BAD_INSTANCES) + 5
     assert {e.location for e in errors} == {str(path)}
     assert all(e.reason.startswith("instance ") for e in errors)
+    reasons = " | ".join(e.reason for e in errors)
+    assert "SOPInstanceUID (0008,0018) is true (a JSON boolean)" in reasons
+    assert "StudyInstanceUID (0020,000D) is 1.5 (a JSON number)" in reasons
 
 
 @pytest.mark.parametrize(

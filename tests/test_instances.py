@@ -139,6 +139,37 @@ def test_missing_uid_names_the_tag(tag: str, reason: str) -> None:
     assert (info.value.source, info.value.reason) == (SOURCE.location, reason)
 
 
+@pytest.mark.parametrize(
+    ("tag", "value", "reason"),
+    [
+        ("00080018", True, "SOPInstanceUID (0008,0018) is true (a JSON boolean)"),
+        ("0020000D", 1.5, "StudyInstanceUID (0020,000D) is 1.5 (a JSON number)"),
+        ("0020000E", 7, "SeriesInstanceUID (0020,000E) is 7 (a JSON number)"),
+        (
+            "00080018",
+            {"a": 1},
+            'SOPInstanceUID (0008,0018) is {"a": 1} (a JSON object)',
+        ),
+    ],
+)
+def test_uid_that_is_not_a_json_string_is_invalid(
+    tag: str, value: Any, reason: str
+) -> None:
+    """A UI value is a JSON string; true or 1.5 is not stored as "True" or "1.5"."""
+    instance = dicom_json(CT)
+    instance[tag] = {"vr": "UI", "Value": [value]}
+    with pytest.raises(IndexingError) as info:
+        build_instance(instance, SOURCE, name_of)
+    assert info.value.reason == f"{reason}, not a string"
+
+
+def test_sop_class_uid_that_is_not_a_string_is_not_stored() -> None:
+    """The optional (0008,0016) SOPClassUID of the wrong type is left out."""
+    instance = dicom_json(CT)
+    instance["00080016"] = {"vr": "UI", "Value": [False]}
+    assert build_instance(instance, SOURCE, name_of).sop_class_uid is None
+
+
 def test_uid_with_a_slash_is_invalid() -> None:
     """A UID that would break a wadors URL is refused, not mangled."""
     instance = dicom_json(CT)

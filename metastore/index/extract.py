@@ -9,6 +9,7 @@ and imports nothing of the store.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -125,15 +126,44 @@ def instance_uids(instance: DicomJson) -> tuple[str, str, str]:
     """Return the study, series and SOP instance UIDs of an instance.
 
     Raises:
-        ValueError: A UID is missing or empty; the message names the tag.
+        ValueError: A UID is missing, empty or not a JSON string; the
+            message names the tag.
     """
     uids = []
     for tag, keyword in (_STUDY_UID, _SERIES_UID, _SOP_INSTANCE_UID):
+        value = first_value(instance, tag)
+        if value is not None and not isinstance(value, str):
+            # A UI value is a JSON string (PS3.18 F.2.3): true or 1.5 would be
+            # stored as "True" or "1.5", an identifier nobody sent.
+            raise ValueError(
+                f"{keyword} ({tag[:4]},{tag[4:]}) is {_json_text(value)}, not a string"
+            )
         uid = text_value(instance, tag)
         if uid is None:
             raise ValueError(f"missing {keyword} ({tag[:4]},{tag[4:]})")
         uids.append(uid)
     return uids[0], uids[1], uids[2]
+
+
+def uid_value(instance: DicomJson, tag: str) -> str | None:
+    """An optional UID (a JSON string), or ``None`` if it is absent or not text."""
+    value = first_value(instance, tag)
+    return text_value(instance, tag) if isinstance(value, str) else None
+
+
+def _json_text(value: Any) -> str:
+    """``value`` as JSON, short, with its JSON type: ``1.5 (a JSON number)``."""
+    kind = {
+        bool: "boolean",
+        int: "number",
+        float: "number",
+        dict: "object",
+        list: "array",
+    }
+    text = json.dumps(value, default=str)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{text} (a JSON {kind.get(type(value), type(value).__name__)})"
 
 
 #: The most frames one instance may have.  Every frame is one image with its
@@ -211,7 +241,7 @@ def build_instance(
         study_instance_uid=study,
         series_instance_uid=series,
         sop_instance_uid=sop_instance,
-        sop_class_uid=text_value(instance, "00080016"),
+        sop_class_uid=uid_value(instance, "00080016"),
         patient_id=text_value(instance, "00100020"),
         patient_name=person_name_text(instance, "00100010"),
         study_date=date_value(instance, "00080020"),

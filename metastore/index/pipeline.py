@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, TypeVar
 from sqlalchemy.exc import OperationalError
 
 from metastore.errors import StoreError
+from metastore.imageid import check_wadors_root
 from metastore.index.discovery import Entry, discover, location_of
 from metastore.index.read import Outcome, ReadCache, read_entry
 from metastore.index.report import IndexReport, Tally
@@ -52,6 +53,7 @@ from metastore.index.sharding import (
     shard_of,
 )
 from metastore.records import ErrorRecord, InstanceRecord
+from metastore.store.db import scrub
 from metastore.store.encode import EncodeMemo, pre_encode
 from metastore.testhooks import TestHooks
 
@@ -247,10 +249,15 @@ def index_paths(
     Raises:
         StoreError: The database cannot be read or written (a lost
             PostgreSQL connection is retried first).
-        ValueError: ``shard`` is not ``(K, N)`` with ``1 <= K <= N``.
+        ValueError: ``shard`` is not ``(K, N)`` with ``1 <= K <= N``, or
+            ``wadors_root`` is not an http(s) URL with a host, without
+            credentials, query or fragment
+            (:func:`metastore.imageid.check_wadors_root`).
     """
     if shard is not None:
         shard = check_shard(*shard)
+    if wadors_root is not None:
+        check_wadors_root(wadors_root)
     with _frozen_heap():
         return _index(
             store, paths, wadors_root, workers, batch_size, prune, progress, shard
@@ -381,7 +388,10 @@ def _reconnecting(store: Store, work: Callable[[], _T]) -> _T:
                 "lost the connection to %s (%s); trying again in %.1f s "
                 "(attempt %d of %d)",
                 store.url,
-                exc,
+                # a StoreError's text is scrubbed already; a driver's is not
+                exc
+                if isinstance(exc, StoreError)
+                else scrub(str(exc), store.engine.url),
                 delay,
                 attempt + 1,
                 RECONNECT_ATTEMPTS,

@@ -113,7 +113,10 @@ class DatabaseProvider:
             raise ValueError(f"cache_size must be at least 1, not {cache_size}")
         self._owns_store = not isinstance(source, Store)
         #: The store answers come from.
-        self.store: Store = source if isinstance(source, Store) else Store(source)
+        # read_only: a database in a folder this process cannot write opens
+        self.store: Store = (
+            source if isinstance(source, Store) else Store(source, read_only=True)
+        )
         self._cache: dict[str, dict[str, ModuleValue]] = {}
         self._cache_size = cache_size
         # Values loaded on misses, by stored bytes, so that the images of a

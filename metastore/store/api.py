@@ -29,7 +29,7 @@ from metastore.records import ErrorRecord, InstanceRecord
 from metastore.store import codec
 from metastore.store import encode as store_encode
 from metastore.store import read as store_read
-from metastore.store.db import create_engine, ensure_schema, redact
+from metastore.store.db import create_engine, ensure_schema, redact, scrub
 from metastore.types import DicomJson, ModuleValue
 
 __all__ = ["Store"]
@@ -124,6 +124,9 @@ class Store:
             :func:`metastore.store.db.create_engine`.
         upgrade: migrate an existing database that is behind this version of
             metastore (a brand-new empty database is always set up).
+        read_only: the store will only be read: a SQLite file in a folder
+            this process cannot write is opened read-only instead of failing
+            (:func:`metastore.store.db.create_engine`); writes then fail.
 
     Raises:
         SchemaNotAtHeadError: the schema is behind and ``upgrade`` is false.
@@ -131,10 +134,14 @@ class Store:
     """
 
     def __init__(
-        self, url_or_engine: str | URL | Engine, *, upgrade: bool = False
+        self,
+        url_or_engine: str | URL | Engine,
+        *,
+        upgrade: bool = False,
+        read_only: bool = False,
     ) -> None:
         self._owns_engine = not isinstance(url_or_engine, Engine)
-        self.engine: Engine = create_engine(url_or_engine)
+        self.engine: Engine = create_engine(url_or_engine, read_only=read_only)
         #: The database URL with its password hidden (safe to log).
         self.url: str = redact(self.engine.url)
         try:
@@ -192,11 +199,11 @@ class Store:
                         return work(conn)
             except DBAPIError as exc:
                 if attempt == MAX_ATTEMPTS or not _is_transient(exc):
-                    raise StoreError(
-                        f"write to {self.url} failed: {_first_line(exc)}"
-                    ) from exc
+                    reason = scrub(_first_line(exc), self.engine.url)
+                    raise StoreError(f"write to {self.url} failed: {reason}") from exc
                 delay = 0.02 * 2**attempt * (1 + random.random())
-                log.info("retrying write to %s in %.2fs: %s", self.url, delay, exc.orig)
+                reason = scrub(str(exc.orig), self.engine.url)
+                log.info("retrying write to %s in %.2fs: %s", self.url, delay, reason)
                 time.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -408,6 +415,9 @@ class Store:
         Rows are fetched in chunks (a server-side cursor on PostgreSQL), so
         memory stays flat on big databases.  Values shared by many images may
         be the same object in several results: treat them as read-only.
+        Each dict has its module types in code point order of their names,
+        so the same store exports the same bytes on either backend, however
+        its rows lie on disk.
 
         Args:
             modules: only these module types (all when ``None``); an image
@@ -436,7 +446,7 @@ class Store:
             for image_id, type_id, value_id, blob, base_id, base in result:
                 if image_id != current:
                     if current is not None:
-                        yield current, values
+                        yield current, _by_name(values)
                     current, values = image_id, {}
                     decode.trim(50_000)
                 if type_id is not None:
@@ -444,7 +454,7 @@ class Store:
                         names[type_id], value_id, blob, base_id, base
                     )
             if current is not None:
-                yield current, values
+                yield current, _by_name(values)
 
     def query(
         self,
@@ -547,6 +557,16 @@ class Store:
         return codec.decode_dicom_json(
             blob, None if base_blob is None else codec.inflate(base_blob)
         )
+
+
+def _by_name(values: dict[str, ModuleValue]) -> dict[str, ModuleValue]:
+    """``values`` with its keys sorted.
+
+    An image's rows come in the order they lie on disk: module type id
+    order on SQLite (ids depend on which batch met a type first), physical
+    order on PostgreSQL (changed by any rewrite or concurrent writer).
+    """
+    return {name: values[name] for name in sorted(values)}
 
 
 def _first_line(exc: BaseException) -> str:

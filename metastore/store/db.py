@@ -9,12 +9,15 @@ of messages (:func:`redact`), and the Alembic operations the library and the
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 import logging
 import os
+import re
 import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, quote_plus, unquote_plus
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -32,12 +35,16 @@ __all__ = [
     "alembic_config",
     "create_engine",
     "current",
+    "database_files",
     "downgrade",
     "ensure_schema",
     "head",
     "is_at_head",
+    "known_revision",
     "redact",
     "script_location",
+    "scrub",
+    "secrets",
     "upgrade",
 ]
 
@@ -56,18 +63,126 @@ HEAD_REVISION = "0002"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
-def redact(url: str | URL) -> str:
-    """Return ``url`` as text with any password replaced by ``***``.
+#: Names of URL query parameters whose value is a secret, or a file or
+#: connection string leading to one: libpq's ``password``, ``sslpassword``,
+#: ``passfile`` and ``sslkey``, and anything named like a password, secret,
+#: token or key (any driver's).  Matched anywhere in the name, any case.
+_SECRET_NAME = re.compile(r"pass|pwd|secret|token|key|credential", re.IGNORECASE)
+#: A secret inside a value: ``password=...`` of a libpq connection string
+#: (libpq expands a ``dbname`` holding ``=`` into one), or the userinfo of
+#: a URL (``//user:secret@``).
+_SECRET_INSIDE = re.compile(
+    r"(?:pass|pwd|secret|token|key|credential)\w*\s*=|//[^/@]*:[^/]*@", re.IGNORECASE
+)
+#: What :func:`redact` shows instead of a secret.
+HIDDEN = "***"
+#: Stands for :data:`HIDDEN` inside a URL until it is rendered (SQLAlchemy
+#: would percent-encode the asterisks; underscores are left alone).
+_HIDDEN_TOKEN = "__metastore_hidden__"
 
-    Text that is not a URL is returned unchanged when it contains no ``@``,
-    and as ``<unparseable database URL>`` otherwise (it may hold a secret).
+
+def redact(url: str | URL) -> str:
+    """Return ``url`` as text with every secret replaced by ``***``.
+
+    Hidden: the password of the userinfo (and, when it held an unescaped
+    ``@``, the part of it SQLAlchemy took for the host); the value of every
+    query parameter named like a secret (``password``, ``sslpassword``,
+    ``passfile``, ``sslkey``, ``*token*``...); and any query value or
+    database name that holds a connection string or URL with a secret
+    (libpq reads ``dbname=host=x password=y`` as one).  Text that cannot be
+    parsed as a URL gets the same treatment by pattern.
     """
-    if isinstance(url, URL):
-        return url.render_as_string(hide_password=True)
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return url if "@" not in url else "<unparseable database URL>"
+    if isinstance(url, str):
+        text = url
+        try:
+            url = make_url(text)
+        except (ArgumentError, ValueError):  # ValueError: a port that is no number
+            return _redact_text(text)
+    shown = _hidden(url).render_as_string(hide_password=False)
+    return shown.replace(_HIDDEN_TOKEN, HIDDEN)
+
+
+def _hidden(url: URL) -> URL:
+    """``url`` with each secret of :func:`redact` replaced by ``***``."""
+    changes: dict[str, Any] = {}
+    if url.password is not None:
+        changes["password"] = _HIDDEN_TOKEN
+    if url.host and "@" in url.host:
+        # "user:p@ss@host": the password ran on past its first "@"
+        changes["password"] = _HIDDEN_TOKEN
+        changes["host"] = url.host.rsplit("@", 1)[1]
+    if url.database and _SECRET_INSIDE.search(url.database):
+        changes["database"] = _HIDDEN_TOKEN
+    query = {
+        name: _HIDDEN_TOKEN if _is_secret(name, value) else value
+        for name, value in url.query.items()
+    }
+    if query != dict(url.query):
+        changes["query"] = query
+    return url.set(**changes) if changes else url
+
+
+def _is_secret(name: str, value: str | tuple[str, ...]) -> bool:
+    """Whether query parameter ``name=value`` must be hidden."""
+    values = (value,) if isinstance(value, str) else value
+    return bool(_SECRET_NAME.search(name)) or any(
+        _SECRET_INSIDE.search(v) for v in values
+    )
+
+
+def _redact_text(text: str) -> str:
+    """:func:`redact` for text SQLAlchemy cannot parse, by pattern.
+
+    Without a ``scheme://`` there is no telling where a secret would be:
+    text with an ``@`` is then not shown at all.
+    """
+    if "://" not in text:
+        return "<unparseable database URL>" if "@" in text else text
+    # userinfo: everything between "scheme://user:" and the last "@" before
+    # the path, which is where a password holding "@" ends
+    text = re.sub(r"^([^:/?#]*://[^:/@?#]*:)[^/?#]*@", rf"\1{HIDDEN}@", text)
+    head, sep, query = text.partition("?")
+    if sep:
+        pairs = []
+        for pair in query.split("&"):
+            name, eq, value = pair.partition("=")
+            secret = _is_secret(unquote_plus(name), unquote_plus(value))
+            pairs.append(f"{name}{eq}{HIDDEN}" if eq and secret else pair)
+        text = head + sep + "&".join(pairs)
+    return text
+
+
+def secrets(url: str | URL) -> list[str]:
+    """The secret texts of ``url`` (see :func:`redact`), longest first.
+
+    Driver messages may quote them (a host made of the end of a password, a
+    value echoed back): :func:`scrub` removes them from any text.
+    """
+    if not isinstance(url, URL):
+        try:
+            url = make_url(url)
+        except (ArgumentError, ValueError):
+            return []
+    found = set()
+    if url.password:
+        found.add(str(url.password))
+    if url.host and "@" in url.host:
+        found.add(url.host.rsplit("@", 1)[0])
+    if url.database and _SECRET_INSIDE.search(url.database):
+        found.add(url.database)
+    for name, value in url.query.items():
+        if _is_secret(name, value):
+            found.update((value,) if isinstance(value, str) else value)
+    found.discard("")
+    return sorted(found, key=len, reverse=True)
+
+
+def scrub(text: str, url: str | URL) -> str:
+    """``text`` (an error message) without any secret of ``url``."""
+    for secret in secrets(url):
+        text = text.replace(secret, HIDDEN)
+        text = text.replace(quote_plus(secret), HIDDEN)
+    return text
 
 
 def _normalise_url(url: str | URL) -> URL:
@@ -76,13 +191,78 @@ def _normalise_url(url: str | URL) -> URL:
         parsed = make_url(url)
     except ArgumentError as exc:
         raise StoreError(f"not a database URL: {redact(url)}") from exc
+    except ValueError as exc:  # make_url's int() of the port
+        raise StoreError(
+            f"not a database URL: {redact(url)}: {_bad_port(exc)}"
+        ) from None
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() == "sqlite":
+        _check_sqlite_query(url, parsed)
     if parsed.get_backend_name() not in ("sqlite", "postgresql"):
         raise StoreError(
             f"unsupported database {redact(parsed)}: use sqlite:/// or postgresql://"
         )
     return parsed
+
+
+def _check_sqlite_query(url: str | URL, parsed: URL) -> None:
+    """Refuse a query string in a SQLite URL.
+
+    SQLAlchemy ends the file name at the first ``?`` and parses the rest as
+    a query string, dropping any part without ``=``, so
+    ``sqlite:///scans?2024.sqlite`` would open (and create) a file named
+    ``scans``, and ``a?b=c.sqlite`` would open ``a``.  The pysqlite options
+    such a query could carry are metastore's to set.  A ``?`` in a file name
+    is written ``%3F`` (and ``%`` as ``%25``): the path is percent-decoded.
+    """
+    text = url if isinstance(url, str) else None
+    if text is not None and "?" in text:
+        head, _, query = text.partition("?")
+        raise StoreError(
+            f"{_redact_text(text)}: a SQLite URL takes no query string, and "
+            f"SQLAlchemy would read the file name as {parsed.database!r}; write "
+            f"a '?' in a file name as %3F: {head}%3F{quote(query, safe='/')}"
+        )
+    if parsed.query:
+        raise StoreError(
+            f"{redact(parsed)}: a SQLite URL takes no query parameters "
+            f"({', '.join(sorted(parsed.query))})"
+        )
+
+
+def _bad_port(exc: ValueError) -> str:
+    """Say which port is not a number, from ``int()``'s message.
+
+    A "port" holding ``@`` is the end of a password with an unescaped ``@``
+    in it (``user:p@ss:word@host``): then the text is a secret, not shown.
+    """
+    port = str(exc).rpartition(": ")[2]
+    if "@" in port or not port:
+        return "the port is not a number (write an '@' in a password as %40)"
+    return f"the port {port} is not a number"
+
+
+#: The files SQLite keeps next to a database file (WAL mode and rollback).
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+def database_files(url: str | URL) -> list[str]:
+    """The files of a SQLite database: the file itself and its companions.
+
+    Absolute paths, as the driver opens them, whether they exist or not;
+    empty for PostgreSQL and in-memory SQLite.
+
+    Raises:
+        StoreError: ``url`` is not a usable database URL.
+    """
+    parsed = _normalise_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return []
+    if parsed.database == ":memory:":
+        return []
+    path = os.path.abspath(parsed.database)
+    return [path] + [path + suffix for suffix in SQLITE_COMPANIONS]
 
 
 def _sqlite_casefold(text: str | None) -> str | None:
@@ -105,7 +285,10 @@ def _setup_sqlite(engine: Engine) -> None:
         try:
             # WAL: readers never block the writer; NORMAL is durable in WAL
             # except for the last transactions on power loss, never corrupt.
-            cursor.execute("PRAGMA journal_mode=WAL")
+            # (A read-only connection cannot switch, and an immutable one
+            # reports "delete": it reads the file as it is.)
+            if not isinstance(dbapi_connection, _ReadOnlyConnection):
+                cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
@@ -123,31 +306,80 @@ def _setup_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql(f"BEGIN {mode}".strip())
 
 
-def create_engine(url_or_engine: str | URL | Engine | None = None) -> Engine:
+def create_engine(
+    url_or_engine: str | URL | Engine | None = None, *, read_only: bool = False
+) -> Engine:
     """Return an engine for a metastore database.
 
     Args:
         url_or_engine: ``sqlite:///path``, ``postgresql://...`` (psycopg 3 is
             used), ``postgresql+psycopg://...``, or an engine, returned
             unchanged.  ``None`` means :data:`DEFAULT_URL`.
+        read_only: the engine will only read.  A SQLite file in a folder
+            this process cannot write is then opened read-only (see
+            :func:`_connect_read_only`) instead of failing; elsewhere it
+            changes nothing (a brand-new database still gets its schema).
 
     Raises:
-        StoreError: the URL cannot be parsed or names another database.
+        StoreError: the URL cannot be parsed or names another database, or
+            (``read_only``) the SQLite file is missing from a folder this
+            process cannot write.
     """
     if isinstance(url_or_engine, Engine):
         return url_or_engine
     url = _normalise_url(url_or_engine or DEFAULT_URL)
     if url.get_backend_name() == "sqlite":
+        options: dict[str, Any] = {}
         if url.database and url.database != ":memory:":
             folder = Path(url.database).expanduser().parent
             if not folder.is_dir():
                 raise StoreError(
                     f"cannot open {redact(url)}: folder {folder} does not exist"
                 )
-        engine = sa.create_engine(url)
+            path = os.path.abspath(url.database)
+            if read_only and not os.access(os.path.dirname(path), os.W_OK):
+                if not os.path.isfile(path):
+                    raise StoreError(
+                        f"cannot open {redact(url)}: {path} does not exist, and "
+                        "its folder is not writable"
+                    )
+                options["creator"] = functools.partial(_connect_read_only, path)
+        engine = sa.create_engine(url, **options)
         _setup_sqlite(engine)
         return engine
     return sa.create_engine(url, pool_pre_ping=True)
+
+
+class _ReadOnlyConnection(sqlite3.Connection):
+    """A connection :func:`_connect_read_only` opened (no pragma may write)."""
+
+
+def _connect_read_only(path: str) -> sqlite3.Connection:
+    """Open the SQLite database ``path`` read-only, for a folder we cannot write.
+
+    A reader of a WAL database needs its ``-shm`` index, which SQLite creates
+    next to the file; in a folder this process cannot write, opening fails
+    ("attempt to write a readonly database") unless the index is there.
+    With the ``-shm`` there (a writer has the database open, or died), a
+    ``mode=ro`` connection shares it and sees every committed transaction.
+    Without it, no transaction can be waiting in the ``-wal`` (the last
+    connection folds it into the file and deletes both), so the file alone
+    holds the database and is opened ``immutable``: SQLite then reads it
+    without the index or locks.  A ``-wal`` with content but no ``-shm``
+    (copied without it) cannot be read safely: that is an error.
+    """
+    uri = f"{Path(path).as_uri()}?mode=ro"
+    if not os.path.exists(path + "-shm"):
+        wal = path + "-wal"
+        if os.path.exists(wal) and os.path.getsize(wal) > 0:
+            raise sqlite3.OperationalError(
+                f"{wal} holds transactions but {path}-shm is missing, and the "
+                "folder is not writable: they cannot be read"
+            )
+        uri += "&immutable=1"
+    return sqlite3.connect(
+        uri, uri=True, check_same_thread=False, factory=_ReadOnlyConnection
+    )
 
 
 def script_location() -> str:
@@ -198,20 +430,27 @@ def _connect(engine: Engine) -> Connection:
     except (OperationalError, DBAPIError) as exc:
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()
         detail = reason[0] if reason else type(exc).__name__
+        database = engine.url.database
+        if engine.dialect.name == "sqlite" and database and database != ":memory:":
+            folder = os.path.dirname(os.path.abspath(database))
+            if not os.access(folder, os.W_OK):
+                # a writer (or a brand-new database) needs the folder
+                detail += f" (folder {folder} is not writable)"
         raise StoreError(
-            f"cannot connect to {redact(engine.url)}: {_scrub(detail, engine)}"
+            f"cannot connect to {redact(engine.url)}: {scrub(detail, engine.url)}"
         ) from None
 
 
-def _scrub(text: str, engine: Engine) -> str:
-    """Remove the password of ``engine``'s URL from driver messages."""
-    password = engine.url.password
-    return text.replace(str(password), "***") if password else text
-
-
 def _run_migration(engine: Engine, command_name: str, revision: str) -> None:
-    """Run one Alembic command in one transaction with the locking of each backend."""
+    """Run one Alembic command in one transaction with the locking of each backend.
+
+    Raises:
+        SchemaError: the version table holds a revision this metastore does
+            not know or several rows, ``revision`` is not one, or the result
+            would break foreign keys.
+    """
     from alembic import command
+    from alembic.util import CommandError
 
     is_sqlite = engine.dialect.name == "sqlite"
     with _connect(engine) as connection:
@@ -229,8 +468,17 @@ def _run_migration(engine: Engine, command_name: str, revision: str) -> None:
                         sa.text("SELECT pg_advisory_xact_lock(:key)"),
                         {"key": MIGRATION_LOCK_KEY},
                     )
+                # Alembic would end in a traceback on a revision it does not
+                # know or on several rows; say which, in one line, instead.
+                _check_version(engine, _current_heads(connection))
                 config = alembic_config(connection)
-                getattr(command, command_name)(config, revision)
+                try:
+                    getattr(command, command_name)(config, revision)
+                except CommandError as exc:
+                    raise SchemaError(
+                        f"{command_name} of {redact(engine.url)} to {revision}: "
+                        f"{' '.join(str(exc).split())}"
+                    ) from None
                 if is_sqlite:
                     problems = connection.exec_driver_sql(
                         "PRAGMA foreign_key_check"
@@ -260,7 +508,9 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     off during the upgrade and ``PRAGMA foreign_key_check`` runs before commit.
 
     Raises:
-        SchemaError: the migrated data would break foreign keys.
+        SchemaError: the database is at a revision this metastore does not
+            know (or its version table holds several rows), or the migrated
+            data would break foreign keys.
         StoreError: the database cannot be reached.
     """
     log.info("upgrading %s to %s", redact(engine.url), revision)
@@ -296,10 +546,59 @@ def _current_heads(connection: Connection) -> tuple[str, ...]:
 
 
 def current(engine: Engine) -> str | None:
-    """The schema revision of the database, or ``None`` if it has none."""
+    """The schema revision of the database, or ``None`` if it has none.
+
+    Raises:
+        SchemaError: the version table holds several rows (metastore keeps
+            one), so the database has no one revision.
+    """
     with _connect(engine) as connection:
         heads = _current_heads(connection)
+    if len(heads) > 1:
+        _check_version(engine, heads)
     return heads[0] if heads else None
+
+
+def known_revision(engine: Engine) -> str | None:
+    """:func:`current`, checked: a revision this metastore knows, or ``None``.
+
+    Raises:
+        SchemaError: the revision is unknown (a newer metastore migrated the
+            database), or the version table holds several rows.
+    """
+    with _connect(engine) as connection:
+        heads = _current_heads(connection)
+    _check_version(engine, heads)
+    return heads[0] if heads else None
+
+
+def _known_revisions() -> set[str]:
+    """Every revision of metastore's migration scripts."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config())
+    return {rev.revision for rev in script.walk_revisions()}
+
+
+def _check_version(engine: Engine, revisions: tuple[str, ...]) -> None:
+    """Refuse a version table with several rows or a revision metastore lacks.
+
+    Raises:
+        SchemaError: naming the database and the revisions found.
+    """
+    if len(revisions) > 1:
+        raise SchemaError(
+            f"{redact(engine.url)}: the version table {VERSION_TABLE} holds "
+            f"{len(revisions)} revisions ({', '.join(revisions)}) where metastore "
+            "keeps one; it was changed by something else: leave only the "
+            "revision the schema is at"
+        )
+    if revisions and revisions[0] not in _known_revisions():
+        raise SchemaError(
+            f"{redact(engine.url)} is at schema revision {revisions[0]}, which "
+            f"this version of metastore (head {HEAD_REVISION}) does not know: "
+            "a newer metastore migrated it; use that one"
+        )
 
 
 def is_at_head(engine: Engine) -> bool:
@@ -316,8 +615,9 @@ def ensure_schema(engine: Engine, *, upgrade: bool = False) -> None:
     Raises:
         SchemaNotAtHeadError: the schema is behind and ``upgrade`` is false;
             the message names the command to run.
-        SchemaError: the database has tables but no metastore schema, or a
-            revision this version of metastore does not know.
+        SchemaError: the database has tables but no metastore schema, a
+            revision this version of metastore does not know, or several
+            rows in its version table.
         StoreError: the database cannot be reached.
     """
     with _connect(engine) as connection:
@@ -339,15 +639,7 @@ def ensure_schema(engine: Engine, *, upgrade: bool = False) -> None:
             )
         upgrade_to_head(engine)
         return
-    from alembic.script import ScriptDirectory
-
-    script = ScriptDirectory.from_config(alembic_config())
-    known = {rev.revision for rev in script.walk_revisions()}
-    if not set(revision) <= known:
-        raise SchemaError(
-            f"{redact(engine.url)} is at schema revision {', '.join(revision)}, "
-            "which this version of metastore does not know (newer metastore?)"
-        )
+    _check_version(engine, revision)
     if not upgrade:
         raise SchemaNotAtHeadError(
             f"the schema of {redact(engine.url)} is at revision "

@@ -260,12 +260,19 @@ def query(
     return [dict(row._mapping) for row in conn.execute(stmt)]
 
 
+#: The largest ``LIMIT`` both backends take (a signed 64-bit integer).
+MAX_LIMIT = 2**63 - 1
+
+
 def _check_limit(limit: object) -> None:
-    """Raise QueryError unless ``limit`` is ``None`` or an int >= 0."""
+    """Raise QueryError unless ``limit`` is ``None`` or an int in 0..MAX_LIMIT."""
     if limit is None:
         return
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
         raise QueryError(f"limit must be a non-negative integer, not {limit!r}")
+    if limit > MAX_LIMIT:
+        # SQLite's driver would raise OverflowError, PostgreSQL "out of range"
+        raise QueryError(f"limit {limit} is more than the largest, {MAX_LIMIT}")
 
 
 def database_bytes(conn: Connection) -> int | None:
