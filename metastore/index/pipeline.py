@@ -42,7 +42,7 @@ from sqlalchemy.exc import OperationalError
 
 from metastore.errors import StoreError
 from metastore.index.discovery import Entry, discover, location_of
-from metastore.index.read import Outcome, ReadCache, read_entry
+from metastore.index.read import ReadCache, read_entry
 from metastore.index.report import IndexReport, Tally
 from metastore.index.sharding import (
     ShardOwns,
@@ -51,7 +51,7 @@ from metastore.index.sharding import (
     parse_shard,
     shard_of,
 )
-from metastore.records import ErrorRecord, InstanceRecord
+from metastore.records import ErrorRecord, InstanceRecord, Outcome
 from metastore.store.encode import EncodeMemo, pre_encode
 from metastore.testhooks import TestHooks
 
