@@ -85,10 +85,6 @@ class ReadCache:
         self._zip = self._path = None
 
 
-#: The former name of :class:`ReadCache`.
-ZipCache = ReadCache
-
-
 def read_entry(entry: Entry, wadors_root: str | None, zips: ReadCache) -> Outcome:
     """Read one source into instance records; never raises for bad input.
 
