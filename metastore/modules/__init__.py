@@ -13,16 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from metastore.modules.cine import cine_module
 from metastore.modules.frames import Frame, combine_frame
 from metastore.modules.instance import instance_module, to_upper_camel_tag
 from metastore.modules.lut import modality_lut_module, voi_lut_module
-from metastore.modules.misc import (
-    cine_module,
-    image_url_module,
-    multiframe_module,
-    sop_common_module,
-    transfer_syntax_module,
-)
+from metastore.modules.multiframe import multiframe_module
 from metastore.modules.overlay import overlay_plane_module
 from metastore.modules.patient import patient_module, patient_study_module
 from metastore.modules.pet import (
@@ -32,6 +27,11 @@ from metastore.modules.pet import (
 )
 from metastore.modules.pixel import image_pixel_module
 from metastore.modules.plane import image_plane_module, nm_multiframe_geometry_module
+from metastore.modules.sop import (
+    image_url_module,
+    sop_common_module,
+    transfer_syntax_module,
+)
 from metastore.modules.study import (
     general_image_module,
     general_series_module,

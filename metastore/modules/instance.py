@@ -16,11 +16,7 @@ from metastore.errors import DicomError
 from metastore.modules.frames import Frame
 from metastore.modules.jsvalues import js_truthy
 from metastore.modules.lut import modality_lut_module, voi_lut_module
-from metastore.modules.misc import (
-    multiframe_module,
-    sop_common_module,
-    transfer_syntax_module,
-)
+from metastore.modules.multiframe import multiframe_module
 from metastore.modules.overlay import overlay_plane_module
 from metastore.modules.patient import patient_study_module
 from metastore.modules.pet import (
@@ -29,6 +25,7 @@ from metastore.modules.pet import (
     pet_series_module,
 )
 from metastore.modules.pixel import image_pixel_module
+from metastore.modules.sop import sop_common_module, transfer_syntax_module
 from metastore.modules.study import general_series_module
 from metastore.types import ModuleValue
 

@@ -23,7 +23,7 @@ from metastore.imageid import image_id_to_uri, parse_image_id
 from metastore.modules import ANSWERED_TYPES, module_from_frame
 from metastore.modules.frames import Frame, combine_frame, is_multiframe
 from metastore.modules.jsvalues import parse_int
-from metastore.modules.misc import multiframe_module
+from metastore.modules.multiframe import multiframe_module
 from metastore.types import DicomJson, ModuleType, ModuleValue
 
 if TYPE_CHECKING:
