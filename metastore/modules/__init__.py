@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from metastore.modules.camel import to_lower_camel_tag, to_upper_camel_tag
 from metastore.modules.cine import cine_module
 from metastore.modules.frames import Frame, combine_frame
-from metastore.modules.instance import instance_module, to_upper_camel_tag
+from metastore.modules.instance import instance_module
 from metastore.modules.lut import modality_lut_module, voi_lut_module
 from metastore.modules.multiframe import multiframe_module
 from metastore.modules.overlay import overlay_plane_module
@@ -50,6 +51,7 @@ __all__ = [
     "build_module",
     "frame_modules",
     "module_from_frame",
+    "to_lower_camel_tag",
     "to_upper_camel_tag",
 ]
 
