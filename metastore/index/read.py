@@ -27,7 +27,7 @@ from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from metastore.dicomjson import dataset_to_dicom_json
+from metastore.dicomjson import LONG_VRS, dataset_to_dicom_json
 from metastore.errors import DicomError, MetastoreError
 from metastore.imageid import FileUris, ImageId, parse_image_id, wadors_image_id
 from metastore.index.discovery import (
@@ -48,7 +48,7 @@ BULK_THRESHOLD = 1024
 # Pixel Data (7FE0,0010), Float Pixel Data (7FE0,0008), Double Float (7FE0,0009).
 _PIXEL_TAGS = {0x7FE00010: "OW", 0x7FE00008: "OF", 0x7FE00009: "OD"}
 _ITEM, _SEQUENCE_DELIMITER = 0xFFFEE000, 0xFFFEE0DD
-_LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
+_LONG_VRS = frozenset(vr.encode() for vr in LONG_VRS)
 
 
 class Unreadable(Exception):
