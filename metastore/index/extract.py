@@ -15,8 +15,7 @@ from typing import Any
 
 from metastore.errors import DicomError, IndexingError
 from metastore.imageid import ImageId
-from metastore.modules import frame_modules
-from metastore.modules.frames import number_of_frames
+from metastore.modules import frame_modules, number_of_frames
 from metastore.records import ImageRecord, InstanceRecord, Source
 from metastore.types import DicomJson
 

@@ -4,7 +4,10 @@ This package owns the mapping of Cornerstone's WADO-RS metadata provider
 (``@cornerstonejs/dicom-image-loader`` 5.14.0): :data:`MODULE_TYPES`,
 :func:`build_module` for one type and :func:`frame_modules` for every type of
 one frame (the indexer's hot path).  Values equal the real provider's except
-the four documented divergences (docs/mapping.md).  It imports
+the four documented divergences (docs/mapping.md).  This module is the
+package's only door: it also exports what the DICOM JSON provider and the
+indexer need of the rooms (frames combined once, the frame count,
+``multiframeModule``, JavaScript ``parseInt``, the camel-tag spellings).  It imports
 ``metastore.modules.jsvalues``, ``metastore.modules.frames``, ``metastore.errors`` and
 ``metastore.types`` only; never pydicom or SQLAlchemy.
 """
@@ -15,8 +18,14 @@ from collections.abc import Callable, Mapping
 
 from metastore.modules.camel import to_lower_camel_tag, to_upper_camel_tag
 from metastore.modules.cine import cine_module
-from metastore.modules.frames import Frame, combine_frame
+from metastore.modules.frames import (
+    Frame,
+    combine_frame,
+    is_multiframe,
+    number_of_frames,
+)
 from metastore.modules.instance import instance_module
+from metastore.modules.jsvalues import parse_int
 from metastore.modules.lut import modality_lut_module, voi_lut_module
 from metastore.modules.multiframe import multiframe_module
 from metastore.modules.overlay import overlay_plane_module
@@ -48,9 +57,15 @@ __all__ = [
     "ANSWERED_TYPES",
     "MODULE_TYPES",
     "Builder",
+    "Frame",
     "build_module",
+    "combine_frame",
     "frame_modules",
+    "is_multiframe",
     "module_from_frame",
+    "multiframe_module",
+    "number_of_frames",
+    "parse_int",
     "to_lower_camel_tag",
     "to_upper_camel_tag",
 ]
