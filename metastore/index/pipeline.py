@@ -48,8 +48,6 @@ from metastore.index.sharding import (
     ShardOwns,
     check_shard,
     in_shard,
-    parse_shard,
-    shard_of,
 )
 from metastore.records import ErrorRecord, InstanceRecord, Outcome
 from metastore.store.encode import EncodeMemo, pre_encode
@@ -58,14 +56,7 @@ from metastore.testhooks import TestHooks
 if TYPE_CHECKING:
     from metastore.store import Store
 
-__all__ = [
-    "DEFAULT_BATCH_SIZE",
-    "IndexReport",
-    "TestHooks",
-    "index_paths",
-    "parse_shard",
-    "shard_of",
-]
+__all__ = ["DEFAULT_BATCH_SIZE", "index_paths"]
 
 log = logging.getLogger(__name__)
 
