@@ -26,15 +26,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from metastore.errors import MetastoreError, ModuleError
 from metastore.imageid import check_wadors_root, parse_image_id
-from metastore.index.pipeline import (
-    DEFAULT_BATCH_SIZE,
-    IndexReport,
-    TestHooks,
-    index_paths,
-    parse_shard,
-)
+from metastore.index import DEFAULT_BATCH_SIZE, IndexReport, index_paths, parse_shard
 from metastore.modules import MODULE_TYPES
 from metastore.store import Store, db
+from metastore.testhooks import TestHooks
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -3,15 +3,20 @@
 An :class:`InstanceRecord` is everything metastore keeps of one DICOM instance:
 where it came from, the attributes people search by, its full DICOM JSON and,
 per frame, the Cornerstone modules.  The indexer builds them (in worker
-processes, so they must pickle); ``metastore.store.api`` writes them.  This module
-imports only ``metastore.types``.
+processes, so they must pickle); ``metastore.store.api`` writes them.  An
+:class:`Outcome` is what reading one source gave, as a worker hands it to the
+run's pipeline and report.  This module imports only ``metastore.types``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from metastore.types import DicomJson, ModuleValue
+
+#: How reading one source ended (``unchanged`` is decided before reading).
+OutcomeStatus = Literal["indexed", "skipped", "failed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,3 +76,15 @@ class ErrorRecord:
     #: ``"unreadable"``, ``"invalid"`` or ``"duplicate"``.
     kind: str
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What reading one source gave."""
+
+    location: str
+    status: OutcomeStatus
+    instances: list[InstanceRecord] = field(default_factory=list)
+    errors: list[ErrorRecord] = field(default_factory=list)
+    #: Why it was skipped (``"not DICOM"``, ``"DICOMDIR"``...); empty otherwise.
+    reason: str = ""

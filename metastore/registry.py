@@ -1,9 +1,11 @@
 """The metadata-provider registry: Cornerstone's ``metaData`` chain in Python.
 
 This module owns :class:`Registry` (``addProvider`` / ``removeProvider`` /
-``get`` / ``getNormalized`` with the classic semantics), the tag-name helpers
-:func:`to_upper_camel_tag` / :func:`to_lower_camel_tag`, and the default
-process-wide registry :data:`metadata`. It imports only :mod:`metastore.types`.
+``get`` / ``getNormalized`` with the classic semantics) and the default
+process-wide registry :data:`metadata`.  It re-exports the tag-name helpers
+:func:`to_upper_camel_tag` / :func:`to_lower_camel_tag` of
+``metastore.modules``, their one owner, which ``getNormalized`` uses.  It
+imports only :mod:`metastore.types` and :mod:`metastore.modules`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import types as _pytypes
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
+from metastore.modules import to_lower_camel_tag, to_upper_camel_tag
 from metastore.types import ModuleValue, Provider
 
 __all__ = [
@@ -347,52 +350,6 @@ class Registry:
                 # Cornerstone: getNormalized catches and logs per type.
                 logger.exception("Error retrieving %s data for %s", t, image_id)
         return result
-
-
-def to_upper_camel_tag(tag: str) -> str:
-    """Convert a lowerCamel module key to a DICOM-keyword-like UpperCamel name.
-
-    Cornerstone 5.x ``toUpperCamelTag``, rule for rule: a ``sop`` prefix
-    becomes ``SOP`` and a ``voi`` prefix ``VOI`` (and the result is returned
-    as is); otherwise a trailing ``Id`` becomes ``ID``, then the first letter
-    is upper-cased.
-
-    Args:
-        tag: A key such as ``"sopInstanceUID"`` or ``"patientId"``.
-
-    Returns:
-        For example ``"SOPInstanceUID"``, ``"PatientID"``, ``"VOILUTFunction"``.
-    """
-    if tag.startswith("sop"):
-        # Cornerstone: returns early, so "sopFooId" keeps its "Id".
-        return "SOP" + tag[3:]
-    if tag.startswith("voi"):
-        return "VOI" + tag[3:]
-    if tag.endswith("Id"):
-        tag = tag[:-2] + "ID"
-    return tag[:1].upper() + tag[1:]
-
-
-def to_lower_camel_tag(tag: str) -> str:
-    """Convert an UpperCamel DICOM keyword to the lowerCamel module spelling.
-
-    Cornerstone 5.x ``toLowerCamelTag``: a ``SOP`` prefix becomes ``sop`` and a
-    ``VOI`` prefix ``voi`` (returned as is); otherwise a trailing ``ID`` that is
-    not part of ``UID`` becomes ``Id``, then the first letter is lower-cased.
-
-    Args:
-        tag: A keyword such as ``"SOPInstanceUID"`` or ``"PatientID"``.
-
-    Returns:
-        For example ``"sopInstanceUID"``, ``"patientId"``, ``"studyInstanceUID"``.
-    """
-    if tag.startswith("SOP"):
-        return "sop" + tag[3:]
-    if tag.startswith("VOI"):
-        return "voi" + tag[3:]
-    if tag.endswith("ID") and not tag.endswith("UID"):
-        tag = tag[:-2] + "Id"
-    return tag[:1].lower() + tag[1:]
 
 
 #: The default, process-wide registry (Cornerstone's module-level ``metaData``).

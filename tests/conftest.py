@@ -5,6 +5,10 @@
 clone afterwards) when ``METASTORE_TEST_POSTGRES_URL`` names a reachable
 server; ``db_url`` runs a test on both.  Schemas are always built through the
 migrations, never ``create_all``.
+
+Without a server the PostgreSQL tests skip, unless
+``METASTORE_REQUIRE_POSTGRES=1`` (CI sets it): then they fail, so that a
+server that is gone or refuses the connection cannot pass as green.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 import sqlalchemy as sa
@@ -22,6 +27,14 @@ from sqlalchemy.engine import make_url
 from metastore.store import db
 
 POSTGRES_ENV = "METASTORE_TEST_POSTGRES_URL"
+REQUIRE_ENV = "METASTORE_REQUIRE_POSTGRES"
+
+
+def _no_postgres(reason: str) -> NoReturn:
+    """Skip a PostgreSQL test, or fail it when the run requires PostgreSQL."""
+    if os.environ.get(REQUIRE_ENV, "") not in ("", "0"):
+        pytest.fail(f"{reason}, and {REQUIRE_ENV} is set", pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
@@ -55,14 +68,14 @@ def _admin_engine() -> sa.Engine:
     """An autocommit engine on the server of ``METASTORE_TEST_POSTGRES_URL``."""
     url = os.environ.get(POSTGRES_ENV)
     if not url:
-        pytest.skip(f"PostgreSQL tests need {POSTGRES_ENV} (none set)")
+        _no_postgres(f"PostgreSQL tests need {POSTGRES_ENV} (none set)")
     engine = db.create_engine(url).execution_options(isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as connection:
             connection.exec_driver_sql("SELECT 1")
     except sa.exc.OperationalError as exc:
         engine.dispose()
-        pytest.skip(f"PostgreSQL at {db.redact(url)} is unreachable: {exc.orig}")
+        _no_postgres(f"PostgreSQL at {db.redact(url)} is unreachable: {exc.orig}")
     return engine
 
 
@@ -80,7 +93,7 @@ def _drop(admin: sa.Engine, name: str) -> None:
 
 @pytest.fixture(scope="session")
 def _postgres_admin() -> Iterator[sa.Engine]:
-    """The admin engine, skipping every PostgreSQL test when there is no server."""
+    """The admin engine; without a server every PostgreSQL test skips (or fails)."""
     engine = _admin_engine()
     yield engine
     engine.dispose()

@@ -233,6 +233,15 @@ def test_default_inline_tags_are_overlay_data() -> None:
     assert 0x60203000 not in OVERLAY_DATA_TAGS and len(OVERLAY_DATA_TAGS) == 16
 
 
+def test_long_vrs_are_the_explicit_vrs_with_a_32_bit_length() -> None:
+    """The one long-VR table (PS3.5 7.1.2) is pydicom's, VR for VR."""
+    from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
+
+    from metastore.dicomjson import LONG_VRS
+
+    assert {str(vr) for vr in EXPLICIT_VR_LENGTH_32} == LONG_VRS
+
+
 def _big_binary_dataset(tag: int, vr: str) -> Dataset:
     ds = Dataset()
     ds.PatientID = "X"

@@ -76,6 +76,7 @@ def test_is_multiframe(instance: dict[str, Any], expected: bool) -> None:
         ({"00280008": el("IS", "5")}, 5),
         ({"00280008": el("IS", "abc")}, 1),
         ({"00280008": el("IS", 0)}, 1),
+        ({"00280008": {"vr": "IS", "Value": []}}, 1),
         (enhanced(nframes=None), 3),
         (enhanced(n_items=2, nframes=3), 3),
     ],

@@ -14,7 +14,6 @@ from metastore.index.extract import (
     build_instance,
     date_value,
     int_value,
-    number_of_frames,
     person_name_text,
     text_value,
 )
@@ -101,12 +100,6 @@ def test_text_value_strips_and_ignores_objects() -> None:
 def test_date_value_is_yyyymmdd_or_none(value: str, date: str | None) -> None:
     """Study dates are stored as eight digits (ACR-NEMA dots removed) or not at all."""
     assert date_value({"00080020": {"vr": "DA", "Value": [value]}}, "00080020") == date
-
-
-@pytest.mark.parametrize(("value", "frames"), [([3], 3), (["2"], 2), ([0], 1), ([], 1)])
-def test_number_of_frames_defaults_to_one(value: list[Any], frames: int) -> None:
-    """NumberOfFrames is a positive int, 1 when absent or odd."""
-    assert number_of_frames({"00280008": {"vr": "IS", "Value": value}}) == frames
 
 
 def test_build_instance_fills_every_field() -> None:

@@ -38,8 +38,9 @@ from reliability import (
 
 from metastore import DatabaseProvider, index_paths
 from metastore.cli import cli
-from metastore.index.pipeline import TestHooks, parse_shard, shard_of
+from metastore.index.sharding import parse_shard, shard_of
 from metastore.store import Store, db
+from metastore.testhooks import TestHooks
 
 pytestmark = pytest.mark.slow
 

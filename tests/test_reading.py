@@ -19,7 +19,8 @@ from dicom_samples import (
 )
 
 from metastore.index.discovery import Entry, discover
-from metastore.index.read import Outcome, ZipCache, read_entry
+from metastore.index.read import ReadCache, read_entry
+from metastore.records import Outcome
 
 ROOT = "http://localhost/dicomweb"
 CT_STUDY = "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322"
@@ -30,7 +31,7 @@ CT_URL = f"{ROOT}/studies/{CT_STUDY}/series/{CT_SERIES}/instances/{CT_SOP}"
 
 def read(path: Path, root: str | None = None) -> list[Outcome]:
     """Read every source under ``path``."""
-    zips = ZipCache()
+    zips = ReadCache()
     try:
         return [
             read_entry(entry, root, zips)

@@ -54,3 +54,16 @@ def test_cli_commands_in_readme_exist():
         result = runner.invoke(cli, [name, "--help"])
         assert result.exit_code == 0, (name, result.output)
         assert "Example" in result.output or "example" in result.output, name
+
+
+def test_ci_runs_the_checks_and_the_readme_test_command():
+    """.ci/run runs scripts/lint and scripts/test, with PostgreSQL required."""
+    root = README.parent
+    ci = (root / ".ci" / "run").read_text(encoding="utf-8")
+    lines = ci.splitlines()
+    commands = [line.split()[0] for line in lines if line.startswith("scripts/")]
+    assert commands == ["scripts/setup", "scripts/lint", "scripts/test"]
+    assert "METASTORE_REQUIRE_POSTGRES=1" in ci
+    lint = (root / "scripts" / "lint").read_text(encoding="utf-8")
+    for check in ("ruff format --check", "ruff check", "mypy"):
+        assert f".venv/bin/{check}" in lint

@@ -364,7 +364,8 @@ def test_default_registry_is_a_registry():
     ],
 )
 def test_to_upper_camel_tag(tag, upper):
-    """to_upper_camel_tag follows Cornerstone 5.x rule for rule."""
+    """to_upper_camel_tag follows Cornerstone 5.x rule for rule (memoised too)."""
+    assert to_upper_camel_tag(tag) == upper
     assert to_upper_camel_tag(tag) == upper
 
 
@@ -381,6 +382,16 @@ def test_to_upper_camel_tag(tag, upper):
 def test_to_lower_camel_tag(tag, lower):
     """to_lower_camel_tag matches the observed 5.x outputs."""
     assert to_lower_camel_tag(tag) == lower
+
+
+def test_camel_tag_helpers_have_one_owner():
+    """getNormalized and the instance module rename keys with the same function."""
+    import metastore.modules
+    import metastore.modules.instance
+
+    assert to_upper_camel_tag is metastore.modules.to_upper_camel_tag
+    assert to_lower_camel_tag is metastore.modules.to_lower_camel_tag
+    assert metastore.modules.instance.to_upper_camel_tag is to_upper_camel_tag
 
 
 def test_get_normalized_merges_with_later_types_winning(caplog):

@@ -1,6 +1,7 @@
 """Part 10 to DICOM JSON: a pydicom ``Dataset`` as DICOMweb returns it.
 
-Its public face is :func:`dataset_to_dicom_json`.  The rooms:
+Its public face is :func:`dataset_to_dicom_json`, with the VR table
+:data:`LONG_VRS` the indexer's byte sniffing shares.  The rooms:
 
 - ``convert``: the dataset walk, bulk data and the fast/fallback paths;
 - ``_values``: one element's value bytes -> DICOM JSON values, per VR;
@@ -9,6 +10,7 @@ Its public face is :func:`dataset_to_dicom_json`.  The rooms:
 pydicom is imported here and by the indexer's reader, nowhere below.
 """
 
+from metastore.dicomjson._values import LONG_VRS
 from metastore.dicomjson.convert import (
     DEFAULT_INLINE_TAGS,
     OVERLAY_DATA_TAGS,
@@ -18,6 +20,7 @@ from metastore.dicomjson.convert import (
 
 __all__ = [
     "DEFAULT_INLINE_TAGS",
+    "LONG_VRS",
     "OVERLAY_DATA_TAGS",
     "PIXEL_DATA_TAGS",
     "dataset_to_dicom_json",

@@ -18,6 +18,7 @@ from metastore.dicomjson._values import (
     DELEGATE,
     KEYS,
     KNOWN_VRS,
+    LONG_VRS,
     Abort,
     Ctx,
     Element,
@@ -53,10 +54,8 @@ def other(
     return DELEGATE  # UN, "US or SS"...: pydicom replaces the VR
 
 
-_LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UR"})
-_LONG_VRS |= {"UT", "UV", "UN"}
 # explicit VR bytes -> (VR, has a 4-byte length)
-_VR_BYTES = {vr.encode(): (vr, vr in _LONG_VRS) for vr in KNOWN_VRS}
+_VR_BYTES = {vr.encode(): (vr, vr in LONG_VRS) for vr in KNOWN_VRS}
 # VRs whose decoding depends on the charset (SQ: its items inherit it)
 _ENCODED_VRS = frozenset({"SH", "LO", "UC", "ST", "LT", "UT", "PN", "SQ"})
 _ITEM = 0xFFFEE000

@@ -220,6 +220,12 @@ def element(v: Any, vr: str) -> Any:
 
 #: The binary VRs: InlineBinary or BulkDataURI.
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
+#: Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5
+#: 7.1.2); the others have a 2-byte length.  The one table of them: the
+#: sequence reader, the indexer's sniffer and its truncation check use it.
+LONG_VRS = frozenset(
+    {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
+)
 _LUT_DESCRIPTOR_TAGS = frozenset({0x00281101, 0x00281102, 0x00281103, 0x00283002})
 _FAST_CODECS = {"iso8859-1": "latin-1", "utf-8": "utf-8", "ascii": "ascii"}
 _CODECS: dict[str, str] = {}

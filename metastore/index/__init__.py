@@ -1,7 +1,8 @@
 """Indexing: paths in, instance records written to a :class:`~metastore.store.Store`.
 
-Its public face is :func:`index_paths` and the :class:`IndexReport` it
-returns.  The rooms, in the order a source passes through them:
+Its public face is :func:`index_paths`, the :class:`IndexReport` it
+returns, its :data:`DEFAULT_BATCH_SIZE` and :func:`parse_shard` (``K/N`` as
+``--shard`` takes it).  The rooms, in the order a source passes through them:
 
 - ``discovery``: walking files, folders and zips, telling kinds apart;
 - ``sharding``: ``--shard K/N``, which sources a run owns;
@@ -21,14 +22,17 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from metastore.index.pipeline import index_paths
+    from metastore.index.pipeline import DEFAULT_BATCH_SIZE, index_paths
     from metastore.index.report import IndexReport
+    from metastore.index.sharding import parse_shard
 
-__all__ = ["IndexReport", "index_paths"]
+__all__ = ["DEFAULT_BATCH_SIZE", "IndexReport", "index_paths", "parse_shard"]
 
 _EXPORTS = {
+    "DEFAULT_BATCH_SIZE": "metastore.index.pipeline",
     "IndexReport": "metastore.index.report",
     "index_paths": "metastore.index.pipeline",
+    "parse_shard": "metastore.index.sharding",
 }
 
 

@@ -4,7 +4,8 @@ Walks the paths given to ``metastore index`` (files, folders recursively in
 sorted order with symlink loops cut, zip archives listed member by member)
 and yields one :class:`Entry` per candidate source.  :func:`sniff` tells
 Part 10, raw (preamble-less) datasets, DICOM JSON and zip archives apart by
-their first bytes, never by file name.  Imports only ``metastore.records``.
+their first bytes, never by file name.  Imports only ``metastore.records``
+and the VR table of ``metastore.dicomjson``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from metastore.dicomjson import LONG_VRS
 from metastore.records import ErrorRecord, Source
 
 #: How many leading bytes :func:`sniff` looks at.
@@ -32,8 +34,7 @@ _VRS = frozenset(
     b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV "
     b"TM UC UI UL UN UR US UT UV".split()
 )
-# Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2).
-_LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
+_LONG_VRS = frozenset(vr.encode() for vr in LONG_VRS)
 
 
 class Kind(enum.Enum):

@@ -16,8 +16,7 @@ from typing import Any
 
 from metastore.errors import DicomError, IndexingError
 from metastore.imageid import ImageId
-from metastore.modules import frame_modules
-from metastore.modules.frames import number_of_frames as frame_count
+from metastore.modules import frame_modules, number_of_frames
 from metastore.records import ImageRecord, InstanceRecord, Source
 from metastore.types import DicomJson
 
@@ -109,17 +108,6 @@ def person_name_text(instance: DicomJson, tag: str) -> str | None:
             names.append(str(value))  # non-conformant: a plain string
     text = "\\".join(names)
     return text or None
-
-
-def number_of_frames(instance: DicomJson) -> int:
-    """Return how many frames the instance has (at least 1).
-
-    ``metastore.modules.frames.number_of_frames``: (0028,0008) NumberOfFrames when it
-    reads as a number >= 1, else the length of the Per-Frame Functional
-    Groups Sequence, else 1; so an enhanced instance without NumberOfFrames
-    still gets one image per frame.
-    """
-    return frame_count(instance)
 
 
 def instance_uids(instance: DicomJson) -> tuple[str, str, str]:

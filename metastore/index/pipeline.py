@@ -43,16 +43,14 @@ from sqlalchemy.exc import OperationalError
 from metastore.errors import StoreError
 from metastore.imageid import check_wadors_root
 from metastore.index.discovery import Entry, discover, location_of
-from metastore.index.read import Outcome, ReadCache, read_entry
+from metastore.index.read import ReadCache, read_entry
 from metastore.index.report import IndexReport, Tally
 from metastore.index.sharding import (
     ShardOwns,
     check_shard,
     in_shard,
-    parse_shard,
-    shard_of,
 )
-from metastore.records import ErrorRecord, InstanceRecord
+from metastore.records import ErrorRecord, InstanceRecord, Outcome
 from metastore.store.db import scrub
 from metastore.store.encode import EncodeMemo, pre_encode
 from metastore.testhooks import TestHooks
@@ -60,14 +58,7 @@ from metastore.testhooks import TestHooks
 if TYPE_CHECKING:
     from metastore.store import Store
 
-__all__ = [
-    "DEFAULT_BATCH_SIZE",
-    "IndexReport",
-    "TestHooks",
-    "index_paths",
-    "parse_shard",
-    "shard_of",
-]
+__all__ = ["DEFAULT_BATCH_SIZE", "index_paths"]
 
 log = logging.getLogger(__name__)
 

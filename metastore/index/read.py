@@ -5,7 +5,8 @@ This is the work a worker process does: open the source, sniff it
 pixel data, but checking the file is not truncated) or parse DICOM JSON, and
 build :class:`~metastore.records.InstanceRecord` objects
 (``metastore.index.extract``).  It never touches the database; failures become
-:class:`~metastore.records.ErrorRecord` values in the :class:`Outcome`.
+:class:`~metastore.records.ErrorRecord` values in the
+:class:`~metastore.records.Outcome`.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ import warnings
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import IO, Any, Literal
+from typing import IO, Any
 
 import orjson
 import pydicom
@@ -27,7 +27,7 @@ from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from metastore.dicomjson import dataset_to_dicom_json
+from metastore.dicomjson import LONG_VRS, dataset_to_dicom_json
 from metastore.errors import DicomError, MetastoreError
 from metastore.imageid import FileUris, ImageId, parse_image_id, wadors_image_id
 from metastore.index.discovery import (
@@ -38,9 +38,7 @@ from metastore.index.discovery import (
     sniff,
 )
 from metastore.index.extract import build_instance
-from metastore.records import ErrorRecord, InstanceRecord
-
-Status = Literal["indexed", "skipped", "failed"]
+from metastore.records import ErrorRecord, Outcome, OutcomeStatus
 
 #: (0002,0002) MediaStorageSOPClassUID of a DICOMDIR (Media Storage Directory).
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
@@ -50,19 +48,7 @@ BULK_THRESHOLD = 1024
 # Pixel Data (7FE0,0010), Float Pixel Data (7FE0,0008), Double Float (7FE0,0009).
 _PIXEL_TAGS = {0x7FE00010: "OW", 0x7FE00008: "OF", 0x7FE00009: "OD"}
 _ITEM, _SEQUENCE_DELIMITER = 0xFFFEE000, 0xFFFEE0DD
-_LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What reading one source gave."""
-
-    location: str
-    status: Status
-    instances: list[InstanceRecord] = field(default_factory=list)
-    errors: list[ErrorRecord] = field(default_factory=list)
-    #: Why it was skipped (``"not DICOM"``, ``"DICOMDIR"``...); empty otherwise.
-    reason: str = ""
+_LONG_VRS = frozenset(vr.encode() for vr in LONG_VRS)
 
 
 class Unreadable(Exception):
@@ -97,10 +83,6 @@ class ReadCache:
         if self._zip is not None:
             self._zip.close()
         self._zip = self._path = None
-
-
-#: The former name of :class:`ReadCache`.
-ZipCache = ReadCache
 
 
 def read_entry(entry: Entry, wadors_root: str | None, zips: ReadCache) -> Outcome:
@@ -404,7 +386,7 @@ def _build(
         except MetastoreError as exc:
             reason = getattr(exc, "reason", str(exc))
             errors.append(ErrorRecord(location, "invalid", f"{where}{reason}"))
-    status: Status = "indexed" if instances else "failed"
+    status: OutcomeStatus = "indexed" if instances else "failed"
     return Outcome(location, status, instances, errors)
 
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from metastore.index.read import Outcome
-from metastore.records import ErrorRecord
+from metastore.records import ErrorRecord, Outcome
 
 __all__ = ["MAX_REPORTED_ERRORS", "IndexReport", "Tally"]
 

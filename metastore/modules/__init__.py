@@ -4,7 +4,10 @@ This package owns the mapping of Cornerstone's WADO-RS metadata provider
 (``@cornerstonejs/dicom-image-loader`` 5.14.0): :data:`MODULE_TYPES`,
 :func:`build_module` for one type and :func:`frame_modules` for every type of
 one frame (the indexer's hot path).  Values equal the real provider's except
-the four documented divergences (docs/mapping.md).  It imports
+the four documented divergences (docs/mapping.md).  This module is the
+package's only door: it also exports what the DICOM JSON provider and the
+indexer need of the rooms (frames combined once, the frame count,
+``multiframeModule``, JavaScript ``parseInt``, the camel-tag spellings).  It imports
 ``metastore.modules.jsvalues``, ``metastore.modules.frames``, ``metastore.errors`` and
 ``metastore.types`` only; never pydicom or SQLAlchemy.
 """
@@ -13,16 +16,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from metastore.modules.frames import Frame, combine_frame
-from metastore.modules.instance import instance_module, to_upper_camel_tag
-from metastore.modules.lut import modality_lut_module, voi_lut_module
-from metastore.modules.misc import (
-    cine_module,
-    image_url_module,
-    multiframe_module,
-    sop_common_module,
-    transfer_syntax_module,
+from metastore.modules.camel import to_lower_camel_tag, to_upper_camel_tag
+from metastore.modules.cine import cine_module
+from metastore.modules.frames import (
+    Frame,
+    combine_frame,
+    is_multiframe,
+    number_of_frames,
 )
+from metastore.modules.instance import instance_module
+from metastore.modules.jsvalues import parse_int
+from metastore.modules.lut import modality_lut_module, voi_lut_module
+from metastore.modules.multiframe import multiframe_module
 from metastore.modules.overlay import overlay_plane_module
 from metastore.modules.patient import patient_module, patient_study_module
 from metastore.modules.pet import (
@@ -32,6 +37,11 @@ from metastore.modules.pet import (
 )
 from metastore.modules.pixel import image_pixel_module
 from metastore.modules.plane import image_plane_module, nm_multiframe_geometry_module
+from metastore.modules.sop import (
+    image_url_module,
+    sop_common_module,
+    transfer_syntax_module,
+)
 from metastore.modules.study import (
     general_image_module,
     general_series_module,
@@ -47,9 +57,16 @@ __all__ = [
     "ANSWERED_TYPES",
     "MODULE_TYPES",
     "Builder",
+    "Frame",
     "build_module",
+    "combine_frame",
     "frame_modules",
+    "is_multiframe",
     "module_from_frame",
+    "multiframe_module",
+    "number_of_frames",
+    "parse_int",
+    "to_lower_camel_tag",
     "to_upper_camel_tag",
 ]
 

@@ -13,14 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from metastore.errors import DicomError
+from metastore.modules.camel import to_upper_camel_tag
 from metastore.modules.frames import Frame
 from metastore.modules.jsvalues import js_truthy
 from metastore.modules.lut import modality_lut_module, voi_lut_module
-from metastore.modules.misc import (
-    multiframe_module,
-    sop_common_module,
-    transfer_syntax_module,
-)
+from metastore.modules.multiframe import multiframe_module
 from metastore.modules.overlay import overlay_plane_module
 from metastore.modules.patient import patient_study_module
 from metastore.modules.pet import (
@@ -29,6 +26,7 @@ from metastore.modules.pet import (
     pet_series_module,
 )
 from metastore.modules.pixel import image_pixel_module
+from metastore.modules.sop import sop_common_module, transfer_syntax_module
 from metastore.modules.study import general_series_module
 from metastore.types import ModuleValue
 
@@ -47,34 +45,6 @@ INSTANCE_MODULE_NAMES: tuple[tuple[str, Callable[[Frame, str], ModuleValue]], ..
     ("petSeriesModule", pet_series_module),
     ("petImageModule", pet_image_module),
 )
-
-
-_UPPER_CAMEL: dict[str, str] = {}
-
-
-def to_upper_camel_tag(key: str) -> str:
-    """Cornerstone 5.x ``toUpperCamelTag``.
-
-    Args:
-        key: A lowerCamel module key.
-
-    Returns:
-        ``sop…`` -> ``SOP…``, ``voi…`` -> ``VOI…``, a trailing ``Id`` ->
-        ``ID``, then the first letter upper-cased.
-    """
-    cached = _UPPER_CAMEL.get(key)
-    if cached is not None:
-        return cached
-    if key.startswith("sop"):
-        result = "SOP" + key[3:]
-    elif key.startswith("voi"):
-        result = "VOI" + key[3:]
-    else:
-        tag = key[:-2] + "ID" if key.endswith("Id") else key
-        result = tag[:1].upper() + tag[1:]
-    if len(_UPPER_CAMEL) < 4096:  # module keys are a small fixed set
-        _UPPER_CAMEL[key] = result
-    return result
 
 
 def instance_module(

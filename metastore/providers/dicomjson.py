@@ -5,9 +5,9 @@ This module owns :class:`DicomJsonProvider`, the counterpart of
 keyed under frame 1) plus ``metaDataProvider`` (``get(type, image_id)``) of
 ``@cornerstonejs/dicom-image-loader``'s WADO-RS loader.  Values come from
 ``metastore.modules``; frames are combined once and cached, never mutating the
-stored instance (divergence 4).  It imports ``metastore.modules``,
-``metastore.modules.frames``, ``metastore.imageid`` and ``metastore.types`` (pydicom
-only lazily, through ``metastore.dicomjson.convert`` in :meth:`add_dataset`).
+stored instance (divergence 4).  It imports the ``metastore.modules`` face,
+``metastore.imageid``, ``metastore.errors`` and ``metastore.types`` (pydicom
+only lazily, through ``metastore.dicomjson`` in :meth:`add_dataset`).
 """
 
 from __future__ import annotations
@@ -20,10 +20,15 @@ from typing import TYPE_CHECKING, Any, Final
 
 from metastore.errors import InvalidImageIdError
 from metastore.imageid import image_id_to_uri, parse_image_id
-from metastore.modules import ANSWERED_TYPES, module_from_frame
-from metastore.modules.frames import Frame, combine_frame, is_multiframe
-from metastore.modules.jsvalues import parse_int
-from metastore.modules.misc import multiframe_module
+from metastore.modules import (
+    ANSWERED_TYPES,
+    Frame,
+    combine_frame,
+    is_multiframe,
+    module_from_frame,
+    multiframe_module,
+    parse_int,
+)
 from metastore.types import DicomJson, ModuleType, ModuleValue
 
 if TYPE_CHECKING:
@@ -152,9 +157,7 @@ class DicomJsonProvider:
             TypeError: ``image_id`` is not a string.
             DicomError: The dataset cannot be converted.
         """
-        from metastore.dicomjson.convert import (
-            dataset_to_dicom_json,
-        )  # pydicom only here
+        from metastore.dicomjson import dataset_to_dicom_json  # pydicom only here
 
         if not isinstance(image_id, str):
             raise TypeError(f"image_id must be a str, not {type(image_id).__name__}.")

@@ -1,28 +1,18 @@
-"""Small modules of the WADO-RS provider.
+"""SOP-level modules of the WADO-RS provider: identity and encoding.
 
-Owns ``transferSyntax``, ``imageUrlModule``, ``cineModule``,
-``multiframeModule`` and ``sopCommonModule``.  Imports only
-``metastore.modules.jsvalues``, ``metastore.modules.frames``, ``metastore.errors`` and
+Owns ``sopCommonModule`` (SOP class and instance UIDs), ``transferSyntax``
+and ``imageUrlModule`` (whose ``isVideo`` is read from the transfer syntax).
+Imports only ``metastore.modules.jsvalues``, ``metastore.modules.frames`` and
 ``metastore.types``; never pydicom or SQLAlchemy.
 """
 
 from __future__ import annotations
 
-from metastore.errors import DicomError
-from metastore.modules.frames import (
-    NUMBER_OF_FRAMES,
-    PER_FRAME_FUNCTIONAL_GROUPS,
-    SHARED_FUNCTIONAL_GROUPS,
-    Frame,
-    frame_information,
-)
+from metastore.modules.frames import Frame
 from metastore.modules.jsvalues import (
     UNDEFINED,
-    get_number_value,
-    get_tag_value,
     get_value,
     js_json,
-    js_to_number,
     js_truthy,
     raw_value,
 )
@@ -108,63 +98,6 @@ def image_url_module(frame: Frame, image_id: str) -> ModuleValue:
         # Cornerstone quirk: also turns ".../rendered/12" into ".../rendered2"
         rendered = rendered.replace("/rendered/1", "/rendered", 1)
     return {"isVideo": is_video, "rendered": rendered, "thumbnail": thumbnail}
-
-
-def cine_module(frame: Frame, image_id: str) -> ModuleValue:
-    """``cineModule``: ``cineRate`` (raw) and ``numberOfFrames``.
-
-    Args:
-        frame: The frame to read.
-        image_id: The imageId asked about (unused).
-
-    Returns:
-        The module dict.
-    """
-    data = frame.data
-    return {
-        "cineRate": get_value(data.get("00180040")),  # (0018,0040) CineRate
-        "numberOfFrames": get_number_value(data.get(NUMBER_OF_FRAMES)),
-    }
-
-
-def multiframe_module(frame: Frame, image_id: str) -> ModuleValue:
-    """``multiframeModule``: NumberOfFrames and the functional-group items.
-
-    Args:
-        frame: The frame to read.
-        image_id: The imageId asked about (unused).
-
-    Returns:
-        ``{"NumberOfFrames"}`` (``getTagValue``: the first value if truthy,
-        else the ``Value`` array, else the element itself), plus
-        ``PerFrameFunctionalInformation`` and ``SharedFunctionalInformation``
-        (first items of each macro, raw DICOM JSON) when functional groups
-        apply.
-    """
-    data = frame.data
-    # Cornerstone quirk: getTagValue, so NumberOfFrames 0 gives [0] and an
-    # element without Value gives the element itself
-    count = get_tag_value(data.get(NUMBER_OF_FRAMES, UNDEFINED))
-    per_frame_groups = get_tag_value(
-        data.get(PER_FRAME_FUNCTIONAL_GROUPS, UNDEFINED), False
-    )
-    number_of_frames = None if count is UNDEFINED else js_json(count)
-    if js_truthy(per_frame_groups) or js_to_number(count) > 1:
-        shared_groups = get_tag_value(
-            data.get(SHARED_FUNCTIONAL_GROUPS, UNDEFINED), False
-        )
-        try:
-            shared, per_frame = frame_information(
-                per_frame_groups, shared_groups, frame.number
-            )
-        except TypeError as exc:  # pragma: no cover - combine_frame failed first
-            raise DicomError(f"Cornerstone raises TypeError: {exc}") from exc
-        return {
-            "NumberOfFrames": number_of_frames,
-            "PerFrameFunctionalInformation": [js_json(item) for item in per_frame],
-            "SharedFunctionalInformation": [js_json(item) for item in shared],
-        }
-    return {"NumberOfFrames": number_of_frames}
 
 
 def sop_common_module(frame: Frame, image_id: str) -> ModuleValue:
