@@ -62,14 +62,21 @@ class Entry:
 def member_location(archive: str, member: str) -> str:
     """Return the location of an archive member: ``/abs/a.zip!/dir/b.dcm``.
 
-    ``archive`` is a location already (:func:`location_of`); the member name
-    is escaped the same way.
+    ``archive`` is a location already (:func:`location_of`), so it holds no
+    ``!/``: the first ``!/`` of a location is always this separator.  The
+    member name is escaped as text (:func:`location_of`'s U+FFFD escapes),
+    but its ``!`` are left alone: whatever follows the separator is the
+    member's.
     """
-    return f"{archive}{MEMBER_SEPARATOR}{location_of(member)}"
+    return f"{archive}{MEMBER_SEPARATOR}{_escaped(member, _NEEDS_ESCAPE)}"
 
 
 # U+FFFD, the escape character, and the lone surrogates it escapes.
 _NEEDS_ESCAPE = re.compile("[\ufffd\ud800-\udfff]")
+# ... and, in a path, a "!" that ends a file or folder name: "a.zip!/b.dcm"
+# would otherwise read as member b.dcm of a.zip (see location_of).
+_SEPARATORS = re.escape("".join(dict.fromkeys(("/", os.sep))))
+_PATH_NEEDS_ESCAPE = re.compile(f"[\ufffd\ud800-\udfff]|!(?=[{_SEPARATORS}]|\\Z)")
 
 
 def location_of(path: str) -> str:
@@ -80,17 +87,32 @@ def location_of(path: str) -> str:
     database text column can hold and no UTF-8 stream can print.  Each such
     byte becomes U+FFFD followed by its two hex digits (the byte 0xFF of
     ``bad?.dcm`` gives ``bad`` U+FFFD ``FF.dcm``), any other lone surrogate
-    U+FFFD, ``u`` and four hex digits, and a real U+FFFD is doubled:
-    distinct paths keep distinct locations, and a UTF-8 path is its own
-    location.
+    U+FFFD, ``u`` and four hex digits, and a real U+FFFD is doubled.
+
+    A ``!`` that ends a file or folder name is written U+FFFD ``21`` (its
+    byte, like the escapes above), so that no path holds ``!/``: the folder
+    ``a.zip!`` holding ``b.dcm`` is ``a.zip`` U+FFFD ``21/b.dcm``, never
+    ``a.zip!/b.dcm``, the location of member ``b.dcm`` of the archive
+    ``a.zip`` (:func:`member_location`).  A ``!`` anywhere else stays.
+
+    Distinct paths keep distinct locations, and a UTF-8 path without a name
+    ending in ``!`` is its own location.  Locations stored before names
+    ending in ``!`` were escaped are converted as their sources are indexed
+    again (``metastore.store_prune.legacy_location``).
     """
-    if _NEEDS_ESCAPE.search(path) is None:
-        return path
-    return _NEEDS_ESCAPE.sub(_escape, path)
+    return _escaped(path, _PATH_NEEDS_ESCAPE)
+
+
+def _escaped(text: str, needs: re.Pattern[str]) -> str:
+    if needs.search(text) is None:
+        return text
+    return needs.sub(_escape, text)
 
 
 def _escape(match: re.Match[str]) -> str:
     code = ord(match.group())
+    if code == 0x21:  # "!" ending a name
+        return "\ufffd21"
     if code == 0xFFFD:
         return "\ufffd\ufffd"
     if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte (surrogateescape)

@@ -47,6 +47,7 @@ from metastore.records import ErrorRecord, InstanceRecord
 from metastore.report import IndexReport, Tally
 from metastore.sharding import ShardOwns, check_shard, in_shard, parse_shard, shard_of
 from metastore.store_encode import EncodeMemo, pre_encode
+from metastore.store_prune import legacy_location
 from metastore.testhooks import TestHooks
 
 if TYPE_CHECKING:
@@ -275,10 +276,12 @@ def _index(
     seen: set[str] = set()
     owns = None if shard is None else ShardOwns(*shard)
     note = seen.add if prune else _ignore
+    # A source that failed is kept under its old spelling too (see _remember).
+    note_failed = functools.partial(_remember, seen) if prune else _ignore
     found = discover(roots)
     if shard is not None:
         found = in_shard(found, *shard)
-    todo = _to_read(found, known, tally, batches, note)
+    todo = _to_read(found, known, tally, batches, note, note_failed)
     root = wadors_root.removesuffix("/") if wadors_root else None
     next_call = time.perf_counter() + PROGRESS_INTERVAL
     if workers is None:
@@ -289,7 +292,9 @@ def _index(
         # they are in (bounded by it): one may turn out to be a duplicate.
         keep = prune and bool(outcome.instances)
         batches.add(outcome.instances, outcome.errors, entry if keep else None)
-        if outcome.status != "skipped":  # a skipped source has no rows to keep
+        if outcome.status == "failed":
+            note_failed(outcome.location)
+        elif outcome.status != "skipped":  # a skipped source has no rows to keep
             note(outcome.location)
         if progress is not None and time.perf_counter() >= next_call:
             progress(tally.report())
@@ -305,6 +310,20 @@ def _index(
     if progress is not None:
         progress(report)
     return report
+
+
+def _remember(locations: set[str], location: str) -> None:
+    """Add ``location`` to ``locations``, with its spelling from before names
+    ending in ``!`` were escaped (``store_prune.legacy_location``).
+
+    For what could not be read: rows stored under the old spelling are
+    converted only when the source is written again, so until then prune
+    must keep them too.
+    """
+    locations.add(location)
+    old = legacy_location(location)
+    if old is not None:
+        locations.add(old)
 
 
 def _store_orphaned_duplicates(
@@ -405,6 +424,7 @@ def _to_read(
     tally: Tally,
     batches: _Batches,
     note: Callable[[str], None],
+    note_failed: Callable[[str], None],
 ) -> Iterator[Entry]:
     """Count what needs no reading (unchanged, discovery errors); yield the rest."""
     for item in found:
@@ -413,7 +433,7 @@ def _to_read(
             tally.count("failed")
             tally.error(item)
             batches.add((), (item,))
-            note(item.location)
+            note_failed(item.location)
             continue
         source = item.source
         if known.get(source.location) == (source.size, source.mtime_ns):

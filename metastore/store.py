@@ -268,7 +268,10 @@ class Store:
         again: it comes back as an ``ErrorRecord(kind="duplicate")`` and is
         recorded with the other errors.  Module values are stored once per
         distinct value.  Writing a location clears the errors recorded for it
-        before, then records this batch's.  Concurrent writers are safe.
+        before, then records this batch's.  A location stored under its
+        spelling from before names ending in ``!`` were escaped goes when
+        this batch writes the same rows under the new one
+        (``store_prune.adopt_legacy``).  Concurrent writers are safe.
 
         Args:
             instances: the records to store.
@@ -287,6 +290,7 @@ class Store:
 
         def work(conn: Connection) -> list[ErrorRecord]:
             type_ids = store_write.ensure_module_types(conn, batch.module_types)
+            store_prune.adopt_legacy(conn, batch.instances)
             return store_write.write(conn, batch, type_ids)
 
         written = self._write(work)

@@ -2,11 +2,14 @@
 
 This module owns deciding which stored locations lie under an indexed root
 and are gone, deleting them, and sweeping the series, studies and module
-values nothing refers to any more.  It is private to the store.
+values nothing refers to any more; and forgetting the old spelling of a
+location when its source is written under the new one
+(:func:`legacy_location`).  It is private to the store.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
@@ -14,7 +17,100 @@ from sqlalchemy.engine import Connection
 
 from metastore import schema as t
 from metastore import store_write
+from metastore.store_encode import EncodedInstance
 from metastore.store_query import ESCAPE, escape_like
+
+# An escape of metastore.discovery.location_of: U+FFFD and a doubled U+FFFD,
+# "u" and four hex digits, or two hex digits (a byte; 21 is a "!" that ends
+# a file or folder name, the only escape older locations did not make).
+_ESCAPE_TOKEN = re.compile("\ufffd(\ufffd|u[0-9A-F]{4}|[0-9A-F]{2})")
+_BANG = "\ufffd21"
+
+
+def legacy_location(location: str) -> str | None:
+    """How ``location`` was spelled before names ending in ``!`` were escaped.
+
+    ``metastore.discovery.location_of`` writes a ``!`` that ends a file or
+    folder name as U+FFFD ``21``, so that ``!/`` only ever separates an
+    archive from its member.  Older versions wrote it as it is, so the
+    folder ``a.zip!`` holding ``b.dcm`` and the member ``b.dcm`` of
+    ``a.zip`` shared the location ``a.zip!/b.dcm``.  Returns that older
+    spelling, or ``None`` when it is the same as ``location`` (the case of
+    every location without such a name).
+    """
+    if _BANG not in location:
+        return None
+    old = _ESCAPE_TOKEN.sub(_unbang, location)
+    return None if old == location else old
+
+
+def _unbang(match: re.Match[str]) -> str:
+    return "!" if match.group(1) == "21" else match.group(0)
+
+
+def adopt_legacy(conn: Connection, instances: Sequence[EncodedInstance]) -> None:
+    """Forget the old spelling of locations about to be written (on ``conn``).
+
+    A source whose location has a name ending in ``!`` (see
+    :func:`legacy_location`) may still be stored under its old spelling,
+    which it no longer finds (so it is read again) and which would make its
+    instances duplicates of themselves.  In the transaction that writes it,
+    the old location is deleted (instances, source row and error rows)
+    when its rows are certainly this source's: every imageId stored under
+    it is one this write stores (a file's wadouri imageIds hold its own
+    path, wadors ones the instance's UIDs), or, for rows without images,
+    every SOP Instance UID.  Otherwise the old row is left for ``--prune``:
+    it may be a zip member's, whose location is spelled as it was.
+    """
+    written: dict[str, tuple[set[str], set[str]]] = {}
+    for item in instances:
+        old = legacy_location(item.record.source.location)
+        if old is None:
+            continue
+        sops, image_ids = written.setdefault(old, (set(), set()))
+        sops.add(item.record.sop_instance_uid)
+        image_ids.update(image[0] for image in item.images)
+    if not written:
+        return
+    src = t.sources
+    adopted: dict[int, str] = {}
+    for part in store_write.chunks(sorted(written)):
+        rows = conn.execute(
+            sa.select(src.c.id, src.c.location).where(src.c.location.in_(part))
+        )
+        for source_id, old in rows:
+            sops, image_ids = written[old]
+            stored_sops, stored_images = _stored_under(conn, source_id)
+            # imageIds tell a file's rows (its path) or an instance's (its
+            # UIDs); instances without images only have their SOP UID
+            if (stored_images and stored_images <= image_ids) or (
+                not stored_images and stored_sops <= sops
+            ):
+                adopted[source_id] = old
+    if not adopted:
+        return
+    store_write.delete_instances_of_sources(conn, list(adopted))
+    for part in store_write.chunks(sorted(adopted)):
+        conn.execute(sa.delete(src).where(src.c.id.in_(part)))
+    for part in store_write.chunks(sorted(adopted.values())):
+        conn.execute(
+            sa.delete(t.index_errors).where(t.index_errors.c.location.in_(part))
+        )
+
+
+def _stored_under(conn: Connection, source_id: int) -> tuple[set[str], set[str]]:
+    """The SOP Instance UIDs and the imageIds stored for one source."""
+    ins, img, pre = t.instances, t.images, t.image_id_prefixes
+    sops = conn.execute(
+        sa.select(ins.c.sop_instance_uid).where(ins.c.source_id == source_id)
+    ).scalars()
+    image_ids = conn.execute(
+        sa.select(pre.c.prefix + img.c.suffix)
+        .join(pre, pre.c.id == img.c.prefix_id)
+        .join(ins, ins.c.id == img.c.instance_id)
+        .where(ins.c.source_id == source_id)
+    ).scalars()
+    return set(sops), set(image_ids)
 
 
 def prune(
