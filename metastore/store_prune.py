@@ -9,6 +9,7 @@ location when its source is written under the new one
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Sequence
 
@@ -128,15 +129,19 @@ def prune(
     stale: list[int] = []
     stale_errors: list[str] = []
     for root in roots:
+        # LIKE ignores ASCII case on SQLite: "/DATA/x" matches "/data/%", so
+        # each candidate is checked again in Python, case and all (after the
+        # set lookup: most locations were seen).
+        inside = frozenset((root,))
         src = t.sources
         for source_id, loc in conn.execute(
             sa.select(src.c.id, src.c.location).where(_under(src.c.location, root))
         ):
-            if gone(loc):
+            if gone(loc) and _within(loc, inside):
                 stale.append(source_id)
         err = t.index_errors.c.location
         for (loc,) in conn.execute(sa.select(err).where(_under(err, root))):
-            if gone(loc):
+            if gone(loc) and _within(loc, inside):
                 stale_errors.append(loc)
     count = store_write.delete_instances_of_sources(conn, stale)
     for part in store_write.chunks(sorted(set(stale))):
@@ -147,6 +152,24 @@ def prune(
         )
     _delete_orphans(conn)
     return count
+
+
+def _within(location: str, kept: frozenset[str]) -> bool:
+    """``location`` is one of ``kept`` or lies inside one (folder or archive)."""
+    if location in kept:
+        return True
+    for i, char in enumerate(location):
+        if char in _SEPARATORS:
+            # "x/..." lies in folder x (or "x/"), "x!/..." in archive x
+            if location[:i] in kept or location[: i + 1] in kept:
+                return True
+            if i and location[i - 1] == "!" and location[: i - 1] in kept:
+                return True
+    return False
+
+
+#: What continues a folder's path in the locations under it.
+_SEPARATORS = frozenset(("/", os.sep))
 
 
 def _under(location: sa.ColumnElement[str], root: str) -> sa.ColumnElement[bool]:
