@@ -10,6 +10,7 @@ their first bytes, never by file name.  Imports only ``metastore.records``.
 from __future__ import annotations
 
 import enum
+import errno
 import os
 import re
 import stat
@@ -273,12 +274,37 @@ def _walk(
     for entry in entries:
         try:
             est = entry.stat()  # follows symlinks
-        except OSError:
-            continue  # a dangling symlink: nothing to read
+        except OSError as exc:
+            if exc.errno in _GONE:
+                continue  # a dangling symlink, or deleted since: nothing to read
+            if exc.errno in _DENIED and not _enterable(folder):
+                # listed, but not entered (no search permission): one error
+                # for the folder, and everything stored under it is kept
+                why = f"cannot enter the folder: {_os_reason(exc)}"
+                yield ErrorRecord(location_of(folder), "unreadable", why)
+                return
+            # a file or folder that exists but cannot be looked at: kept
+            yield ErrorRecord(location_of(entry.path), "unreadable", _os_reason(exc))
+            continue
         if stat.S_ISDIR(est.st_mode):
             yield from _walk(entry.path, est, visited)
         elif stat.S_ISREG(est.st_mode):
             yield from _file(entry.path, est)
+
+
+#: ``stat`` errors of an entry that is not there (to read or to keep).
+_GONE = frozenset((errno.ENOENT, errno.ELOOP))
+#: ``stat`` errors of an entry that is there but may not be looked at.
+_DENIED = frozenset((errno.EACCES, errno.EPERM))
+
+
+def _enterable(folder: str) -> bool:
+    """Whether names inside ``folder`` can be looked up (search permission)."""
+    try:
+        os.stat(os.path.join(folder, os.curdir))
+    except OSError as exc:
+        return exc.errno not in _DENIED
+    return True
 
 
 def _file(path: str, st: os.stat_result) -> Iterator[Entry | ErrorRecord]:

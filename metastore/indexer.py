@@ -229,7 +229,9 @@ def index_paths(
         workers: Worker processes reading files; ``None`` means one per CPU,
             0 or 1 reads in this process.
         batch_size: Instances per write transaction.
-        prune: Also remove from the store what is no longer under ``paths``.
+        prune: Also remove from the store what is no longer under ``paths``;
+            what could not be read (an unreadable folder, a damaged
+            archive) is kept (docs/indexing.md).
         progress: Called with the report so far, every
             :data:`PROGRESS_INTERVAL` seconds and once at the end.
         shard: ``(K, N)``: only the sources of share K of N (1-based; see
@@ -272,13 +274,18 @@ def _index(
     known = _reconnecting(store, lambda: store.known_sources(root_locations))
     batches = _Batches(store, batch_size, tally)
     # Locations to keep; only needed for prune.  Under a shard, prune may
-    # forget only locations of this share (``owns``).
+    # forget only locations of this share (``owns``).  ``kept``: what
+    # discovery could not read (folders, archives), whose stored content
+    # prune must keep whatever the share.
     seen: set[str] = set()
+    kept: set[str] = set()
     owns = None if shard is None else ShardOwns(*shard)
     note = seen.add if prune else _ignore
     # A source that failed is kept under its old spelling too (see _remember).
     note_failed = functools.partial(_remember, seen) if prune else _ignore
     found = discover(roots)
+    if prune:
+        found = _noting_unreadable(found, functools.partial(_remember, kept))
     if shard is not None:
         found = in_shard(found, *shard)
     todo = _to_read(found, known, tally, batches, note, note_failed)
@@ -302,7 +309,7 @@ def _index(
     batches.flush()
     if prune:
         pruned = _reconnecting(
-            store, lambda: store.prune(root_locations, seen, owns=owns)
+            store, lambda: store.prune(root_locations, seen, owns=owns, keep=kept)
         )
         if pruned and batches.duplicates:
             _store_orphaned_duplicates(store, batches.duplicates, root, tally)
@@ -310,6 +317,16 @@ def _index(
     if progress is not None:
         progress(report)
     return report
+
+
+def _noting_unreadable(
+    found: Iterator[Entry | ErrorRecord], note: Callable[[str], None]
+) -> Iterator[Entry | ErrorRecord]:
+    """Pass ``found`` on, noting where discovery could not read (for prune)."""
+    for item in found:
+        if isinstance(item, ErrorRecord):
+            note(item.location)
+        yield item
 
 
 def _remember(locations: set[str], location: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -119,12 +119,18 @@ def prune(
     roots: Sequence[str],
     seen: set[str],
     owns: Callable[[str], bool] | None = None,
+    keep: Collection[str] = (),
 ) -> int:
     """Delete what ``Store.prune`` deletes, on ``conn``; return the instance count."""
+    kept = frozenset(keep)
 
     def gone(location: str) -> bool:
-        """Not seen, and this run's to forget (``owns``)."""
-        return location not in seen and (owns is None or owns(location))
+        """Not seen, not under a location kept, and this run's to forget (``owns``)."""
+        return (
+            location not in seen
+            and not (kept and _within(location, kept))
+            and (owns is None or owns(location))
+        )
 
     stale: list[int] = []
     stale_errors: list[str] = []

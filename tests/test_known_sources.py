@@ -79,6 +79,25 @@ def test_known_sources_with_many_roots(store: Store) -> None:
     assert set(store.known_sources(roots)) == {"/data/a/1.dcm", "/other/11.dcm"}
 
 
+@pytest.mark.parametrize(
+    ("keep", "kept"),
+    [
+        (["/data/a"], under("/data/a")),  # a folder or archive that was unreadable
+        (["/data/a/sub"], {"/data/a/sub/2.dcm"}),
+        (["/data/a/1.dcm", "/data/ab"], {"/data/a/1.dcm", "/data/ab/5.dcm"}),
+        (["/data/a.zip"], {"/data/a.zip!/4.dcm"}),  # a damaged archive's members
+        (["/nothing"], set()),
+    ],
+)
+def test_prune_keeps_what_is_under_a_kept_location(
+    store: Store, keep: list[str], kept: set[str]
+) -> None:
+    """``Store.prune(keep=...)``: nothing under a location the indexer could not
+    read is forgotten, by the same rule as the roots (``/`` or ``!/``)."""
+    store.prune(["/data"], seen=set(), keep=keep)
+    assert set(store.known_sources()) == kept | (set(LOCATIONS) - under("/data"))
+
+
 def test_a_location_spelled_before_the_escape_is_replaced_when_written(
     store: Store,
 ) -> None:
