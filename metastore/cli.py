@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -23,6 +24,7 @@ import orjson
 from sqlalchemy.exc import SQLAlchemyError
 
 from metastore import db
+from metastore.discovery import location_of
 from metastore.errors import MetastoreError, ModuleError
 from metastore.imageid import parse_image_id
 from metastore.indexer import (
@@ -149,7 +151,7 @@ def _shard(
 
 
 @cli.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option(
     "--wadors-root",
     metavar="URL",
@@ -168,7 +170,10 @@ def _shard(
     help="Instances per transaction.",
 )
 @click.option(
-    "--prune", is_flag=True, help="Remove what is no longer under PATHS from the store."
+    "--prune",
+    is_flag=True,
+    help="Remove what is no longer under PATHS from the store (a PATH deleted since "
+    "it was indexed too).",
 )
 @click.option(
     "--upgrade", is_flag=True, help="Migrate a database whose schema is behind first."
@@ -207,19 +212,58 @@ def index(
         metastore index /archive scans.zip --wadors-root https://pacs/dicomweb
         metastore index /archive --shard 2/3   # one of three workers
     """
-    with Store(url, upgrade=upgrade) as store, _progress() as progress:
-        report = index_paths(
-            store,
-            paths,
-            wadors_root=wadors_root,
-            workers=workers,
-            batch_size=batch_size,
-            prune=prune,
-            progress=progress,
-            shard=shard,
+    missing = [path for path in paths if _missing(path)]
+    if missing and not prune:
+        raise click.BadParameter(
+            f"Path {missing[0]!r} does not exist.", param_hint="'PATHS...'"
         )
+    with Store(url, upgrade=upgrade) as store:
+        for path in missing:
+            _check_deleted_root(store, path)
+        with _progress() as progress:
+            report = index_paths(
+                store,
+                paths,
+                wadors_root=wadors_root,
+                workers=workers,
+                batch_size=batch_size,
+                prune=prune,
+                progress=progress,
+                shard=shard,
+            )
     _print_report(report, as_json)
     click.get_current_context().exit(report.exit_status)
+
+
+def _missing(path: str) -> bool:
+    """``path`` is not there at all (not merely unreadable, nor a dangling link)."""
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        pass  # there, but not readable: the run reports it and keeps its rows
+    return False
+
+
+def _check_deleted_root(store: Store, path: str) -> None:
+    """Accept a missing PATH under --prune only if sources are stored under it.
+
+    A deleted folder or archive that was indexed is pruned; a mistyped path
+    (nothing stored under it) is refused, so a typo never looks like success.
+    """
+    count = len(store.known_sources([location_of(os.path.abspath(path))]))
+    if not count:
+        raise click.BadParameter(
+            f"Path {path!r} does not exist, and no source is stored under it: "
+            "nothing to prune.",
+            param_hint="'PATHS...'",
+        )
+    click.echo(
+        f"{path}: no longer exists; --prune forgets the {count} sources "
+        "stored under it",
+        err=True,
+    )
 
 
 def _print_report(report: IndexReport, as_json: bool) -> None:

@@ -231,7 +231,8 @@ def index_paths(
         batch_size: Instances per write transaction.
         prune: Also remove from the store what is no longer under ``paths``;
             what could not be read (an unreadable folder, a damaged
-            archive) is kept (docs/indexing.md).
+            archive) is kept, and a path deleted since it was indexed (with
+            sources stored under it) is forgotten whole (docs/indexing.md).
         progress: Called with the report so far, every
             :data:`PROGRESS_INTERVAL` seconds and once at the end.
         shard: ``(K, N)``: only the sources of share K of N (1-based; see
@@ -283,6 +284,11 @@ def _index(
     note = seen.add if prune else _ignore
     # A source that failed is kept under its old spelling too (see _remember).
     note_failed = functools.partial(_remember, seen) if prune else _ignore
+    if prune:
+        # A root deleted since it was indexed: nothing to read, and prune
+        # forgets what is stored under it (docs/indexing.md).
+        gone = _deleted_roots(roots, root_locations, known)
+        roots = [root for root in roots if root not in gone]
     found = discover(roots)
     if prune:
         found = _noting_unreadable(found, functools.partial(_remember, kept))
@@ -317,6 +323,29 @@ def _index(
     if progress is not None:
         progress(report)
     return report
+
+
+def _deleted_roots(
+    roots: list[str], root_locations: list[str], known: Mapping[str, tuple[int, int]]
+) -> set[str]:
+    """The roots that no longer exist and under which sources are stored.
+
+    Only a name that is absent from a folder that can be read counts
+    (``lstat`` says ENOENT): a dangling symlink, a path through a file, an
+    unreadable parent are not deletions.  A path with nothing stored under
+    it (mistyped) is not either: discovery reports it as unreadable.
+    """
+    gone: set[str] = set()
+    for root, location in zip(roots, root_locations, strict=True):
+        try:
+            os.lstat(root)
+        except FileNotFoundError:
+            below = (location + "/", location + "!/")
+            if any(k == location or k.startswith(below) for k in known):
+                gone.add(root)
+        except OSError:
+            pass
+    return gone
 
 
 def _noting_unreadable(

@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from dicom_samples import write_ct, zip_of
 
+from metastore.cli import cli
 from metastore.indexer import index_paths
 from metastore.store import Store
 
@@ -212,3 +214,72 @@ def test_prune_keeps_the_members_of_an_unreadable_archive(
     ]
     with Store(url) as store:
         assert store.stats()["instances"] == 4
+
+
+# -- a deleted root ----------------------------------------------------------
+
+
+def test_prune_forgets_a_root_that_was_deleted(store: Store, tmp_path: Path) -> None:
+    """``index_paths([gone], prune=True)``: what is stored under it goes, and
+    that is no error; other roots' sources stay."""
+    gone = archive_root(tmp_path / "gone")
+    other = write_ct(tmp_path / "other" / "o.dcm", 5)
+    index_paths(store, [gone, other], workers=1)
+    shutil.rmtree(gone)
+    report = index_paths(store, [gone], workers=1, prune=True)
+    assert (report.files_seen, report.error_count) == (0, 0)
+    assert set(store.known_sources()) == {str(other)}
+
+
+def test_prune_keeps_data_under_a_missing_path_it_never_stored(
+    store: Store, tmp_path: Path
+) -> None:
+    """A mistyped root (nothing stored under it) is an error as before, and
+    a root that is a dangling symlink (an unmounted share) prunes nothing."""
+    root = archive_root(tmp_path / "d")
+    index_paths(store, [root], workers=1)
+    typo = index_paths(store, [tmp_path / "dd"], workers=1, prune=True)
+    assert [(e.location, e.kind) for e in typo.errors] == [
+        (str(tmp_path / "dd"), "unreadable")
+    ]
+    assert store.stats()["instances"] == 4
+    linked = archive_root(tmp_path / "mnt" / "archive")  # instances 1-4 again
+    link = tmp_path / "link"
+    link.symlink_to(linked)
+    shutil.rmtree(root)
+    index_paths(store, [root, link], workers=1, prune=True)  # stored via the link
+    assert len(store.known_sources([str(link)])) == 4
+    shutil.move(linked, tmp_path / "elsewhere")  # the share is not mounted
+    dangling = index_paths(store, [link], workers=1, prune=True)
+    assert [(e.location, e.kind) for e in dangling.errors] == [
+        (str(link), "unreadable")
+    ]
+    assert len(store.known_sources([str(link)])) == 4
+
+
+def _cli(*args: str) -> Any:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_cli_prunes_a_deleted_root_and_refuses_a_mistyped_one(
+    db_url: str, tmp_path: Path
+) -> None:
+    """``metastore index --prune gone/`` says what it forgets and exits 0; a
+    path with nothing stored under it is refused (exit 2), nothing deleted;
+    without --prune a missing path is refused as before."""
+    gone = archive_root(tmp_path / "gone")
+    kept = write_ct(tmp_path / "kept" / "k.dcm", 5)
+    assert _cli("index", str(gone), str(kept), "--db", db_url).exit_code == 0
+    shutil.rmtree(gone)
+    typo = _cli("index", "--prune", str(tmp_path / "gon"), "--db", db_url)
+    assert typo.exit_code == 2
+    assert "no source is stored under it" in typo.stderr
+    plain = _cli("index", str(gone), "--db", db_url)
+    assert (plain.exit_code, "does not exist" in plain.stderr) == (2, True)
+    with Store(db_url) as store:
+        assert store.stats()["instances"] == 5
+    result = _cli("index", "--prune", str(gone), str(kept), "--db", db_url)
+    assert result.exit_code == 0, result.output
+    assert f"{gone}: no longer exists; --prune forgets the 4 sources" in result.stderr
+    with Store(db_url) as store:
+        assert set(store.known_sources()) == {str(kept)}
