@@ -16,6 +16,7 @@ import re
 import stat
 import struct
 import zipfile
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -58,6 +59,9 @@ class Entry:
     path: str
     #: Member name inside the archive, or ``None`` for a plain file.
     member: str | None = None
+    #: How many earlier members of the archive have the same name; only
+    #: this last one can be read by that name (:func:`shadowed_error`).
+    shadowed: int = 0
 
 
 def member_location(archive: str, member: str) -> str:
@@ -323,16 +327,33 @@ def _file(path: str, st: os.stat_result) -> Iterator[Entry | ErrorRecord]:
 def _members(archive: Source, path: str) -> Iterator[Entry | ErrorRecord]:
     try:
         with zipfile.ZipFile(path) as zf:
-            names = sorted(i.filename for i in zf.infolist() if not i.is_dir())
+            names = Counter(i.filename for i in zf.infolist() if not i.is_dir())
     except (OSError, zipfile.BadZipFile, ValueError) as exc:
         # strerror, not str(exc): that names the path, maybe not as UTF-8
         why = _os_reason(exc) if isinstance(exc, OSError) else str(exc)
         reason = f"bad zip archive: {why}"
         yield ErrorRecord(archive.location, "unreadable", reason)
         return
-    for name in names:
+    for name, count in sorted(names.items()):
         location = member_location(archive.location, name)
-        yield Entry(Source(location, archive.size, archive.mtime_ns), path, name)
+        source = Source(location, archive.size, archive.mtime_ns)
+        yield Entry(source, path, name, shadowed=count - 1)
+
+
+def shadowed_error(entry: Entry) -> ErrorRecord:
+    """The error for the members ``entry``'s name hides (``Entry.shadowed``).
+
+    A member is read, and named in its imageId, by its name, which gives the
+    last member of that name, as unzip and zip libraries do; the earlier
+    ones cannot be addressed, so they are reported rather than dropped
+    silently.
+    """
+    others = "another member" if entry.shadowed == 1 else f"{entry.shadowed} others"
+    reason = (
+        f"the archive holds {others} named {entry.member!r} before this one: "
+        "only the last of that name is indexed"
+    )
+    return ErrorRecord(entry.source.location, "unreadable", reason)
 
 
 def _os_reason(exc: OSError) -> str:

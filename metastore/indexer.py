@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy.exc import OperationalError
 
-from metastore.discovery import Entry, discover, location_of
+from metastore.discovery import Entry, discover, location_of, shadowed_error
 from metastore.errors import StoreError
 from metastore.reading import Outcome, ReadCache, read_entry
 from metastore.records import ErrorRecord, InstanceRecord
@@ -486,6 +486,10 @@ def _to_read(
             tally.count("files_seen")
             tally.count("unchanged")
             note(source.location)
+            if item.shadowed:  # reported on every run, like a failed source
+                error = shadowed_error(item)
+                tally.error(error)
+                batches.add((), (error,))
             continue
         yield item
 

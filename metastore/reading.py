@@ -18,7 +18,7 @@ import warnings
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import IO, Any, Literal
 
 import orjson
@@ -28,7 +28,14 @@ from pydicom.tag import BaseTag
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from metastore.dicomjson import dataset_to_dicom_json
-from metastore.discovery import HEAD_SIZE, Entry, Kind, looks_like_dicom_json, sniff
+from metastore.discovery import (
+    HEAD_SIZE,
+    Entry,
+    Kind,
+    looks_like_dicom_json,
+    shadowed_error,
+    sniff,
+)
 from metastore.errors import DicomError, MetastoreError
 from metastore.imageid import FileUris, ImageId, parse_image_id, wadors_image_id
 from metastore.instances import build_instance
@@ -110,8 +117,18 @@ def read_entry(entry: Entry, wadors_root: str | None, zips: ReadCache) -> Outcom
     Returns:
         ``indexed`` with the instances (and any invalid-instance errors),
         ``skipped`` for non-DICOM content and DICOMDIRs, or ``failed`` with
-        the reason.
+        the reason; with the error of the same-named members a zip member
+        hides, if any (``discovery.shadowed_error``).
     """
+    outcome = _read_entry(entry, wadors_root, zips)
+    if entry.shadowed:
+        # in the outcome, so it is written in the batch that stores the member
+        errors = [*outcome.errors, shadowed_error(entry)]
+        return replace(outcome, errors=errors)
+    return outcome
+
+
+def _read_entry(entry: Entry, wadors_root: str | None, zips: ReadCache) -> Outcome:
     location = entry.source.location
     try:
         with _open(entry, zips) as (fp, size):

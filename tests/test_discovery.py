@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import warnings
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from metastore.discovery import (
     discover,
     location_of,
     member_location,
+    shadowed_error,
     sniff,
 )
 from metastore.records import ErrorRecord
@@ -202,3 +205,22 @@ def test_no_path_location_reads_as_a_member(path: list[str], member: list[str]) 
     old = member_location("", text)[len("!/") :]
     assert (legacy_location(location) or location) == old
     assert legacy_location(archive_member) is None
+
+
+def test_same_named_zip_members_are_reported(tmp_path: Path) -> None:
+    """Two members of one name give one entry (the last, which is what is read
+    by that name) that knows it hides the other."""
+    archive = tmp_path / "dup.zip"
+    with zipfile.ZipFile(archive, "w") as zf, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns of the duplicate name
+        zf.writestr("b.dcm", b"first")
+        zf.writestr("b.dcm", b"second")
+        zf.writestr("c.dcm", b"other")
+    found = list(discover([archive]))
+    assert locations(found) == [f"{archive}!/b.dcm", f"{archive}!/c.dcm"]
+    first, second = found
+    assert isinstance(first, Entry) and isinstance(second, Entry)
+    assert (first.shadowed, second.shadowed) == (1, 0)
+    error = shadowed_error(first)
+    assert (error.location, error.kind) == (f"{archive}!/b.dcm", "unreadable")
+    assert "another member named 'b.dcm'" in error.reason

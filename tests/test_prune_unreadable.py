@@ -15,6 +15,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -214,6 +216,32 @@ def test_prune_keeps_the_members_of_an_unreadable_archive(
     ]
     with Store(url) as store:
         assert store.stats()["instances"] == 4
+
+
+# -- two members of one name -------------------------------------------------
+
+
+def test_a_zip_with_two_members_of_one_name_reports_the_clash(
+    store: Store, tmp_path: Path
+) -> None:
+    """The last member of the name is indexed (what a reader by that name
+    gets); the clash is an error naming the zip and member, on every run."""
+    archive = tmp_path / "d" / "dup.zip"
+    archive.parent.mkdir()
+    with zipfile.ZipFile(archive, "w") as zf, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns of the duplicate name
+        zf.write(write_ct(tmp_path / "src" / "1.dcm", 1), "b.dcm")
+        zf.write(write_ct(tmp_path / "src" / "2.dcm", 2), "b.dcm")
+    for run in range(2):
+        report = index_paths(store, [archive], workers=1, prune=True)
+        (error,) = report.errors
+        assert (error.location, error.kind) == (f"{archive}!/b.dcm", "unreadable")
+        assert "another member named 'b.dcm'" in error.reason
+        assert report.exit_status == 1
+        assert (report.indexed, report.unchanged) == ((1, 0) if run == 0 else (0, 1))
+        (row,) = store.query("instance")
+        assert row["sop_instance_uid"].endswith(".2")
+        assert [e.location for e in store.errors()] == [error.location]
 
 
 # -- a deleted root ----------------------------------------------------------
