@@ -27,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from metastore.errors import MetastoreError, ModuleError
 from metastore.imageid import check_wadors_root, parse_image_id
 from metastore.index import DEFAULT_BATCH_SIZE, IndexReport, index_paths, parse_shard
+from metastore.locations import location_of
 from metastore.modules import MODULE_TYPES
 from metastore.store import Store, db
 from metastore.testhooks import TestHooks
@@ -179,7 +180,7 @@ def _wadors_root(
 
 
 @cli.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option(
     "--wadors-root",
     metavar="URL",
@@ -199,7 +200,10 @@ def _wadors_root(
     help="Instances per transaction.",
 )
 @click.option(
-    "--prune", is_flag=True, help="Remove what is no longer under PATHS from the store."
+    "--prune",
+    is_flag=True,
+    help="Remove what is no longer under PATHS from the store (a PATH deleted since "
+    "it was indexed too).",
 )
 @click.option(
     "--upgrade", is_flag=True, help="Migrate a database whose schema is behind first."
@@ -238,19 +242,58 @@ def index(
         metastore index /archive scans.zip --wadors-root https://pacs/dicomweb
         metastore index /archive --shard 2/3   # one of three workers
     """
-    with Store(url, upgrade=upgrade) as store, _progress() as progress:
-        report = index_paths(
-            store,
-            paths,
-            wadors_root=wadors_root,
-            workers=workers,
-            batch_size=batch_size,
-            prune=prune,
-            progress=progress,
-            shard=shard,
+    missing = [path for path in paths if _missing(path)]
+    if missing and not prune:
+        raise click.BadParameter(
+            f"Path {missing[0]!r} does not exist.", param_hint="'PATHS...'"
         )
+    with Store(url, upgrade=upgrade) as store:
+        for path in missing:
+            _check_deleted_root(store, path)
+        with _progress() as progress:
+            report = index_paths(
+                store,
+                paths,
+                wadors_root=wadors_root,
+                workers=workers,
+                batch_size=batch_size,
+                prune=prune,
+                progress=progress,
+                shard=shard,
+            )
     _print_report(report, as_json)
     click.get_current_context().exit(report.exit_status)
+
+
+def _missing(path: str) -> bool:
+    """``path`` is not there at all (not merely unreadable, nor a dangling link)."""
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        pass  # there, but not readable: the run reports it and keeps its rows
+    return False
+
+
+def _check_deleted_root(store: Store, path: str) -> None:
+    """Accept a missing PATH under --prune only if sources are stored under it.
+
+    A deleted folder or archive that was indexed is pruned; a mistyped path
+    (nothing stored under it) is refused, so a typo never looks like success.
+    """
+    count = len(store.known_sources([location_of(os.path.abspath(path))]))
+    if not count:
+        raise click.BadParameter(
+            f"Path {path!r} does not exist, and no source is stored under it: "
+            "nothing to prune.",
+            param_hint="'PATHS...'",
+        )
+    click.echo(
+        f"{path}: no longer exists; --prune forgets the {count} sources "
+        "stored under it",
+        err=True,
+    )
 
 
 def _print_report(report: IndexReport, as_json: bool) -> None:

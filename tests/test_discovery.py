@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import os
+import warnings
+import zipfile
 from pathlib import Path
 
 import pytest
 from dicom_samples import CT, copy, dicom_json, junk, sample_path, write_json, zip_of
+from hypothesis import given
+from hypothesis import strategies as st
 
-from metastore.index.discovery import HEAD_SIZE, Entry, Kind, discover, sniff
+from metastore.index.discovery import (
+    HEAD_SIZE,
+    Entry,
+    Kind,
+    discover,
+    shadowed_error,
+    sniff,
+)
+from metastore.locations import legacy_location, location_of, member_location
 from metastore.records import ErrorRecord
 
 
@@ -147,3 +159,66 @@ def test_discover_is_lazy(tmp_path: Path) -> None:
     found = discover([tmp_path])
     assert iter(found) is found
     assert len(list(found)) == 1
+
+
+# -- locations: one per source -------------------------------------------------
+
+
+def test_a_folder_named_like_an_archive_gets_its_own_locations(tmp_path: Path) -> None:
+    """Folder ``a.zip!`` holding ``b.dcm`` is not member ``b.dcm`` of ``a.zip``.
+
+    Both used to be ``.../a.zip!/b.dcm``, so every rerun stored one and
+    deleted the other.  A ``!`` ending a name is escaped; a ``!`` elsewhere
+    and the members' names are left alone.
+    """
+    zip_of(tmp_path / "a.zip", {"b.dcm": sample_path(CT), "x!/y!": b"1"})
+    copy(CT, tmp_path / "a.zip!" / "b.dcm")
+    copy(CT, tmp_path / "c!d.dcm")
+    found = locations(list(discover([tmp_path])))
+    assert found == [
+        f"{tmp_path}/a.zip!/b.dcm",
+        f"{tmp_path}/a.zip!/x!/y!",
+        f"{tmp_path}/a.zip\ufffd21/b.dcm",
+        f"{tmp_path}/c!d.dcm",
+    ]
+    assert len(set(found)) == len(found)
+
+
+_PATH_CHARS = st.sampled_from(["a", "!", "/", "\ufffd", "2", "1", "\udcfc", "u"])
+
+
+@given(st.lists(_PATH_CHARS, max_size=10), st.lists(_PATH_CHARS, max_size=6))
+def test_no_path_location_reads_as_a_member(path: list[str], member: list[str]) -> None:
+    """A path's location never holds ``!/`` nor ends with ``!``, so the first
+    ``!/`` of any location separates an archive from its member; distinct
+    paths keep distinct locations; and the spelling from before names ending
+    in ``!`` were escaped is recovered (``legacy_location``)."""
+    text = "/" + "".join(path)
+    location = location_of(text)
+    assert "!/" not in location and not location.endswith("!")
+    assert location_of(text + "x") != location
+    archive_member = member_location(location_of("/a"), "".join(member))
+    assert archive_member != location
+    # the old spelling escaped only text (as member names still are)
+    old = member_location("", text)[len("!/") :]
+    assert (legacy_location(location) or location) == old
+    assert legacy_location(archive_member) is None
+
+
+def test_same_named_zip_members_are_reported(tmp_path: Path) -> None:
+    """Two members of one name give one entry (the last, which is what is read
+    by that name) that knows it hides the other."""
+    archive = tmp_path / "dup.zip"
+    with zipfile.ZipFile(archive, "w") as zf, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns of the duplicate name
+        zf.writestr("b.dcm", b"first")
+        zf.writestr("b.dcm", b"second")
+        zf.writestr("c.dcm", b"other")
+    found = list(discover([archive]))
+    assert locations(found) == [f"{archive}!/b.dcm", f"{archive}!/c.dcm"]
+    first, second = found
+    assert isinstance(first, Entry) and isinstance(second, Entry)
+    assert (first.shadowed, second.shadowed) == (1, 0)
+    error = shadowed_error(first)
+    assert (error.location, error.kind) == (f"{archive}!/b.dcm", "unreadable")
+    assert "another member named 'b.dcm'" in error.reason

@@ -171,6 +171,22 @@ def test_file_image_id_form(tmp_path):
     assert file_location(file_image_id(str(archive), 1)) == (archive.resolve(), None)
 
 
+def test_a_folder_named_like_an_archive_has_its_own_image_ids(tmp_path):
+    """Member ``b.dcm`` of ``a.zip`` and file ``b.dcm`` of folder ``a.zip!``:
+    the ``!`` of a path is percent-encoded, so only the member's imageId
+    holds ``!/`` and each leads back to its own source (the locations the
+    store keeps differ too: ``metastore.locations.location_of``)."""
+    member = file_image_id(tmp_path / "a.zip", 1, "b.dcm")
+    folder_file = file_image_id(tmp_path / "a.zip!" / "b.dcm", 1)
+    nested = file_image_id(tmp_path / "a.zip!" / "c.zip", 1, "x!/b.dcm")
+    assert member != folder_file
+    assert "a.zip%21/b.dcm" in folder_file
+    assert file_location(member) == ((tmp_path / "a.zip").resolve(), "b.dcm")
+    assert file_location(folder_file) == ((tmp_path / "a.zip!" / "b.dcm"), None)
+    assert file_location(nested) == ((tmp_path / "a.zip!" / "c.zip"), "x!/b.dcm")
+    assert image_id_to_uri(member).count("!/") == 1
+
+
 def test_file_image_id_resolves_relative_paths(tmp_path, monkeypatch):
     """A relative path is made absolute before it becomes a URI."""
     monkeypatch.chdir(tmp_path)

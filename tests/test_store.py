@@ -264,6 +264,18 @@ def test_prune_deletes_unseen_locations_and_orphans(store: Store) -> None:
     assert store.stats()["instances"] == 2
 
 
+def test_prune_minds_the_case_of_locations(store: Store) -> None:
+    """Pruning ``/data`` leaves ``/DATA/...`` alone: another folder on a
+    case-sensitive file system (SQLite's LIKE ignores ASCII case)."""
+    store.write_batch(
+        [make_instance("/DATA/1.dcm", "1.1"), make_instance("/data/2.dcm", "1.2")],
+        [ErrorRecord("/DATA/bad.dcm", "invalid", "no pixel data")],
+    )
+    assert store.prune(["/data"], set()) == 1
+    assert set(store.known_sources()) == {"/DATA/1.dcm"}
+    assert [e.location for e in store.errors()] == ["/DATA/bad.dcm"]
+
+
 def test_prune_forgets_only_locations_it_owns(store: Store) -> None:
     """With owns, only unseen locations under a root that owns accepts go."""
     store.write_batch(

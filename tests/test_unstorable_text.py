@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from test_store import make_instance
 
 from metastore import Store, file_location, index_paths, parse_image_id
-from metastore.index.discovery import location_of
+from metastore.locations import location_of
 from metastore.records import ErrorRecord, InstanceRecord
 from metastore.store.encode import storable
 

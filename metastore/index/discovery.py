@@ -4,28 +4,29 @@ Walks the paths given to ``metastore index`` (files, folders recursively in
 sorted order with symlink loops cut, zip archives listed member by member)
 and yields one :class:`Entry` per candidate source.  :func:`sniff` tells
 Part 10, raw (preamble-less) datasets, DICOM JSON and zip archives apart by
-their first bytes, never by file name.  Imports only ``metastore.records``
-and the VR table of ``metastore.dicomjson``.
+their first bytes, never by file name.  Imports only ``metastore.records``,
+``metastore.locations`` and the VR table of ``metastore.dicomjson``.
 """
 
 from __future__ import annotations
 
 import enum
+import errno
 import os
 import re
 import stat
 import struct
 import zipfile
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from metastore.dicomjson import LONG_VRS
+from metastore.locations import location_of, member_location
 from metastore.records import ErrorRecord, Source
 
 #: How many leading bytes :func:`sniff` looks at.
 HEAD_SIZE = 4096
-#: Joins an archive path and a member name in a location (``a.zip!/b/c.dcm``).
-MEMBER_SEPARATOR = "!/"
 
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 # A DICOM JSON object key with its value: `"00100010": {`.
@@ -58,45 +59,9 @@ class Entry:
     path: str
     #: Member name inside the archive, or ``None`` for a plain file.
     member: str | None = None
-
-
-def member_location(archive: str, member: str) -> str:
-    """Return the location of an archive member: ``/abs/a.zip!/dir/b.dcm``.
-
-    ``archive`` is a location already (:func:`location_of`); the member name
-    is escaped the same way.
-    """
-    return f"{archive}{MEMBER_SEPARATOR}{location_of(member)}"
-
-
-# U+FFFD, the escape character, and the lone surrogates it escapes.
-_NEEDS_ESCAPE = re.compile("[\ufffd\ud800-\udfff]")
-
-
-def location_of(path: str) -> str:
-    """The location (stored text) of a file system path.
-
-    A POSIX file name is bytes; Python hands the bytes that are not UTF-8
-    over as lone surrogates (``os.fsdecode``'s surrogateescape), which no
-    database text column can hold and no UTF-8 stream can print.  Each such
-    byte becomes U+FFFD followed by its two hex digits (the byte 0xFF of
-    ``bad?.dcm`` gives ``bad`` U+FFFD ``FF.dcm``), any other lone surrogate
-    U+FFFD, ``u`` and four hex digits, and a real U+FFFD is doubled:
-    distinct paths keep distinct locations, and a UTF-8 path is its own
-    location.
-    """
-    if _NEEDS_ESCAPE.search(path) is None:
-        return path
-    return _NEEDS_ESCAPE.sub(_escape, path)
-
-
-def _escape(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    if code == 0xFFFD:
-        return "\ufffd\ufffd"
-    if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte (surrogateescape)
-        return f"\ufffd{code - 0xDC00:02X}"
-    return f"\ufffdu{code:04X}"
+    #: How many earlier members of the archive have the same name; only
+    #: this last one can be read by that name (:func:`shadowed_error`).
+    shadowed: int = 0
 
 
 def sniff(head: bytes, size: int) -> Kind:
@@ -252,12 +217,37 @@ def _walk(
     for entry in entries:
         try:
             est = entry.stat()  # follows symlinks
-        except OSError:
-            continue  # a dangling symlink: nothing to read
+        except OSError as exc:
+            if exc.errno in _GONE:
+                continue  # a dangling symlink, or deleted since: nothing to read
+            if exc.errno in _DENIED and not _enterable(folder):
+                # listed, but not entered (no search permission): one error
+                # for the folder, and everything stored under it is kept
+                why = f"cannot enter the folder: {_os_reason(exc)}"
+                yield ErrorRecord(location_of(folder), "unreadable", why)
+                return
+            # a file or folder that exists but cannot be looked at: kept
+            yield ErrorRecord(location_of(entry.path), "unreadable", _os_reason(exc))
+            continue
         if stat.S_ISDIR(est.st_mode):
             yield from _walk(entry.path, est, visited)
         elif stat.S_ISREG(est.st_mode):
             yield from _file(entry.path, est)
+
+
+#: ``stat`` errors of an entry that is not there (to read or to keep).
+_GONE = frozenset((errno.ENOENT, errno.ELOOP))
+#: ``stat`` errors of an entry that is there but may not be looked at.
+_DENIED = frozenset((errno.EACCES, errno.EPERM))
+
+
+def _enterable(folder: str) -> bool:
+    """Whether names inside ``folder`` can be looked up (search permission)."""
+    try:
+        os.stat(os.path.join(folder, os.curdir))
+    except OSError as exc:
+        return exc.errno not in _DENIED
+    return True
 
 
 def _file(path: str, st: os.stat_result) -> Iterator[Entry | ErrorRecord]:
@@ -276,16 +266,33 @@ def _file(path: str, st: os.stat_result) -> Iterator[Entry | ErrorRecord]:
 def _members(archive: Source, path: str) -> Iterator[Entry | ErrorRecord]:
     try:
         with zipfile.ZipFile(path) as zf:
-            names = sorted(i.filename for i in zf.infolist() if not i.is_dir())
+            names = Counter(i.filename for i in zf.infolist() if not i.is_dir())
     except (OSError, zipfile.BadZipFile, ValueError) as exc:
         # strerror, not str(exc): that names the path, maybe not as UTF-8
         why = _os_reason(exc) if isinstance(exc, OSError) else str(exc)
         reason = f"bad zip archive: {why}"
         yield ErrorRecord(archive.location, "unreadable", reason)
         return
-    for name in names:
+    for name, count in sorted(names.items()):
         location = member_location(archive.location, name)
-        yield Entry(Source(location, archive.size, archive.mtime_ns), path, name)
+        source = Source(location, archive.size, archive.mtime_ns)
+        yield Entry(source, path, name, shadowed=count - 1)
+
+
+def shadowed_error(entry: Entry) -> ErrorRecord:
+    """The error for the members ``entry``'s name hides (``Entry.shadowed``).
+
+    A member is read, and named in its imageId, by its name, which gives the
+    last member of that name, as unzip and zip libraries do; the earlier
+    ones cannot be addressed, so they are reported rather than dropped
+    silently.
+    """
+    others = "another member" if entry.shadowed == 1 else f"{entry.shadowed} others"
+    reason = (
+        f"the archive holds {others} named {entry.member!r} before this one: "
+        "only the last of that name is indexed"
+    )
+    return ErrorRecord(entry.source.location, "unreadable", reason)
 
 
 def _os_reason(exc: OSError) -> str:

@@ -42,7 +42,7 @@ from sqlalchemy.exc import OperationalError
 
 from metastore.errors import StoreError
 from metastore.imageid import check_wadors_root
-from metastore.index.discovery import Entry, discover, location_of
+from metastore.index.discovery import Entry, discover, shadowed_error
 from metastore.index.read import ReadCache, read_entry
 from metastore.index.report import IndexReport, Tally
 from metastore.index.sharding import (
@@ -50,6 +50,7 @@ from metastore.index.sharding import (
     check_shard,
     in_shard,
 )
+from metastore.locations import legacy_location, location_of
 from metastore.records import ErrorRecord, InstanceRecord, Outcome
 from metastore.store.db import scrub
 from metastore.store.encode import EncodeMemo, pre_encode
@@ -227,7 +228,10 @@ def index_paths(
         workers: Worker processes reading files; ``None`` means one per CPU,
             0 or 1 reads in this process.
         batch_size: Instances per write transaction.
-        prune: Also remove from the store what is no longer under ``paths``.
+        prune: Also remove from the store what is no longer under ``paths``;
+            what could not be read (an unreadable folder, a damaged
+            archive) is kept, and a path deleted since it was indexed (with
+            sources stored under it) is forgotten whole (docs/indexing.md).
         progress: Called with the report so far, every
             :data:`PROGRESS_INTERVAL` seconds and once at the end.
         shard: ``(K, N)``: only the sources of share K of N (1-based; see
@@ -269,20 +273,32 @@ def _index(
     TestHooks.install()
     roots = [os.path.abspath(os.fspath(p)) for p in paths]
     # What the store knows the roots by (file names that are not UTF-8 are
-    # escaped in locations, see discovery.location_of).
+    # escaped in locations, see metastore.locations).
     root_locations = [location_of(root) for root in roots]
     tally = Tally()
     known = _reconnecting(store, lambda: store.known_sources(root_locations))
     batches = _Batches(store, batch_size, tally)
     # Locations to keep; only needed for prune.  Under a shard, prune may
-    # forget only locations of this share (``owns``).
+    # forget only locations of this share (``owns``).  ``kept``: what
+    # discovery could not read (folders, archives), whose stored content
+    # prune must keep whatever the share.
     seen: set[str] = set()
+    kept: set[str] = set()
     owns = None if shard is None else ShardOwns(*shard)
     note = seen.add if prune else _ignore
+    # A source that failed is kept under its old spelling too (see _remember).
+    note_failed = functools.partial(_remember, seen) if prune else _ignore
+    if prune:
+        # A root deleted since it was indexed: nothing to read, and prune
+        # forgets what is stored under it (docs/indexing.md).
+        gone = _deleted_roots(roots, root_locations, known)
+        roots = [root for root in roots if root not in gone]
     found = discover(roots)
+    if prune:
+        found = _noting_unreadable(found, functools.partial(_remember, kept))
     if shard is not None:
         found = in_shard(found, *shard)
-    todo = _to_read(found, known, tally, batches, note)
+    todo = _to_read(found, known, tally, batches, note, note_failed)
     root = wadors_root.removesuffix("/") if wadors_root else None
     next_call = time.perf_counter() + PROGRESS_INTERVAL
     if workers is None:
@@ -293,7 +309,9 @@ def _index(
         # they are in (bounded by it): one may turn out to be a duplicate.
         keep = prune and bool(outcome.instances)
         batches.add(outcome.instances, outcome.errors, entry if keep else None)
-        if outcome.status != "skipped":  # a skipped source has no rows to keep
+        if outcome.status == "failed":
+            note_failed(outcome.location)
+        elif outcome.status != "skipped":  # a skipped source has no rows to keep
             note(outcome.location)
         if progress is not None and time.perf_counter() >= next_call:
             progress(tally.report())
@@ -301,7 +319,7 @@ def _index(
     batches.flush()
     if prune:
         pruned = _reconnecting(
-            store, lambda: store.prune(root_locations, seen, owns=owns)
+            store, lambda: store.prune(root_locations, seen, owns=owns, keep=kept)
         )
         if pruned and batches.duplicates:
             _store_orphaned_duplicates(store, batches.duplicates, root, tally)
@@ -309,6 +327,53 @@ def _index(
     if progress is not None:
         progress(report)
     return report
+
+
+def _deleted_roots(
+    roots: list[str], root_locations: list[str], known: Mapping[str, tuple[int, int]]
+) -> set[str]:
+    """The roots that no longer exist and under which sources are stored.
+
+    Only a name that is absent from a folder that can be read counts
+    (``lstat`` says ENOENT): a dangling symlink, a path through a file, an
+    unreadable parent are not deletions.  A path with nothing stored under
+    it (mistyped) is not either: discovery reports it as unreadable.
+    """
+    gone: set[str] = set()
+    for root, location in zip(roots, root_locations, strict=True):
+        try:
+            os.lstat(root)
+        except FileNotFoundError:
+            below = (location + "/", location + "!/")
+            if any(k == location or k.startswith(below) for k in known):
+                gone.add(root)
+        except OSError:
+            pass
+    return gone
+
+
+def _noting_unreadable(
+    found: Iterator[Entry | ErrorRecord], note: Callable[[str], None]
+) -> Iterator[Entry | ErrorRecord]:
+    """Pass ``found`` on, noting where discovery could not read (for prune)."""
+    for item in found:
+        if isinstance(item, ErrorRecord):
+            note(item.location)
+        yield item
+
+
+def _remember(locations: set[str], location: str) -> None:
+    """Add ``location`` to ``locations``, with its spelling from before names
+    ending in ``!`` were escaped (``metastore.locations.legacy_location``).
+
+    For what could not be read: rows stored under the old spelling are
+    converted only when the source is written again, so until then prune
+    must keep them too.
+    """
+    locations.add(location)
+    old = legacy_location(location)
+    if old is not None:
+        locations.add(old)
 
 
 def _store_orphaned_duplicates(
@@ -412,6 +477,7 @@ def _to_read(
     tally: Tally,
     batches: _Batches,
     note: Callable[[str], None],
+    note_failed: Callable[[str], None],
 ) -> Iterator[Entry]:
     """Count what needs no reading (unchanged, discovery errors); yield the rest."""
     for item in found:
@@ -420,13 +486,17 @@ def _to_read(
             tally.count("failed")
             tally.error(item)
             batches.add((), (item,))
-            note(item.location)
+            note_failed(item.location)
             continue
         source = item.source
         if known.get(source.location) == (source.size, source.mtime_ns):
             tally.count("files_seen")
             tally.count("unchanged")
             note(source.location)
+            if item.shadowed:  # reported on every run, like a failed source
+                error = shadowed_error(item)
+                tally.error(error)
+                batches.add((), (error,))
             continue
         yield item
 

@@ -19,6 +19,7 @@ import warnings
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import IO, Any
 
 import orjson
@@ -35,6 +36,7 @@ from metastore.index.discovery import (
     Entry,
     Kind,
     looks_like_dicom_json,
+    shadowed_error,
     sniff,
 )
 from metastore.index.extract import build_instance
@@ -98,8 +100,18 @@ def read_entry(entry: Entry, wadors_root: str | None, zips: ReadCache) -> Outcom
     Returns:
         ``indexed`` with the instances (and any invalid-instance errors),
         ``skipped`` for non-DICOM content and DICOMDIRs, or ``failed`` with
-        the reason.
+        the reason; with the error of the same-named members a zip member
+        hides, if any (``discovery.shadowed_error``).
     """
+    outcome = _read_entry(entry, wadors_root, zips)
+    if entry.shadowed:
+        # in the outcome, so it is written in the batch that stores the member
+        errors = [*outcome.errors, shadowed_error(entry)]
+        return replace(outcome, errors=errors)
+    return outcome
+
+
+def _read_entry(entry: Entry, wadors_root: str | None, zips: ReadCache) -> Outcome:
     location = entry.source.location
     try:
         with _open(entry, zips) as (fp, size):

@@ -15,7 +15,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -279,7 +279,10 @@ class Store:
         again: it comes back as an ``ErrorRecord(kind="duplicate")`` and is
         recorded with the other errors.  Module values are stored once per
         distinct value.  Writing a location clears the errors recorded for it
-        before, then records this batch's.  Concurrent writers are safe.
+        before, then records this batch's.  A location stored under its
+        spelling from before names ending in ``!`` were escaped goes when
+        this batch writes the same rows under the new one
+        (``store_prune.adopt_legacy``).  Concurrent writers are safe.
 
         Args:
             instances: the records to store.
@@ -298,6 +301,7 @@ class Store:
 
         def work(conn: Connection) -> list[ErrorRecord]:
             type_ids = store_write.ensure_module_types(conn, batch.module_types)
+            store_prune.adopt_legacy(conn, batch.instances)
             return store_write.write(conn, batch, type_ids)
 
         written = self._write(work)
@@ -308,6 +312,7 @@ class Store:
         roots: Sequence[str],
         seen: set[str],
         owns: Callable[[str], bool] | None = None,
+        keep: Collection[str] = (),
     ) -> int:
         """Forget instances under ``roots`` whose location is not in ``seen``.
 
@@ -316,7 +321,9 @@ class Store:
         pruning ``/data/a`` leaves ``/data/ab.dcm`` alone.  With ``owns``,
         only the locations it accepts are candidates: a sharded indexer run
         passes its share's predicate and leaves the other shares' locations
-        alone.  Errors recorded for pruned locations go too.  Then series,
+        alone.  Locations under one of ``keep`` (by the same rule) are never
+        candidates: the indexer passes the folders and archives it could
+        not read.  Errors recorded for pruned locations go too.  Then series,
         studies and module values nothing refers to any more are deleted
         (also those left behind by re-indexed locations).
 
@@ -326,13 +333,17 @@ class Store:
                 ``owns`` accepts, when it is given).
             owns: which stored locations this run may forget; ``None``
                 means every location under ``roots``.
+            keep: locations whose content this run could not see (an
+                unreadable folder, a damaged archive): what is stored under
+                them stays.
 
         Returns:
             How many instances were deleted.
         """
         roots = [root for root in roots if root]
         return self._write(
-            lambda conn: store_prune.prune(conn, roots, seen, owns), exclusive=True
+            lambda conn: store_prune.prune(conn, roots, seen, owns, keep),
+            exclusive=True,
         )
 
     def errors(self) -> list[ErrorRecord]:

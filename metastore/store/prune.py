@@ -2,19 +2,89 @@
 
 This module owns deciding which stored locations lie under an indexed root
 and are gone, deleting them, and sweeping the series, studies and module
-values nothing refers to any more.  It is private to the store.
+values nothing refers to any more; and forgetting the old spelling of a
+location when its source is written under the new one
+(``metastore.locations.legacy_location``).  It is private to the store.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Collection, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from metastore.locations import legacy_location
 from metastore.store import schema as t
 from metastore.store import write as store_write
+from metastore.store.encode import EncodedInstance
 from metastore.store.query import ESCAPE, escape_like
+
+
+def adopt_legacy(conn: Connection, instances: Sequence[EncodedInstance]) -> None:
+    """Forget the old spelling of locations about to be written (on ``conn``).
+
+    A source whose location has a name ending in ``!`` (see
+    :func:`legacy_location`) may still be stored under its old spelling,
+    which it no longer finds (so it is read again) and which would make its
+    instances duplicates of themselves.  In the transaction that writes it,
+    the old location is deleted (instances, source row and error rows)
+    when its rows are certainly this source's: every imageId stored under
+    it is one this write stores (a file's wadouri imageIds hold its own
+    path, wadors ones the instance's UIDs), or, for rows without images,
+    every SOP Instance UID.  Otherwise the old row is left for ``--prune``:
+    it may be a zip member's, whose location is spelled as it was.
+    """
+    written: dict[str, tuple[set[str], set[str]]] = {}
+    for item in instances:
+        old = legacy_location(item.record.source.location)
+        if old is None:
+            continue
+        sops, image_ids = written.setdefault(old, (set(), set()))
+        sops.add(item.record.sop_instance_uid)
+        image_ids.update(image[0] for image in item.images)
+    if not written:
+        return
+    src = t.sources
+    adopted: dict[int, str] = {}
+    for part in store_write.chunks(sorted(written)):
+        rows = conn.execute(
+            sa.select(src.c.id, src.c.location).where(src.c.location.in_(part))
+        )
+        for source_id, old in rows:
+            sops, image_ids = written[old]
+            stored_sops, stored_images = _stored_under(conn, source_id)
+            # imageIds tell a file's rows (its path) or an instance's (its
+            # UIDs); instances without images only have their SOP UID
+            if (stored_images and stored_images <= image_ids) or (
+                not stored_images and stored_sops <= sops
+            ):
+                adopted[source_id] = old
+    if not adopted:
+        return
+    store_write.delete_instances_of_sources(conn, list(adopted))
+    for part in store_write.chunks(sorted(adopted)):
+        conn.execute(sa.delete(src).where(src.c.id.in_(part)))
+    for part in store_write.chunks(sorted(adopted.values())):
+        conn.execute(
+            sa.delete(t.index_errors).where(t.index_errors.c.location.in_(part))
+        )
+
+
+def _stored_under(conn: Connection, source_id: int) -> tuple[set[str], set[str]]:
+    """The SOP Instance UIDs and the imageIds stored for one source."""
+    ins, img, pre = t.instances, t.images, t.image_id_prefixes
+    sops = conn.execute(
+        sa.select(ins.c.sop_instance_uid).where(ins.c.source_id == source_id)
+    ).scalars()
+    image_ids = conn.execute(
+        sa.select(pre.c.prefix + img.c.suffix)
+        .join(pre, pre.c.id == img.c.prefix_id)
+        .join(ins, ins.c.id == img.c.instance_id)
+        .where(ins.c.source_id == source_id)
+    ).scalars()
+    return set(sops), set(image_ids)
 
 
 def prune(
@@ -22,25 +92,35 @@ def prune(
     roots: Sequence[str],
     seen: set[str],
     owns: Callable[[str], bool] | None = None,
+    keep: Collection[str] = (),
 ) -> int:
     """Delete what ``Store.prune`` deletes, on ``conn``; return the instance count."""
+    kept = frozenset(keep)
 
     def gone(location: str) -> bool:
-        """Not seen, and this run's to forget (``owns``)."""
-        return location not in seen and (owns is None or owns(location))
+        """Not seen, not under a location kept, and this run's to forget (``owns``)."""
+        return (
+            location not in seen
+            and not (kept and _within(location, kept))
+            and (owns is None or owns(location))
+        )
 
     stale: list[int] = []
     stale_errors: list[str] = []
     for root in roots:
+        # LIKE ignores ASCII case on SQLite: "/DATA/x" matches "/data/%", so
+        # each candidate is checked again in Python, case and all (after the
+        # set lookup: most locations were seen).
+        inside = frozenset((root,))
         src = t.sources
         for source_id, loc in conn.execute(
             sa.select(src.c.id, src.c.location).where(_under(src.c.location, root))
         ):
-            if gone(loc):
+            if gone(loc) and _within(loc, inside):
                 stale.append(source_id)
         err = t.index_errors.c.location
         for (loc,) in conn.execute(sa.select(err).where(_under(err, root))):
-            if gone(loc):
+            if gone(loc) and _within(loc, inside):
                 stale_errors.append(loc)
     count = store_write.delete_instances_of_sources(conn, stale)
     for part in store_write.chunks(sorted(set(stale))):
@@ -51,6 +131,24 @@ def prune(
         )
     _delete_orphans(conn)
     return count
+
+
+def _within(location: str, kept: frozenset[str]) -> bool:
+    """``location`` is one of ``kept`` or lies inside one (folder or archive)."""
+    if location in kept:
+        return True
+    for i, char in enumerate(location):
+        if char in _SEPARATORS:
+            # "x/..." lies in folder x (or "x/"), "x!/..." in archive x
+            if location[:i] in kept or location[: i + 1] in kept:
+                return True
+            if i and location[i - 1] == "!" and location[: i - 1] in kept:
+                return True
+    return False
+
+
+#: What continues a folder's path in the locations under it.
+_SEPARATORS = frozenset(("/", os.sep))
 
 
 def _under(location: sa.ColumnElement[str], root: str) -> sa.ColumnElement[bool]:
