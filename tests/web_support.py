@@ -73,12 +73,17 @@ class Spec:
     def pixels(self) -> np.ndarray:
         """Frames x rows x columns (x samples) of distinct, non-uniform values."""
         y, x = np.mgrid[0 : self.rows, 0 : self.columns]
+        r = np.hypot(y - self.rows / 2, x - self.columns / 2)
+        inside = r < self.rows * 0.45
         frames = []
         for f in range(self.frames):
-            base = (x * 37 + y * 11 + self.instance_number * 101 + f * 997) % 4000
+            # rings inside a disc on a gradient: a phantom a person can see,
+            # different for every instance and frame
+            rings = np.cos(r * 0.35 - self.instance_number * 0.7 - f * 0.9)
+            base = 300 + (x + y) * 3 + inside * (1500 + 900 * rings)
             if self.bits == 8:
-                base = base % 251
-            frames.append(base)
+                base = base / 16
+            frames.append(np.round(base))
         array = np.stack(frames)
         if self.samples == 3:
             array = np.stack([array, (array * 3) % 256, (array * 7) % 256], axis=-1)
@@ -202,7 +207,7 @@ def build_archive(root: Path, *, extras: bool = True) -> Archive:
     and one DICOM JSON instance."""
     archive = Archive(root)
     ct_study, mr_study = f"{ROOT}.1", f"{ROOT}.2"
-    common: dict[str, Any] = {"rows": 64, "columns": 64}
+    common: dict[str, Any] = {"rows": 128, "columns": 128}
     n = 0
 
     def add(
