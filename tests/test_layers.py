@@ -49,6 +49,7 @@ LAYERS: dict[str, int] = {
     "metastore.index": 9,
     "metastore.index.pipeline": 9,
     "metastore.providers": 10,
+    "metastore.web": 10,
     "metastore.cli": 11,
     "metastore.__main__": 12,
     "metastore": 12,  # the package itself re-exports everything

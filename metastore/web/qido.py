@@ -19,6 +19,7 @@ from itertools import islice
 from typing import Any, Literal
 
 import orjson
+from pydicom.datadict import tag_for_keyword
 
 from metastore.errors import QueryError
 from metastore.store import Store
@@ -35,6 +36,7 @@ MAX_INTEGER = 2**31 - 1
 RETRIEVE_URL = "00081190"
 #: An attribute as a query names it: a keyword or eight hex digits.
 _ATTRIBUTE = re.compile(r"[0-9A-Fa-f]{8}|[A-Za-z][A-Za-z0-9]*")
+_HEX = re.compile(r"[0-9A-Fa-f]{8}")
 #: PS3.5 §9.1: digits and dots, no empty component, at most 64 characters.
 _UID = re.compile(r"[0-9]+(?:\.[0-9]+)*")
 #: The UID attributes of each level (path parameters and RetrieveURL).
@@ -87,6 +89,10 @@ def _attribute(param: str, name: str) -> str:
             f"{param} {shown!r} is not an attribute: give a DICOM keyword "
             "(PatientName) or a tag of eight hex digits (00100010); sequence "
             "paths are not supported",
+        )
+    if not _HEX.fullmatch(name) and tag_for_keyword(name) is None:
+        raise HTTPError(
+            400, f"{param} {name!r} is not a DICOM keyword (PS3.6); a tag works too"
         )
     return name
 
