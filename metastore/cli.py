@@ -597,6 +597,31 @@ def current(url: str) -> None:
         )
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8042, show_default=True)
+@click.option(
+    "--token",
+    envvar="METASTORE_TOKEN",
+    help="Require Authorization: Bearer TOKEN (env METASTORE_TOKEN).",
+)
+@click.option(
+    "--insecure", is_flag=True, help="Allow a non-loopback --host without a token."
+)
+@db_option
+def serve(host: str, port: int, token: str | None, insecure: bool, url: str) -> None:
+    """Serve the store read-only over DICOMweb at http://HOST:PORT/dicomweb.
+
+    Example:
+
+    \b
+        metastore index /archive && metastore serve
+    """
+    from metastore.web import run  # the web extra: Starlette, uvicorn
+
+    run(url, host=host, port=port, token=token, insecure=insecure)
+
+
 def main() -> None:
     """Entry point of the ``metastore`` command."""
     # A file name that is not UTF-8 or a lone surrogate from a DICOM JSON

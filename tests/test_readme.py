@@ -57,12 +57,18 @@ def test_cli_commands_in_readme_exist():
 
 
 def test_ci_runs_the_checks_and_the_readme_test_command():
-    """.ci/run runs scripts/lint and scripts/test, with PostgreSQL required."""
+    """.ci/run runs scripts/lint, sets up the viewer test and runs scripts/test,
+    with PostgreSQL required."""
     root = README.parent
     ci = (root / ".ci" / "run").read_text(encoding="utf-8")
     lines = ci.splitlines()
     commands = [line.split()[0] for line in lines if line.startswith("scripts/")]
-    assert commands == ["scripts/setup", "scripts/lint", "scripts/test"]
+    assert commands == [
+        "scripts/setup",
+        "scripts/lint",
+        "scripts/ohif-setup",
+        "scripts/test",
+    ]
     assert "METASTORE_REQUIRE_POSTGRES=1" in ci
     lint = (root / "scripts" / "lint").read_text(encoding="utf-8")
     for check in ("ruff format --check", "ruff check", "mypy"):

@@ -1,8 +1,10 @@
 """Indexing: paths in, instance records written to a :class:`~metastore.store.Store`.
 
 Its public face is :func:`index_paths`, the :class:`IndexReport` it
-returns, its :data:`DEFAULT_BATCH_SIZE` and :func:`parse_shard` (``K/N`` as
-``--shard`` takes it).  The rooms, in the order a source passes through them:
+returns, its :data:`DEFAULT_BATCH_SIZE`, :func:`parse_shard` (``K/N`` as
+``--shard`` takes it) and :func:`sniff` (what a source is, by its first
+:data:`HEAD_SIZE` bytes: a :class:`Kind`).  The rooms, in the order a
+source passes through them:
 
 - ``discovery``: walking files, folders and zips, telling kinds apart;
 - ``sharding``: ``--shard K/N``, which sources a run owns;
@@ -22,13 +24,25 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from metastore.index.discovery import HEAD_SIZE, Kind, sniff
     from metastore.index.pipeline import DEFAULT_BATCH_SIZE, index_paths
     from metastore.index.report import IndexReport
     from metastore.index.sharding import parse_shard
 
-__all__ = ["DEFAULT_BATCH_SIZE", "IndexReport", "index_paths", "parse_shard"]
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "HEAD_SIZE",
+    "IndexReport",
+    "Kind",
+    "index_paths",
+    "parse_shard",
+    "sniff",
+]
 
 _EXPORTS = {
+    "HEAD_SIZE": "metastore.index.discovery",
+    "Kind": "metastore.index.discovery",
+    "sniff": "metastore.index.discovery",
     "DEFAULT_BATCH_SIZE": "metastore.index.pipeline",
     "IndexReport": "metastore.index.report",
     "index_paths": "metastore.index.pipeline",

@@ -1,6 +1,7 @@
 """The store: instance records in, module values out, on SQLite or PostgreSQL.
 
-Its one public face is :class:`Store` (``metastore.store.Store``); the
+Its one public face is :class:`Store` (``metastore.store.Store``, with
+:class:`InstanceSource`, where an instance was indexed from); the
 modules below are its rooms:
 
 - ``api``: :class:`Store`, the store's whole public API;
@@ -19,16 +20,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from metastore.store.api import Store
+    from metastore.store.api import InstanceSource, Store
 
-__all__ = ["Store"]
+__all__ = ["InstanceSource", "Store"]
 
 
 def __getattr__(name: str) -> Any:
-    """Load :class:`Store` on first use (PEP 562)."""
-    if name == "Store":
-        from metastore.store.api import Store
+    """Load :class:`Store` and its value types on first use (PEP 562)."""
+    if name in __all__:
+        from metastore.store import api
 
-        globals()["Store"] = Store
-        return Store
+        value = getattr(api, name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'metastore.store' has no attribute {name!r}")

@@ -17,8 +17,9 @@ import sys
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from types import ModuleType, TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
+import orjson
 import sqlalchemy as sa
 import sqlalchemy.dialects.sqlite  # the default backend's, loaded with the store
 from sqlalchemy.engine import URL, Connection, Engine
@@ -32,7 +33,7 @@ from metastore.store import read as store_read
 from metastore.store.db import create_engine, ensure_schema, redact, scrub
 from metastore.types import DicomJson, ModuleValue
 
-__all__ = ["Store"]
+__all__ = ["InstanceSource", "Store"]
 
 
 class _OnFirstUse:
@@ -568,6 +569,79 @@ class Store:
         return codec.decode_dicom_json(
             blob, None if base_blob is None else codec.inflate(base_blob)
         )
+
+    def dicom_json_texts(
+        self,
+        study_instance_uid: str,
+        series_instance_uid: str | None = None,
+        sop_instance_uid: str | None = None,
+    ) -> Iterator[tuple[str, str, bytes]]:
+        """Stream ``(series UID, SOP UID, JSON text)`` of a study's instances.
+
+        The stored DICOM JSON of every instance of the study, of one of its
+        series (``series_instance_uid``), or of one instance of that series
+        (both UIDs), as JSON text, without building the values: series by
+        series (SeriesNumber, then UID), instances by InstanceNumber then
+        UID.  Rows are fetched in chunks, so a big study streams in flat
+        memory.  Nothing for UIDs the store does not hold, or that do not
+        belong together.
+
+        Raises:
+            ValueError: ``sop_instance_uid`` without ``series_instance_uid``.
+        """
+        if sop_instance_uid is not None and series_instance_uid is None:
+            raise ValueError("sop_instance_uid needs series_instance_uid")
+        uids = (study_instance_uid, series_instance_uid, sop_instance_uid)
+        if not all(uid is None or store_encode.is_storable(uid) for uid in uids):
+            return  # never stored; and the driver could not send it
+        stmt = store_read.dicom_json_statement(
+            series_instance_uid is not None, sop_instance_uid is not None
+        )
+        params = {
+            "study": study_instance_uid,
+            "series": series_instance_uid,
+            "sop": sop_instance_uid,
+        }
+        with self._read() as conn:
+            rows = conn.execution_options(yield_per=200).execute(stmt, params)
+            yield from store_read.dicom_json_texts(rows)
+
+    def series_dicom_json(
+        self, study_instance_uid: str, series_instance_uid: str
+    ) -> Iterator[DicomJson]:
+        """Stream the stored DICOM JSON of every instance of one series.
+
+        One statement for the whole series (see :meth:`dicom_json_texts`
+        for the order), where :meth:`dicom_json` per instance costs one
+        each.  Nothing when the series is not in that study.
+        """
+        texts = self.dicom_json_texts(study_instance_uid, series_instance_uid)
+        for _, _, text in texts:
+            yield orjson.loads(text)
+
+    def instance_source(self, sop_instance_uid: str) -> InstanceSource | None:
+        """Where one instance was indexed from, or ``None`` if unknown."""
+        if not store_encode.is_storable(sop_instance_uid):
+            return None  # never stored; and the driver could not send it
+        with self._read() as conn:
+            row = conn.execute(
+                store_read.INSTANCE_SOURCE_STATEMENT, {"sop": sop_instance_uid}
+            ).first()
+        return None if row is None else InstanceSource(*row)
+
+
+class InstanceSource(NamedTuple):
+    """Where an instance was indexed from (:meth:`Store.instance_source`)."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    number_of_frames: int
+    #: ``sources.location``: a path, or ``archive.zip!/member``.
+    location: str
+    #: Size in bytes (of the archive, for a member) when it was indexed.
+    size: int
+    #: Modification time in nanoseconds (of the archive) when it was indexed.
+    mtime_ns: int
 
 
 def _by_name(values: dict[str, ModuleValue]) -> dict[str, ModuleValue]:

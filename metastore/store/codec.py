@@ -38,6 +38,7 @@ __all__ = [
     "encode_value",
     "inflate",
     "is_composite",
+    "json_text",
     "mark_composite",
     "needs_base",
     "pack_bits",
@@ -533,3 +534,36 @@ def decode_dicom_json(blob: bytes, base: bytes | None = None) -> DicomJson:
     """
     result: DicomJson = decode_value(blob, base)
     return result
+
+
+def json_text(blob: bytes, base: bytes | None = None) -> bytes:
+    """The JSON text (RFC 8259) of a stored value, without building the value.
+
+    The canonical bytes as they are, unless they hold a ``NaN`` or
+    ``Infinity`` literal, which JSON has no syntax for: that value is
+    decoded and written again with ``null`` in their place (as orjson
+    writes them).  Lone surrogates stay ``\\ud800`` escapes.
+
+    Raises:
+        ValueError: unknown flags, a damaged blob, or a base needed and not given.
+    """
+    data = inflate(blob, base)
+    if blob[0] & _STDLIB and (b"NaN" in data or b"Infinity" in data):
+        value = json.loads(data)
+        try:
+            return orjson.dumps(value)
+        except TypeError:  # lone surrogates or big ints: the stdlib again
+            text = json.dumps(_finite_or_null(value), separators=(",", ":"))
+            return text.encode()
+    return data
+
+
+def _finite_or_null(value: Any) -> Any:
+    """``value`` with every NaN and infinity replaced by ``None``."""
+    if isinstance(value, float) and value - value != 0.0:
+        return None
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_null(item) for item in value]
+    return value

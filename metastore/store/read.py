@@ -300,3 +300,63 @@ def with_modules(
         .outerjoin(mv, mv.c.id == im.c.value_id)
         .outerjoin(base, base.c.id == mv.c.base_id)
     )
+
+
+#: The stored DICOM JSON of the instances of a study, a series or one
+#: instance (see ``Store.dicom_json_texts``): ``(series uid, SOP uid, blob,
+#: base id, base blob)`` per instance, series by series, in instance order.
+#: ``{where}`` narrows it to a series or an instance.  Text for the same
+#: reason as :data:`_SERIES_SQL`.
+_DICOM_JSON_SQL = """
+SELECT s.series_instance_uid, n.sop_instance_uid, n.dicom_json,
+       n.dicom_json_base_id, b.value
+  FROM studies st
+  JOIN series s ON s.study_id = st.id
+  JOIN instances n ON n.series_id = s.id
+  LEFT JOIN module_values b ON b.id = n.dicom_json_base_id
+ WHERE st.study_instance_uid = :study{where}
+ ORDER BY s.series_number IS NULL, s.series_number, s.series_instance_uid,
+          n.instance_number IS NULL, n.instance_number, n.sop_instance_uid
+"""
+
+#: Where :data:`_DICOM_JSON_SQL` reads a whole study, a series, an instance.
+_DICOM_JSON_WHERE = {
+    (False, False): "",
+    (True, False): " AND s.series_instance_uid = :series",
+    (True, True): " AND s.series_instance_uid = :series AND n.sop_instance_uid = :sop",
+}
+
+
+@functools.cache
+def dicom_json_statement(series: bool, sop: bool) -> sa.TextClause:
+    """The DICOM JSON read of a study, a series (``series``) or one instance."""
+    return sa.text(_DICOM_JSON_SQL.format(where=_DICOM_JSON_WHERE[series, sop]))
+
+
+def dicom_json_texts(rows: Iterable[Any]) -> Iterator[tuple[str, str, bytes]]:
+    """``(series uid, SOP uid, JSON text)`` of :func:`dicom_json_statement` rows.
+
+    Each base (shared by the instances of a series) is inflated once.
+    """
+    bases: dict[int, bytes] = {}
+    for series_uid, sop_uid, blob, base_id, base in rows:
+        base_bytes = None
+        if base_id is not None and base is not None:
+            base_bytes = bases.get(base_id)
+            if base_bytes is None:
+                if len(bases) > 64:  # a study's worth of series, then forget
+                    bases.clear()
+                base_bytes = bases[base_id] = codec.inflate(base)
+        yield series_uid, sop_uid, codec.json_text(blob, base_bytes)
+
+
+#: Where an instance was read from (see ``Store.instance_source``).
+INSTANCE_SOURCE_STATEMENT = sa.text("""
+SELECT st.study_instance_uid, s.series_instance_uid, n.number_of_frames,
+       o.location, o.size, o.mtime_ns
+  FROM instances n
+  JOIN series s ON s.id = n.series_id
+  JOIN studies st ON st.id = s.study_id
+  JOIN sources o ON o.id = n.source_id
+ WHERE n.sop_instance_uid = :sop
+""")
