@@ -20,6 +20,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "metastore"
 LAYERS: dict[str, int] = {
     "metastore.errors": 0,
     "metastore.types": 0,
+    "metastore.moduletypes": 0,
     "metastore.records": 1,
     "metastore.imageid": 1,
     "metastore.registry": 1,
@@ -63,6 +64,7 @@ FORBIDDEN = {
         "metastore.dicomjson.convert",
         "metastore.registry",
         "metastore.imageid",
+        "metastore.moduletypes",
     ),
     "pydicom": (
         "metastore.store.schema",
@@ -71,6 +73,7 @@ FORBIDDEN = {
         "metastore.modules.jsvalues",
         "metastore.modules.frames",
         "metastore.modules",
+        "metastore.moduletypes",
     ),
 }
 
