@@ -2,11 +2,13 @@
 
 Owns ``transferSyntax``, ``imageUrlModule``, ``cineModule``,
 ``multiframeModule`` and ``sopCommonModule``.  Imports only
-``metastore.modules.jsvalues``, ``metastore.modules.frames``, ``metastore.errors`` and
-``metastore.types``; never pydicom or SQLAlchemy.
+``metastore.modules.jsvalues``, ``metastore.modules.frames``, ``metastore.errors``,
+``metastore.moduletypes`` and ``metastore.types``; never pydicom or SQLAlchemy.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from metastore.errors import DicomError
 from metastore.modules.frames import (
@@ -26,7 +28,14 @@ from metastore.modules.jsvalues import (
     js_truthy,
     raw_value,
 )
-from metastore.types import JSON, DicomJson, ModuleValue
+from metastore.moduletypes import (
+    CineModule,
+    ImageUrlModule,
+    MultiframeModule,
+    SopCommonModule,
+    TransferSyntaxModule,
+)
+from metastore.types import DicomJson
 
 #: Transfer syntaxes that make ``imageUrlModule.isVideo`` true (MPEG-2,
 #: MPEG-4 AVC/H.264 and HEVC/H.265, as ``@cornerstonejs/metadata`` lists them).
@@ -52,7 +61,7 @@ VIDEO_TRANSFER_SYNTAXES = frozenset(
 )
 
 
-def _transfer_syntax_uid(data: DicomJson) -> JSON:
+def _transfer_syntax_uid(data: DicomJson) -> object:
     """(0002,0010) TransferSyntaxUID, or (0008,3002) if that is falsy (raw)."""
     uid = raw_value(data.get("00020010"))
     if not js_truthy(uid):
@@ -62,7 +71,7 @@ def _transfer_syntax_uid(data: DicomJson) -> JSON:
     return uid
 
 
-def transfer_syntax_module(frame: Frame, image_id: str) -> ModuleValue:
+def transfer_syntax_module(frame: Frame, image_id: str) -> TransferSyntaxModule:
     """``transferSyntax``: ``{"transferSyntaxUID": ...}``.
 
     Args:
@@ -76,7 +85,7 @@ def transfer_syntax_module(frame: Frame, image_id: str) -> ModuleValue:
     return {"transferSyntaxUID": None if uid is UNDEFINED else js_json(uid)}
 
 
-def _is_video(uid: JSON) -> JSON:
+def _is_video(uid: object) -> str | Literal[False] | None:
     """``isVideoTransferSyntax``: ``False``, the matching UID, or ``None``."""
     if not js_truthy(uid):
         return False
@@ -87,7 +96,7 @@ def _is_video(uid: JSON) -> JSON:
     return None  # Array.prototype.find found nothing: undefined
 
 
-def image_url_module(frame: Frame, image_id: str) -> ModuleValue:
+def image_url_module(frame: Frame, image_id: str) -> ImageUrlModule:
     """``imageUrlModule``: ``isVideo``, ``rendered`` and ``thumbnail`` URLs.
 
     Args:
@@ -110,7 +119,7 @@ def image_url_module(frame: Frame, image_id: str) -> ModuleValue:
     return {"isVideo": is_video, "rendered": rendered, "thumbnail": thumbnail}
 
 
-def cine_module(frame: Frame, image_id: str) -> ModuleValue:
+def cine_module(frame: Frame, image_id: str) -> CineModule:
     """``cineModule``: ``cineRate`` (raw) and ``numberOfFrames``.
 
     Args:
@@ -127,7 +136,7 @@ def cine_module(frame: Frame, image_id: str) -> ModuleValue:
     }
 
 
-def multiframe_module(frame: Frame, image_id: str) -> ModuleValue:
+def multiframe_module(frame: Frame, image_id: str) -> MultiframeModule:
     """``multiframeModule``: NumberOfFrames and the functional-group items.
 
     Args:
@@ -167,7 +176,7 @@ def multiframe_module(frame: Frame, image_id: str) -> ModuleValue:
     return {"NumberOfFrames": number_of_frames}
 
 
-def sop_common_module(frame: Frame, image_id: str) -> ModuleValue:
+def sop_common_module(frame: Frame, image_id: str) -> SopCommonModule:
     """``sopCommonModule``: SOP class and instance UIDs.
 
     Args:
