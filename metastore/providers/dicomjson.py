@@ -6,8 +6,9 @@ keyed under frame 1) plus ``metaDataProvider`` (``get(type, image_id)``) of
 ``@cornerstonejs/dicom-image-loader``'s WADO-RS loader.  Values come from
 ``metastore.modules``; frames are combined once and cached, never mutating the
 stored instance (divergence 4).  It imports ``metastore.modules``,
-``metastore.modules.frames``, ``metastore.imageid`` and ``metastore.types`` (pydicom
-only lazily, through ``metastore.dicomjson.convert`` in :meth:`add_dataset`).
+``metastore.modules.frames``, ``metastore.imageid``, ``metastore.moduletypes``
+and ``metastore.types`` (pydicom only lazily, through
+``metastore.dicomjson.convert`` in :meth:`add_dataset`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ from metastore.modules import ANSWERED_TYPES, module_from_frame
 from metastore.modules.frames import Frame, combine_frame, is_multiframe
 from metastore.modules.jsvalues import parse_int
 from metastore.modules.misc import multiframe_module
-from metastore.types import DicomJson, ModuleType, ModuleValue
+from metastore.moduletypes import (
+    ModuleAnswer,
+    ModuleType,
+    typed_lookup_method,
+    untyped_lookup_method,
+)
+from metastore.types import DicomJson
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -187,8 +194,13 @@ class DicomJsonProvider:
 
     # -- metaDataProvider -------------------------------------------------
 
-    def get(self, type: str, image_id: str, /, *args: Any) -> ModuleValue:
+    @typed_lookup_method
+    def get(self, type: str, image_id: str, /, *args: Any) -> ModuleAnswer | None:
         """Answer one metadata question, as the WADO-RS provider does.
+
+        Typed per module type as :meth:`metastore.Registry.get` is
+        (``get("imagePlaneModule", image_id)`` is an ``ImagePlaneModule |
+        None``); :attr:`get_any` is the same function for any string.
 
         Args:
             type: The module type (``"imagePlaneModule"``...).
@@ -222,6 +234,8 @@ class DicomJsonProvider:
             )
         return module_from_frame(type, combined, image_id)
 
+    #: :meth:`get` for any type string (the same function).
+    get_any = untyped_lookup_method(get)
     __call__ = get
 
     # -- internals --------------------------------------------------------
