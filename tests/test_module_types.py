@@ -91,6 +91,32 @@ def test_every_answer_type_is_in_module_answer() -> None:
         assert len(declared) == 1 and declared[0] in answers, name
 
 
+def test_typed_lookups_are_the_plain_functions_at_run_time() -> None:
+    """get and get_any are one function (no wrapper, no cost): any string is
+    asked, and p.get and p.get_any are one provider to a registry."""
+    from metastore import InMemoryProvider, OverrideProvider, Registry
+
+    for cls in (
+        Registry,
+        DatabaseProvider,
+        DicomJsonProvider,
+        InMemoryProvider,
+        OverrideProvider,
+    ):
+        assert cls.get is cls.get_any, cls
+        assert cls.get.__name__ == "get", cls
+    memory = InMemoryProvider()
+    memory.add("wadors:x", "calibratedPixelSpacing", {"rowPixelSpacing": 0.2})
+    registry = Registry()
+    registry.add_provider(memory.get)
+    registry.add_provider(memory.get_any)
+    assert len(registry) == 1
+    assert registry.get_any("calibratedPixelSpacing", "wadors:x") == {
+        "rowPixelSpacing": 0.2
+    }
+    assert registry.get("imagePlaneModul", "wadors:x") is None  # type: ignore[call-overload]
+
+
 # -- the answers have the declared shapes -----------------------------------
 
 
