@@ -39,7 +39,7 @@ class SupportsGet(Protocol):
     ``type`` is ``Any`` for the reason given on :class:`metastore.types.Provider`.
     """
 
-    def get(self, type: Any, image_id: str, /, *args: Any) -> Any:
+    def get(self, type: Any, image_id: str, /, *args: Any) -> object:
         """Answer one metadata question, or return ``None`` for no answer."""
         ...
 

@@ -36,6 +36,6 @@ class Provider(Protocol):
     provider too: at run time it answers any string.
     """
 
-    def __call__(self, type: Any, image_id: str, /, *args: Any) -> Any:
+    def __call__(self, type: Any, image_id: str, /, *args: Any) -> object:
         """Answer one metadata question, or return ``None`` for no answer."""
         ...
