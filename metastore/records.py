@@ -10,6 +10,7 @@ run's pipeline and report.  This module imports only ``metastore.types``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -38,8 +39,9 @@ class ImageRecord:
     image_id: str
     #: 1-based frame number.
     frame: int
-    #: ``{module type: value}`` for every module type metastore answers.
-    modules: dict[str, ModuleValue]
+    #: ``{module type: value}`` for every module type metastore answers (a
+    #: ``FrameModules`` from the indexer; the store's encoded stand-in).
+    modules: Mapping[str, ModuleValue]
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,8 @@ This module owns :class:`Registry` (``addProvider`` / ``removeProvider`` /
 process-wide registry :data:`metadata`.  It re-exports the tag-name helpers
 :func:`to_upper_camel_tag` / :func:`to_lower_camel_tag` of
 ``metastore.modules``, their one owner, which ``getNormalized`` uses.  It
-imports only :mod:`metastore.types` and :mod:`metastore.modules`.
+imports only :mod:`metastore.types`, :mod:`metastore.moduletypes` (the
+typed view of :meth:`Registry.get`) and :mod:`metastore.modules`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from metastore.modules import to_lower_camel_tag, to_upper_camel_tag
+from metastore.moduletypes import typed_lookup_method, untyped_lookup_method
 from metastore.types import ModuleValue, Provider
 
 __all__ = [
@@ -35,9 +37,12 @@ logger = logging.getLogger(__name__)
 
 @runtime_checkable
 class SupportsGet(Protocol):
-    """An object whose ``get(type, image_id, *args)`` method is the provider."""
+    """An object whose ``get(type, image_id, *args)`` method is the provider.
 
-    def get(self, type: str, image_id: str, /, *args: Any) -> Any:
+    ``type`` is ``Any`` for the reason given on :class:`metastore.types.Provider`.
+    """
+
+    def get(self, type: Any, image_id: str, /, *args: Any) -> object:
         """Answer one metadata question, or return ``None`` for no answer."""
         ...
 
@@ -233,8 +238,16 @@ class Registry:
 
     # -- lookup -----------------------------------------------------------
 
-    def get(self, type: str, image_id: str, /, *args: object) -> ModuleValue:
+    @typed_lookup_method
+    def get(self, type: str, image_id: str, /, *args: object) -> object:
         """Ask the providers in order and return the first answer.
+
+        Typed per module type (:class:`metastore.moduletypes.ModuleLookup`):
+        ``get("imagePlaneModule", image_id)`` is an ``ImagePlaneModule |
+        None`` to a type checker, and a name that is not a
+        :data:`~metastore.moduletypes.ModuleTypeName` is a type error.  At
+        run time any string is asked, as in Cornerstone; :attr:`get_any` is
+        this same function, typed to take any string.
 
         Args:
             type: The metadata type, e.g. ``"imagePlaneModule"``.
@@ -253,6 +266,11 @@ class Registry:
             if result is not None:
                 return result
         return None
+
+    #: :meth:`get` for any type string, answer typed ``object``: the same
+    #: function, for names outside ``ModuleTypeName`` (custom types such as
+    #: ``"calibratedPixelSpacing"``) and types held in a ``str`` variable.
+    get_any = untyped_lookup_method(get)
 
     def chain_after(self, provider: ProviderLike) -> tuple[Provider, ...] | None:
         """Return the providers that come strictly after ``provider``.
@@ -278,14 +296,16 @@ class Registry:
         image_id: str,
         /,
         *args: object,
-    ) -> ModuleValue:
+    ) -> object:
         """Continue the chain strictly after ``provider``'s entry.
 
         This is "the value below" ``provider``: the answer the registry would
         give if ``provider`` and every entry before it did not answer, i.e.
         the providers of lower priority and those of equal priority that were
         added before it. Override providers use it to find the value they
-        patch without asking themselves again.
+        patch without asking themselves again.  It is a tool for providers,
+        which are asked any string: ``type`` is any ``str`` and the answer an
+        ``object`` (not typed per module, unlike :meth:`get`).
 
         Args:
             provider: A registered provider, matched as in
@@ -314,12 +334,12 @@ class Registry:
         self,
         image_id: str,
         types: Iterable[str],
-        getter: Callable[[str, str], ModuleValue] | None = None,
+        getter: Callable[[str, str], object] | None = None,
     ) -> dict[str, ModuleValue]:
         """Merge several modules into one dict with UpperCamel keys.
 
         Cornerstone's ``getNormalized``: for each type in order, ask
-        ``getter(type, image_id)`` (by default :meth:`get`); when the answer
+        ``getter(type, image_id)`` (by default :meth:`get_any`); when the answer
         is a non-empty dict, copy its keys renamed by
         :func:`to_upper_camel_tag` into the result. Later types overwrite
         earlier keys. An exception for one type is logged and that type is
@@ -332,12 +352,14 @@ class Registry:
         Args:
             image_id: The imageId asked about.
             types: The metadata types, in merge order.
-            getter: What to ask instead of :meth:`get`.
+            getter: What to ask instead of :meth:`get_any` (a typed lookup
+                such as ``provider.get`` takes only known names: pass its
+                ``get_any``).
 
         Returns:
             The merged dict; ``{}`` when nothing was found.
         """
-        ask = self.get if getter is None else getter
+        ask = self.get_any if getter is None else getter
         result: dict[str, ModuleValue] = {}
         for t in types:
             try:

@@ -1,4 +1,4 @@
-"""Type aliases and protocols shared by every layer (a leaf module).
+"""Type aliases and protocols shared by every layer (imports only moduletypes).
 
 ``DicomJson`` is one instance in DICOM JSON form (PS3.18 F.2): keys are
 8-digit upper-case hex tags, values ``{"vr": ..., "Value": [...]}`` or
@@ -11,56 +11,31 @@ returns a module value, or ``None`` for "no answer" (Cornerstone's
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Any, Protocol, TypeAlias
+
+# The module type names moved to metastore.moduletypes, the owner of the
+# module vocabulary; kept importable from here.
+from metastore.moduletypes import ModuleType as ModuleType
 
 #: A JSON-like value: what module dicts and DICOM JSON are made of.
 JSON: TypeAlias = Any
 #: One DICOM JSON instance object.
 DicomJson: TypeAlias = dict[str, Any]
-#: The value of one module: usually a dict with camelCase keys, sometimes a
-#: list (ultrasoundEnhancedRegionModule) or ``None``.
+#: The value of one module, untyped: usually a dict with camelCase keys,
+#: sometimes a list (ultrasoundEnhancedRegionModule) or ``None``.  What the
+#: store keeps and decodes; the typed answers are in ``metastore.moduletypes``.
 ModuleValue: TypeAlias = Any
 
 
 class Provider(Protocol):
-    """A metadata provider: ``provider(type, image_id, *args) -> value | None``."""
+    """A metadata provider: ``provider(type, image_id, *args) -> value | None``.
 
-    def __call__(self, type: str, image_id: str, /, *args: Any) -> Any:
-        """Answer one metadata question, or return ``None`` for no answer."""
-        ...
-
-
-class ModuleType(StrEnum):
-    """The module types metastore answers, in the oracle's query order.
-
-    The string values are Cornerstone's, byte for byte.
+    The registry passes whatever type string it was asked.  ``type`` is
+    annotated ``Any`` so that a provider whose ``get`` is typed per module
+    name (``metastore.moduletypes.ModuleLookup``, as metastore's own) is a
+    provider too: at run time it answers any string.
     """
 
-    GENERAL_STUDY = "generalStudyModule"
-    GENERAL_SERIES = "generalSeriesModule"
-    GENERAL_IMAGE = "generalImageModule"
-    PATIENT = "patientModule"
-    PATIENT_STUDY = "patientStudyModule"
-    NM_MULTIFRAME_GEOMETRY = "nmMultiframeGeometryModule"
-    IMAGE_PLANE = "imagePlaneModule"
-    IMAGE_PIXEL = "imagePixelModule"
-    VOI_LUT = "voiLutModule"
-    MODALITY_LUT = "modalityLutModule"
-    SOP_COMMON = "sopCommonModule"
-    PET_ISOTOPE = "petIsotopeModule"
-    PET_SERIES = "petSeriesModule"
-    PET_IMAGE = "petImageModule"
-    OVERLAY_PLANE = "overlayPlaneModule"
-    TRANSFER_SYNTAX = "transferSyntax"
-    MULTIFRAME = "multiframeModule"
-    ULTRASOUND_ENHANCED_REGION = "ultrasoundEnhancedRegionModule"
-    CALIBRATION = "calibrationModule"
-    IMAGE_URL = "imageUrlModule"
-    CINE = "cineModule"
-    INSTANCE = "instance"
-    # Asked by the oracle, never answered by the WADO-RS provider.
-    FRAME_OF_REFERENCE = "frameOfReferenceModule"
-    SCALING = "scalingModule"
-    PATIENT_DEMOGRAPHIC = "patientDemographicModule"
-    ECG = "ecgModule"
+    def __call__(self, type: Any, image_id: str, /, *args: Any) -> object:
+        """Answer one metadata question, or return ``None`` for no answer."""
+        ...

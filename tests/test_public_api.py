@@ -67,3 +67,23 @@ def test_every_module_has_a_docstring(module, path):
     assert ast.get_docstring(tree), f"{module} has no module docstring"
     if not module.endswith("__main__"):  # importing __main__ would run the CLI
         importlib.import_module(module)
+
+
+def test_module_types_are_exported():
+    """The typed vocabulary of metastore.moduletypes is public from metastore.
+
+    Every name but the helpers that give metastore's own lookups their types;
+    ``metastore.types.ModuleType`` stays importable (the enum moved).
+    """
+    from metastore import moduletypes, types
+
+    helpers = {
+        "ModuleLookupMethod",
+        "typed_lookup",
+        "typed_lookup_method",
+        "untyped_lookup_method",
+    }
+    for name in sorted(set(moduletypes.__all__) - helpers):
+        assert name in metastore.__all__, name
+        assert getattr(metastore, name) is getattr(moduletypes, name), name
+    assert types.ModuleType is moduletypes.ModuleType

@@ -4,17 +4,19 @@ This package owns the mapping of Cornerstone's WADO-RS metadata provider
 (``@cornerstonejs/dicom-image-loader`` 5.14.0): :data:`MODULE_TYPES`,
 :func:`build_module` for one type and :func:`frame_modules` for every type of
 one frame (the indexer's hot path).  Values equal the real provider's except
-the four documented divergences (docs/mapping.md).  This module is the
+the four documented divergences (docs/mapping.md).  Each builder returns the
+``TypedDict`` of its type (``metastore.moduletypes``).  This module is the
 package's only door: it also exports what the DICOM JSON provider and the
 indexer need of the rooms (frames combined once, the frame count,
-``multiframeModule``, JavaScript ``parseInt``, the camel-tag spellings).  It imports
-``metastore.modules.jsvalues``, ``metastore.modules.frames``, ``metastore.errors`` and
+``multiframeModule``, JavaScript ``parseInt``, the camel-tag spellings).  It
+imports ``metastore.errors``, ``metastore.moduletypes`` and
 ``metastore.types`` only; never pydicom or SQLAlchemy.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import cast
 
 from metastore.modules.camel import to_lower_camel_tag, to_upper_camel_tag
 from metastore.modules.cine import cine_module
@@ -51,7 +53,8 @@ from metastore.modules.ultrasound import (
     calibration_module,
     ultrasound_enhanced_region_module,
 )
-from metastore.types import DicomJson, ModuleType, ModuleValue
+from metastore.moduletypes import FrameModules, ModuleAnswer, ModuleType, typed_lookup
+from metastore.types import DicomJson, ModuleValue
 
 __all__ = [
     "ANSWERED_TYPES",
@@ -71,7 +74,7 @@ __all__ = [
 ]
 
 #: A module builder: ``(frame, image_id) -> value``.
-Builder = Callable[[Frame, str], ModuleValue]
+Builder = Callable[[Frame, str], ModuleAnswer | None]
 
 #: Every module type the oracle queries, in its order (``ModuleType`` values).
 MODULE_TYPES: tuple[str, ...] = tuple(t.value for t in ModuleType)
@@ -112,7 +115,7 @@ def module_from_frame(
     frame: Frame,
     image_id: str,
     computed: Mapping[str, ModuleValue] | None = None,
-) -> ModuleValue:
+) -> ModuleAnswer | None:
     """One module of an already combined frame.
 
     Args:
@@ -136,10 +139,16 @@ def module_from_frame(
     return builder(frame, image_id)
 
 
+@typed_lookup
 def build_module(
     module_type: str, instance: DicomJson, image_id: str, frame: int | None
-) -> ModuleValue:
+) -> ModuleAnswer | None:
     """One module value for one frame of a stored instance.
+
+    Typed per module type (``metastore.moduletypes.ModuleLookup``):
+    ``build_module("imagePlaneModule", ...)`` is an ``ImagePlaneModule |
+    None`` to a type checker; a name outside ``ModuleTypeName`` is a type
+    error (at run time it gives ``None``).
 
     Args:
         module_type: A module type string (``"imagePlaneModule"``...).
@@ -167,7 +176,7 @@ def build_module(
 
 def frame_modules(
     instance: DicomJson, image_id: str, frame: int | None
-) -> dict[str, ModuleValue] | None:
+) -> FrameModules | None:
     """Every module type of :data:`MODULE_TYPES` for one frame.
 
     The frame is combined once and shared by all types; ``instance`` reuses
@@ -192,11 +201,12 @@ def frame_modules(
     combined = combine_frame(instance, frame)
     if combined is None:
         return None
-    out: dict[str, ModuleValue] = {}
+    out: dict[str, ModuleAnswer | None] = {}
     for module_type in MODULE_TYPES:
         if module_type == ModuleType.INSTANCE:
             out[module_type] = instance_module(combined, image_id, out)
             continue
         builder = _BUILDERS.get(module_type)
         out[module_type] = None if builder is None else builder(combined, image_id)
-    return out
+    # Every key of MODULE_TYPES, each from its own builder (a test checks it)
+    return cast("FrameModules", out)

@@ -2,17 +2,17 @@
 
 Owns ``cineModule``: (0018,0040) CineRate as it is and (0028,0008)
 NumberOfFrames as a number.  Imports only ``metastore.modules.jsvalues``,
-``metastore.modules.frames`` and ``metastore.types``; never pydicom or SQLAlchemy.
+``metastore.modules.frames`` and ``metastore.moduletypes``; never pydicom or SQLAlchemy.
 """
 
 from __future__ import annotations
 
 from metastore.modules.frames import NUMBER_OF_FRAMES, Frame
 from metastore.modules.jsvalues import get_number_value, get_value
-from metastore.types import ModuleValue
+from metastore.moduletypes import CineModule
 
 
-def cine_module(frame: Frame, image_id: str) -> ModuleValue:
+def cine_module(frame: Frame, image_id: str) -> CineModule:
     """``cineModule``: ``cineRate`` (raw) and ``numberOfFrames``.
 
     Args:

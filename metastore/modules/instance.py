@@ -5,12 +5,14 @@ image pixel, modality LUT, VOI LUT, SOP common, PET isotope, overlay plane,
 transfer syntax, PET series and PET image modules, keys renamed UpperCamel.
 Keys holding ``None`` are kept and a sub-module that raises is skipped, as
 Cornerstone 5.x does.  Imports only sibling modules, ``metastore.modules.jsvalues``,
-``metastore.modules.frames``, ``metastore.errors`` and ``metastore.types``.
+``metastore.modules.frames``, ``metastore.errors``, ``metastore.moduletypes`` and
+``metastore.types``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import cast
 
 from metastore.errors import DicomError
 from metastore.modules.camel import to_upper_camel_tag
@@ -28,10 +30,13 @@ from metastore.modules.pet import (
 from metastore.modules.pixel import image_pixel_module
 from metastore.modules.sop import sop_common_module, transfer_syntax_module
 from metastore.modules.study import general_series_module
+from metastore.moduletypes import InstanceModule
 from metastore.types import ModuleValue
 
 #: Cornerstone's ``instanceModuleNames``, in merge order (later keys win).
-INSTANCE_MODULE_NAMES: tuple[tuple[str, Callable[[Frame, str], ModuleValue]], ...] = (
+INSTANCE_MODULE_NAMES: tuple[
+    tuple[str, Callable[[Frame, str], Mapping[str, object] | None]], ...
+] = (
     ("multiframeModule", multiframe_module),
     ("generalSeriesModule", general_series_module),
     ("patientStudyModule", patient_study_module),
@@ -49,7 +54,7 @@ INSTANCE_MODULE_NAMES: tuple[tuple[str, Callable[[Frame, str], ModuleValue]], ..
 
 def instance_module(
     frame: Frame, image_id: str, computed: Mapping[str, ModuleValue] | None = None
-) -> ModuleValue:
+) -> InstanceModule:
     """``instance``: the normalized union of twelve modules.
 
     Args:
@@ -77,4 +82,5 @@ def instance_module(
         if js_truthy(value):
             for key, item in value.items():
                 result[to_upper_camel_tag(key)] = item
-    return result
+    # The keys of the twelve modules, renamed (a test checks them)
+    return cast("InstanceModule", result)

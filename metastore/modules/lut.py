@@ -3,17 +3,18 @@
 Owns ``voiLutModule`` (window centre and width as arrays of every value) and
 ``modalityLutModule`` (rescale intercept, slope and type).  The LUT sequences
 themselves are not read by this provider.  Imports only ``metastore.modules.jsvalues``,
-``metastore.modules.frames`` and ``metastore.types``; never pydicom or SQLAlchemy.
+``metastore.modules.frames`` and ``metastore.moduletypes``; never pydicom or
+SQLAlchemy.
 """
 
 from __future__ import annotations
 
 from metastore.modules.frames import Frame
 from metastore.modules.jsvalues import get_number_value, get_number_values, get_value
-from metastore.types import ModuleValue
+from metastore.moduletypes import ModalityLutModule, VoiLutModule
 
 
-def voi_lut_module(frame: Frame, image_id: str) -> ModuleValue:
+def voi_lut_module(frame: Frame, image_id: str) -> VoiLutModule:
     """``voiLutModule``.
 
     Args:
@@ -33,7 +34,7 @@ def voi_lut_module(frame: Frame, image_id: str) -> ModuleValue:
     }
 
 
-def modality_lut_module(frame: Frame, image_id: str) -> ModuleValue:
+def modality_lut_module(frame: Frame, image_id: str) -> ModalityLutModule:
     """``modalityLutModule``.
 
     Args:

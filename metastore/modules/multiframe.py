@@ -4,7 +4,7 @@ Owns ``multiframeModule``: NumberOfFrames and the first items of the
 per-frame and shared functional groups of one frame.  Combining a frame's
 functional groups is ``metastore.modules.frames``'s job; this module only
 shapes the answer.  Imports only ``metastore.modules.jsvalues``,
-``metastore.modules.frames``, ``metastore.errors`` and ``metastore.types``;
+``metastore.modules.frames``, ``metastore.errors`` and ``metastore.moduletypes``;
 never pydicom or SQLAlchemy.
 """
 
@@ -25,10 +25,10 @@ from metastore.modules.jsvalues import (
     js_to_number,
     js_truthy,
 )
-from metastore.types import ModuleValue
+from metastore.moduletypes import MultiframeModule
 
 
-def multiframe_module(frame: Frame, image_id: str) -> ModuleValue:
+def multiframe_module(frame: Frame, image_id: str) -> MultiframeModule:
     """``multiframeModule``: NumberOfFrames and the functional-group items.
 
     Args:

@@ -5,8 +5,8 @@ under dicomParser keys (``x60003000``) that DICOM JSON never has, so it always
 answers ``{overlays: []}``; metastore reads groups 6000-601E and gives the
 fields as the WADO-URI provider does, with ``pixelData`` ``None`` when the
 overlay bits are not in the JSON (a BulkDataURI).  Imports only
-``jsvalues``, ``frames`` and ``metastore.types``; never
-pydicom or SQLAlchemy.
+``jsvalues``, ``frames``, ``metastore.moduletypes`` and ``metastore.types``;
+never pydicom or SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from metastore.modules.jsvalues import (
     js_to_string,
     js_truthy,
 )
-from metastore.types import JSON, DicomJson, ModuleValue
+from metastore.moduletypes import Overlay, OverlayPlaneModule
+from metastore.types import JSON, DicomJson
 
 #: Overlay groups: (6000,xxxx) to (601E,xxxx), even groups only.
 OVERLAY_GROUPS = tuple(range(0x6000, 0x6020, 2))
@@ -99,7 +100,7 @@ def _minus_one(value: float | None) -> float:
     return math.nan if value is None else value - 1
 
 
-def _overlay(data: DicomJson, group: int, element: JSON) -> dict[str, JSON]:
+def _overlay(data: DicomJson, group: int, element: JSON) -> Overlay:
     """One overlay dict for group ``group`` (fields as the URI provider's)."""
     prefix = f"{group:04X}"
     rows = get_number_value(data.get(prefix + "0010"))  # (60xx,0010) OverlayRows
@@ -129,7 +130,7 @@ def _overlay(data: DicomJson, group: int, element: JSON) -> dict[str, JSON]:
     }
 
 
-def overlays(data: DicomJson) -> list[dict[str, JSON]]:
+def overlays(data: DicomJson) -> list[Overlay]:
     """Every overlay of groups 6000-601E that has (60xx,3000) OverlayData.
 
     Args:
@@ -138,7 +139,7 @@ def overlays(data: DicomJson) -> list[dict[str, JSON]]:
     Returns:
         One dict per overlay, in group order.
     """
-    found = []
+    found: list[Overlay] = []
     for group, key in _DATA_KEYS:
         element = data.get(key)  # (60xx,3000) OverlayData
         if element is None or not js_truthy(element):
@@ -147,7 +148,7 @@ def overlays(data: DicomJson) -> list[dict[str, JSON]]:
     return found
 
 
-def overlay_plane_module(frame: Frame, image_id: str) -> ModuleValue:
+def overlay_plane_module(frame: Frame, image_id: str) -> OverlayPlaneModule:
     """``overlayPlaneModule``: ``{"overlays": [...]}`` (divergence 3).
 
     Args:

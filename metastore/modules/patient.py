@@ -3,17 +3,17 @@
 Owns ``patientModule`` (ID and the PN object as DICOM JSON holds it) and
 ``patientStudyModule`` (age, size, weight through JavaScript ``parseFloat``,
 sex raw).  Imports only ``metastore.modules.jsvalues``, ``metastore.modules.frames`` and
-``metastore.types``; never pydicom or SQLAlchemy.
+``metastore.moduletypes``; never pydicom or SQLAlchemy.
 """
 
 from __future__ import annotations
 
 from metastore.modules.frames import Frame
 from metastore.modules.jsvalues import get_number_value, get_value
-from metastore.types import ModuleValue
+from metastore.moduletypes import PatientModule, PatientStudyModule
 
 
-def patient_module(frame: Frame, image_id: str) -> ModuleValue:
+def patient_module(frame: Frame, image_id: str) -> PatientModule:
     """``patientModule``: ``patientID`` and ``patientName``.
 
     Args:
@@ -32,7 +32,7 @@ def patient_module(frame: Frame, image_id: str) -> ModuleValue:
     }
 
 
-def patient_study_module(frame: Frame, image_id: str) -> ModuleValue:
+def patient_study_module(frame: Frame, image_id: str) -> PatientStudyModule:
     """``patientStudyModule``: age, size, sex and weight.
 
     Args:

@@ -4,7 +4,7 @@ Owns ``petIsotopeModule`` (from the first (0054,0016)
 RadiopharmaceuticalInformationSequence item), ``petSeriesModule`` and
 ``petImageModule``.  SUV scaling itself (``scalingModule``) is not answered by
 this provider.  Imports only ``jsvalues``, ``frames``,
-``metastore.errors`` and ``metastore.types``; never pydicom or SQLAlchemy.
+``metastore.errors`` and ``metastore.moduletypes``; never pydicom or SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from metastore.modules.jsvalues import (
     js_to_string,
     raw_value,
 )
-from metastore.types import ModuleValue
+from metastore.moduletypes import PetImageModule, PetIsotopeModule, PetSeriesModule
 
 
-def pet_isotope_module(frame: Frame, image_id: str) -> ModuleValue:
+def pet_isotope_module(frame: Frame, image_id: str) -> PetIsotopeModule | None:
     """``petIsotopeModule``: ``{radiopharmaceuticalInfo: {...}}`` or ``None``.
 
     Args:
@@ -62,7 +62,7 @@ def pet_isotope_module(frame: Frame, image_id: str) -> ModuleValue:
     }
 
 
-def pet_series_module(frame: Frame, image_id: str) -> ModuleValue:
+def pet_series_module(frame: Frame, image_id: str) -> PetSeriesModule:
     """``petSeriesModule``: corrected image, units and decay correction.
 
     Args:
@@ -88,7 +88,7 @@ def pet_series_module(frame: Frame, image_id: str) -> ModuleValue:
     }
 
 
-def pet_image_module(frame: Frame, image_id: str) -> ModuleValue:
+def pet_image_module(frame: Frame, image_id: str) -> PetImageModule:
     """``petImageModule``: frame reference time and actual frame duration.
 
     Args:

@@ -3,17 +3,17 @@
 Owns ``imagePixelModule``: pixel description numbers through JavaScript
 ``parseFloat``, with Cornerstone's raw ``highBit`` and first-value-only
 ``pixelAspectRatio``.  Imports only ``jsvalues``, ``frames``
-and ``metastore.types``; never pydicom or SQLAlchemy.
+and ``metastore.moduletypes``; never pydicom or SQLAlchemy.
 """
 
 from __future__ import annotations
 
 from metastore.modules.frames import Frame
 from metastore.modules.jsvalues import get_number_value, get_number_values, get_value
-from metastore.types import ModuleValue
+from metastore.moduletypes import ImagePixelModule
 
 
-def image_pixel_module(frame: Frame, image_id: str) -> ModuleValue:
+def image_pixel_module(frame: Frame, image_id: str) -> ImagePixelModule:
     """``imagePixelModule``.
 
     Args:

@@ -5,8 +5,8 @@ Cornerstone's defaults) and ``nmMultiframeGeometryModule``, and the NM
 fallback that reads geometry from (0054,0022) DetectorInformationSequence for
 reconstructed tomography.  Divergence 1 lives here: an instance without
 Modality is a non-NM image instead of a TypeError.  Imports only
-``jsvalues``, ``frames`` and ``metastore.types``; never
-pydicom or SQLAlchemy.
+``jsvalues``, ``frames``, ``metastore.moduletypes`` and ``metastore.types``;
+never pydicom or SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from metastore.modules.jsvalues import (
     parse_float,
     raw_value,
 )
-from metastore.types import JSON, DicomJson, ModuleValue
+from metastore.moduletypes import ImagePlaneModule, NmMultiframeGeometryModule
+from metastore.types import JSON, DicomJson
 
 # (0008,0008) ImageType values 3 that make an NM image reconstructable
 _NM_RECONSTRUCTABLE = ("RECON TOMO", "RECON GATED TOMO")
@@ -44,7 +45,7 @@ def _is_nm_modality(data: DicomJson) -> bool:
     return False  # Divergence 1 (Cornerstone: TypeError)
 
 
-def _image_sub_type(data: DicomJson, index: int) -> JSON:
+def _image_sub_type(data: DicomJson, index: int) -> object:
     """``getImageTypeSubItemFromMetadata``: ImageType value ``index``, raw."""
     image_type = get_tag_value(data.get("00080008", UNDEFINED), False)
     if js_truthy(image_type):
@@ -85,7 +86,9 @@ def _position(data: DicomJson) -> list[float] | None:
     return position
 
 
-def nm_multiframe_geometry_module(frame: Frame, image_id: str) -> ModuleValue:
+def nm_multiframe_geometry_module(
+    frame: Frame, image_id: str
+) -> NmMultiframeGeometryModule:
     """``nmMultiframeGeometryModule``.
 
     Args:
@@ -116,7 +119,7 @@ def nm_multiframe_geometry_module(frame: Frame, image_id: str) -> ModuleValue:
     }
 
 
-def image_plane_module(frame: Frame, image_id: str) -> ModuleValue:
+def image_plane_module(frame: Frame, image_id: str) -> ImagePlaneModule:
     """``imagePlaneModule``.
 
     Args:
@@ -140,8 +143,8 @@ def image_plane_module(frame: Frame, image_id: str) -> ModuleValue:
     using_defaults = False
     if pixel_spacing is not None:
         # PixelSpacing is (row spacing, column spacing)
-        row_spacing: float | None = pixel_spacing[0]
-        column_spacing: float | None = pixel_spacing[1]
+        row_spacing: float = pixel_spacing[0]
+        column_spacing: float = pixel_spacing[1]
     else:
         using_defaults = True
         # Cornerstone quirk: pixelSpacing stays None while row/column are 1

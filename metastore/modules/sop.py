@@ -2,11 +2,13 @@
 
 Owns ``sopCommonModule`` (SOP class and instance UIDs), ``transferSyntax``
 and ``imageUrlModule`` (whose ``isVideo`` is read from the transfer syntax).
-Imports only ``metastore.modules.jsvalues``, ``metastore.modules.frames`` and
-``metastore.types``; never pydicom or SQLAlchemy.
+Imports only ``metastore.modules.jsvalues``, ``metastore.modules.frames``,
+``metastore.moduletypes`` and ``metastore.types``; never pydicom or SQLAlchemy.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from metastore.modules.frames import Frame
 from metastore.modules.jsvalues import (
@@ -16,7 +18,12 @@ from metastore.modules.jsvalues import (
     js_truthy,
     raw_value,
 )
-from metastore.types import JSON, DicomJson, ModuleValue
+from metastore.moduletypes import (
+    ImageUrlModule,
+    SopCommonModule,
+    TransferSyntaxModule,
+)
+from metastore.types import DicomJson
 
 #: Transfer syntaxes that make ``imageUrlModule.isVideo`` true (MPEG-2,
 #: MPEG-4 AVC/H.264 and HEVC/H.265, as ``@cornerstonejs/metadata`` lists them).
@@ -42,7 +49,7 @@ VIDEO_TRANSFER_SYNTAXES = frozenset(
 )
 
 
-def _transfer_syntax_uid(data: DicomJson) -> JSON:
+def _transfer_syntax_uid(data: DicomJson) -> object:
     """(0002,0010) TransferSyntaxUID, or (0008,3002) if that is falsy (raw)."""
     uid = raw_value(data.get("00020010"))
     if not js_truthy(uid):
@@ -52,7 +59,7 @@ def _transfer_syntax_uid(data: DicomJson) -> JSON:
     return uid
 
 
-def transfer_syntax_module(frame: Frame, image_id: str) -> ModuleValue:
+def transfer_syntax_module(frame: Frame, image_id: str) -> TransferSyntaxModule:
     """``transferSyntax``: ``{"transferSyntaxUID": ...}``.
 
     Args:
@@ -66,7 +73,7 @@ def transfer_syntax_module(frame: Frame, image_id: str) -> ModuleValue:
     return {"transferSyntaxUID": None if uid is UNDEFINED else js_json(uid)}
 
 
-def _is_video(uid: JSON) -> JSON:
+def _is_video(uid: object) -> str | Literal[False] | None:
     """``isVideoTransferSyntax``: ``False``, the matching UID, or ``None``."""
     if not js_truthy(uid):
         return False
@@ -77,7 +84,7 @@ def _is_video(uid: JSON) -> JSON:
     return None  # Array.prototype.find found nothing: undefined
 
 
-def image_url_module(frame: Frame, image_id: str) -> ModuleValue:
+def image_url_module(frame: Frame, image_id: str) -> ImageUrlModule:
     """``imageUrlModule``: ``isVideo``, ``rendered`` and ``thumbnail`` URLs.
 
     Args:
@@ -100,7 +107,7 @@ def image_url_module(frame: Frame, image_id: str) -> ModuleValue:
     return {"isVideo": is_video, "rendered": rendered, "thumbnail": thumbnail}
 
 
-def sop_common_module(frame: Frame, image_id: str) -> ModuleValue:
+def sop_common_module(frame: Frame, image_id: str) -> SopCommonModule:
     """``sopCommonModule``: SOP class and instance UIDs.
 
     Args:

@@ -3,17 +3,21 @@
 Owns ``generalStudyModule``, ``generalSeriesModule`` and
 ``generalImageModule``: raw first values (``getValue``) except the numbers,
 which go through JavaScript ``parseFloat``.  Imports only ``jsvalues``,
-``frames`` and ``metastore.types``; never pydicom or SQLAlchemy.
+``frames`` and ``metastore.moduletypes``; never pydicom or SQLAlchemy.
 """
 
 from __future__ import annotations
 
 from metastore.modules.frames import Frame
 from metastore.modules.jsvalues import get_number_value, get_value
-from metastore.types import ModuleValue
+from metastore.moduletypes import (
+    GeneralImageModule,
+    GeneralSeriesModule,
+    GeneralStudyModule,
+)
 
 
-def general_study_module(frame: Frame, image_id: str) -> ModuleValue:
+def general_study_module(frame: Frame, image_id: str) -> GeneralStudyModule:
     """``generalStudyModule``: description, date, time, accession (raw strings).
 
     Args:
@@ -40,7 +44,7 @@ def general_study_module(frame: Frame, image_id: str) -> ModuleValue:
     }
 
 
-def general_series_module(frame: Frame, image_id: str) -> ModuleValue:
+def general_series_module(frame: Frame, image_id: str) -> GeneralSeriesModule:
     """``generalSeriesModule``: modality, UIDs, number, dates and times.
 
     Args:
@@ -64,7 +68,7 @@ def general_series_module(frame: Frame, image_id: str) -> ModuleValue:
     }
 
 
-def general_image_module(frame: Frame, image_id: str) -> ModuleValue:
+def general_image_module(frame: Frame, image_id: str) -> GeneralImageModule:
     """``generalImageModule``: SOP instance UID, instance number, lossy fields.
 
     Args:

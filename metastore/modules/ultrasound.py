@@ -3,11 +3,13 @@
 Owns ``ultrasoundEnhancedRegionModule`` (a bare array of region dicts, or
 ``null``) and ``calibrationModule`` (the same regions, for Modality US only),
 both from (0018,6011) SequenceOfUltrasoundRegions.  Imports only
-``metastore.modules.jsvalues``, ``metastore.modules.frames``, ``metastore.errors`` and
-``metastore.types``; never pydicom or SQLAlchemy.
+``metastore.modules.jsvalues``, ``metastore.modules.frames``, ``metastore.errors``,
+``metastore.moduletypes`` and ``metastore.types``; never pydicom or SQLAlchemy.
 """
 
 from __future__ import annotations
+
+from typing import cast
 
 from metastore.errors import DicomError
 from metastore.modules.frames import Frame
@@ -16,7 +18,12 @@ from metastore.modules.jsvalues import (
     get_sequence_items,
     raw_value,
 )
-from metastore.types import JSON, DicomJson, ModuleValue
+from metastore.moduletypes import (
+    CalibrationModule,
+    UltrasoundEnhancedRegionModule,
+    UltrasoundRegion,
+)
+from metastore.types import JSON, DicomJson
 
 # Output key -> tag in a SequenceOfUltrasoundRegions item, in Cornerstone's
 # key order.
@@ -42,7 +49,7 @@ _REGION_FIELDS = (
 )
 
 
-def _region(item: JSON) -> dict[str, float | None]:
+def _region(item: JSON) -> UltrasoundRegion:
     """One region dict: the first number of each field, ``None`` if missing."""
     if item is None:
         raise DicomError(
@@ -50,10 +57,11 @@ def _region(item: JSON) -> dict[str, float | None]:
             "SequenceOfUltrasoundRegions item is null"
         )
     # Cornerstone quirk: a missing field is null, not undefined
-    return {key: get_first_number_value(item, tag) for key, tag in _REGION_FIELDS}
+    region = {key: get_first_number_value(item, tag) for key, tag in _REGION_FIELDS}
+    return cast("UltrasoundRegion", region)  # the 16 keys of _REGION_FIELDS
 
 
-def us_enhanced_regions(data: DicomJson) -> list[dict[str, float | None]] | None:
+def us_enhanced_regions(data: DicomJson) -> list[UltrasoundRegion] | None:
     """Cornerstone ``getUSEnhancedRegions``.
 
     Args:
@@ -73,7 +81,9 @@ def us_enhanced_regions(data: DicomJson) -> list[dict[str, float | None]] | None
     return [_region(item) for item in items]
 
 
-def ultrasound_enhanced_region_module(frame: Frame, image_id: str) -> ModuleValue:
+def ultrasound_enhanced_region_module(
+    frame: Frame, image_id: str
+) -> UltrasoundEnhancedRegionModule | None:
     """``ultrasoundEnhancedRegionModule``: the region array itself, or ``None``.
 
     Args:
@@ -89,7 +99,7 @@ def ultrasound_enhanced_region_module(frame: Frame, image_id: str) -> ModuleValu
     return us_enhanced_regions(frame.data)
 
 
-def calibration_module(frame: Frame, image_id: str) -> ModuleValue:
+def calibration_module(frame: Frame, image_id: str) -> CalibrationModule | None:
     """``calibrationModule``: ``{sequenceOfUltrasoundRegions}`` for US only.
 
     Args:

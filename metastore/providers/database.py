@@ -3,8 +3,8 @@
 This module owns :class:`DatabaseProvider`, the read path that Cornerstone-
 style lookups hit: a bounded in-process cache of every module of an image,
 filled one image (or one whole series) per query.  It imports only
-:mod:`metastore.store.api`, :mod:`metastore.imageid` and
-:mod:`metastore.types`.
+:mod:`metastore.store.api`, :mod:`metastore.imageid`,
+:mod:`metastore.moduletypes` and :mod:`metastore.types`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from metastore.errors import InvalidImageIdError
+from metastore.moduletypes import typed_lookup_method, untyped_lookup_method
 from metastore.store import Store
 from metastore.types import ModuleValue
 
@@ -127,8 +128,13 @@ class DatabaseProvider:
         # Taken on misses only (loading and evicting), never on hits.
         self._lock = threading.Lock()
 
-    def get(self, type: str, image_id: str, *args: Any) -> ModuleValue | None:
+    @typed_lookup_method
+    def get(self, type: str, image_id: str, *args: Any) -> object:
         """The stored value of module ``type`` for ``image_id``, or ``None``.
+
+        Typed per module type as :meth:`metastore.Registry.get` is
+        (``get("imagePlaneModule", image_id)`` is an ``ImagePlaneModule |
+        None``); :attr:`get_any` is the same function for any string.
 
         Args:
             type: the module type, e.g. ``"imagePlaneModule"``.
@@ -142,9 +148,11 @@ class DatabaseProvider:
         except KeyError:
             return self._miss(type, image_id)
 
+    #: :meth:`get` for any type string (the same function), answer ``object``.
+    get_any = untyped_lookup_method(get)
     __call__ = get
 
-    def _miss(self, type: str, image_id: str) -> ModuleValue | None:
+    def _miss(self, type: str, image_id: str) -> object:
         """``get`` for an image not cached yet, or a type it does not have."""
         modules = self._cache.get(image_id)
         if modules is None:

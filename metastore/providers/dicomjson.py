@@ -6,7 +6,8 @@ keyed under frame 1) plus ``metaDataProvider`` (``get(type, image_id)``) of
 ``@cornerstonejs/dicom-image-loader``'s WADO-RS loader.  Values come from
 ``metastore.modules``; frames are combined once and cached, never mutating the
 stored instance (divergence 4).  It imports the ``metastore.modules`` face,
-``metastore.imageid``, ``metastore.errors`` and ``metastore.types`` (pydicom
+``metastore.imageid``, ``metastore.errors``, ``metastore.moduletypes`` and
+``metastore.types`` (pydicom
 only lazily, through ``metastore.dicomjson`` in :meth:`add_dataset`).
 """
 
@@ -29,7 +30,13 @@ from metastore.modules import (
     multiframe_module,
     parse_int,
 )
-from metastore.types import DicomJson, ModuleType, ModuleValue
+from metastore.moduletypes import (
+    ModuleAnswer,
+    ModuleType,
+    typed_lookup_method,
+    untyped_lookup_method,
+)
+from metastore.types import DicomJson
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -190,8 +197,13 @@ class DicomJsonProvider:
 
     # -- metaDataProvider -------------------------------------------------
 
-    def get(self, type: str, image_id: str, /, *args: Any) -> ModuleValue:
+    @typed_lookup_method
+    def get(self, type: str, image_id: str, /, *args: Any) -> ModuleAnswer | None:
         """Answer one metadata question, as the WADO-RS provider does.
+
+        Typed per module type as :meth:`metastore.Registry.get` is
+        (``get("imagePlaneModule", image_id)`` is an ``ImagePlaneModule |
+        None``); :attr:`get_any` is the same function for any string.
 
         Args:
             type: The module type (``"imagePlaneModule"``...).
@@ -225,6 +237,8 @@ class DicomJsonProvider:
             )
         return module_from_frame(type, combined, image_id)
 
+    #: :meth:`get` for any type string (the same function).
+    get_any = untyped_lookup_method(get)
     __call__ = get
 
     # -- internals --------------------------------------------------------

@@ -4,7 +4,8 @@ This module owns :class:`InMemoryProvider`, the pattern of Cornerstone's demo
 ``ptScalingMetaDataProvider`` and of ``calibratedPixelSpacingMetadataProvider``:
 values computed elsewhere (SUV scaling factors, calibrations) are kept by
 imageURI and handed back as they are. It imports only
-:mod:`metastore.imageid` and :mod:`metastore.types`.
+:mod:`metastore.imageid`, :mod:`metastore.moduletypes` and
+:mod:`metastore.types`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import threading
 from collections.abc import Mapping
 
 from metastore.imageid import image_id_to_uri
+from metastore.moduletypes import typed_lookup_method, untyped_lookup_method
 from metastore.types import ModuleValue
 
 __all__ = ["InMemoryProvider"]
@@ -107,8 +109,15 @@ class InMemoryProvider:
         """Return the number of imageURIs with at least one value."""
         return len(self._values)
 
-    def get(self, type: str, image_id: str, /, *args: object) -> ModuleValue:
+    @typed_lookup_method
+    def get(self, type: str, image_id: str, /, *args: object) -> object:
         """Return the value added for ``type`` and ``image_id``.
+
+        Typed per module type as :meth:`metastore.Registry.get` is: the
+        value added for ``"scalingModule"`` is taken to be a
+        ``ScalingModule`` (nothing is checked when it is added).  Types
+        outside ``ModuleTypeName`` (``"calibratedPixelSpacing"``...) are
+        asked through :attr:`get_any`, the same function for any string.
 
         Args:
             type: The metadata type.
@@ -121,4 +130,6 @@ class InMemoryProvider:
         by_type = self._values.get(image_id_to_uri(image_id))
         return None if by_type is None else by_type.get(type)
 
+    #: :meth:`get` for any type string (the same function), answer ``object``.
+    get_any = untyped_lookup_method(get)
     __call__ = get

@@ -4,9 +4,9 @@ This module owns :class:`OverrideProvider`: it patches chosen fields of a
 module for one image, one series or one study and lets every other field come
 from "the value below" (the provider or registry entries it sits above),
 instead of restating whole modules as Cornerstone's providers must. It imports
-:mod:`metastore.imageid`, :mod:`metastore.errors` and :mod:`metastore.types`
-(the registry only for type annotations: a registry is recognised by its
-``chain_after`` method).
+:mod:`metastore.imageid`, :mod:`metastore.errors`, :mod:`metastore.moduletypes`
+and :mod:`metastore.types` (the registry only for type annotations: a registry
+is recognised by its ``chain_after`` method).
 """
 
 from __future__ import annotations
@@ -18,7 +18,12 @@ from typing import TYPE_CHECKING, Final, Literal, cast
 
 from metastore.errors import InvalidImageIdError
 from metastore.imageid import image_id_to_uri, parse_image_id
-from metastore.types import JSON, ModuleType, ModuleValue, Provider
+from metastore.moduletypes import (
+    ModuleType,
+    typed_lookup_method,
+    untyped_lookup_method,
+)
+from metastore.types import JSON, Provider
 
 if TYPE_CHECKING:
     # For annotations only: providers sit below the registry and do not
@@ -238,8 +243,13 @@ class OverrideProvider:
 
     # -- answering --------------------------------------------------------
 
-    def get(self, type: str, image_id: str, /, *args: object) -> ModuleValue:
+    @typed_lookup_method
+    def get(self, type: str, image_id: str, /, *args: object) -> object:
         """Answer ``type`` for ``image_id`` with the overridden fields applied.
+
+        Typed per module type as :meth:`metastore.Registry.get` is (the
+        patched value is taken to keep its module's shape: nothing checks the
+        fields set); :attr:`get_any` is the same function for any string.
 
         Args:
             type: The metadata type.
@@ -282,9 +292,11 @@ class OverrideProvider:
             return {**base, **copy.deepcopy(merged)}
         return base  # not a dict: nothing to patch
 
+    #: :meth:`get` for any type string (the same function), answer ``object``.
+    get_any = untyped_lookup_method(get)
     __call__ = get
 
-    def _value_below(self, type: str, image_id: str, *args: object) -> ModuleValue:
+    def _value_below(self, type: str, image_id: str, *args: object) -> object:
         """Ask what answers below this provider, marking the question active."""
         active = self._active()
         key = (type, image_id)
@@ -299,7 +311,7 @@ class OverrideProvider:
             if chain is None:
                 chain = self._registry.chain_after(self.get)
             if chain is None:  # not registered there: the whole registry
-                return self._registry.get(type, image_id, *args)
+                return self._registry.get_any(type, image_id, *args)
             for provider in chain:
                 result = provider(type, image_id, *args)
                 if result is not None:
