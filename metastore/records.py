@@ -9,6 +9,8 @@ imports only ``metastore.types``.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from metastore.types import DicomJson, ModuleValue
@@ -37,6 +39,33 @@ class ImageRecord:
     modules: dict[str, ModuleValue]
 
 
+class LazyImages(ABC):
+    """The images of an instance with many frames, built only when stored.
+
+    An instance of more than ``metastore.instances.EAGER_FRAMES`` image
+    frames holds one of these instead of a list: the store iterates it a
+    chunk of frames at a time while it writes them, so no process ever
+    holds every frame of a whole-slide image at once.  It pickles as what
+    it builds the frames from (the DICOM JSON), and every iteration builds
+    the same images.
+    """
+
+    __slots__ = ()
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """How many images (frames that are images) it builds."""
+
+    @abstractmethod
+    def __iter__(self) -> Iterator[ImageRecord]:
+        """Build the images, in frame order, one at a time."""
+
+    @property
+    @abstractmethod
+    def first_image_id(self) -> str:
+        """The imageId of frame 1; every image's differs in the frame number only."""
+
+
 @dataclass(frozen=True, slots=True)
 class InstanceRecord:
     """One DICOM instance ready to be stored."""
@@ -60,7 +89,8 @@ class InstanceRecord:
     instance_number: int | None
     number_of_frames: int
     dicom_json: DicomJson
-    images: list[ImageRecord] = field(default_factory=list)
+    #: One per frame that is an image; lazy for instances of many frames.
+    images: list[ImageRecord] | LazyImages = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
