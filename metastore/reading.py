@@ -632,8 +632,12 @@ def json_items(fp: IO[bytes], limit: int = MAX_VALUE_BYTES) -> Iterator[Any]:
     done = 0  # characters dropped from the front of text
     eof = False
 
-    def fill(need: int) -> None:
-        """Have ``need`` more characters after ``pos`` (or all there are)."""
+    def fill(need: int, what: str = "") -> None:
+        """Have ``need`` more characters after ``pos`` (or all there are).
+
+        With ``what``, more than ``limit`` characters raise TooLarge before
+        they are joined into one string (which would hold them twice).
+        """
         nonlocal text, pos, done, eof
         if eof or len(text) - pos >= need:
             return
@@ -646,6 +650,8 @@ def json_items(fp: IO[bytes], limit: int = MAX_VALUE_BYTES) -> Iterator[Any]:
             eof = not data
             parts.append(decoder.decode(data, final=eof))
             size += len(parts[-1])
+        if what and size > limit:
+            raise too_large(what)
         text = "".join(parts)
 
     def bad(message: str, at: int) -> ValueError:
@@ -668,9 +674,7 @@ def json_items(fp: IO[bytes], limit: int = MAX_VALUE_BYTES) -> Iterator[Any]:
 
     fill(_JSON_READ)
     if skip_space() != "[":
-        fill(limit + 1)
-        if len(text) - pos > limit:
-            raise too_large("the JSON value")
+        fill(limit + 1, "the JSON value")
         try:
             value = json.loads(text[pos:])
         except json.JSONDecodeError as exc:
@@ -687,7 +691,7 @@ def json_items(fp: IO[bytes], limit: int = MAX_VALUE_BYTES) -> Iterator[Any]:
         n += 1
         want = _JSON_READ
         while True:
-            fill(want)
+            fill(want)  # may hold a little more than the limit: it is a window
             try:
                 value, end = parse(text, pos)
             except json.JSONDecodeError as exc:
