@@ -10,14 +10,17 @@ run's pipeline and report.  This module imports only ``metastore.types``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 from metastore.types import DicomJson, ModuleValue
 
 #: How reading one source ended (``unchanged`` is decided before reading).
-OutcomeStatus = Literal["indexed", "skipped", "failed"]
+#: ``stream``: a DICOM JSON source too large to hand over whole; the writing
+#: process reads it again a part at a time (``index.read.SourceStream``).
+OutcomeStatus = Literal["indexed", "skipped", "failed", "stream"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,33 @@ class ImageRecord:
     modules: Mapping[str, ModuleValue]
 
 
+class LazyImages(ABC):
+    """The images of an instance with many frames, built only when stored.
+
+    An instance of more than ``metastore.index.extract.EAGER_FRAMES`` image
+    frames holds one of these instead of a list: the store iterates it a
+    chunk of frames at a time while it writes them, so no process ever
+    holds every frame of a whole-slide image at once.  It pickles as what
+    it builds the frames from (the DICOM JSON), and every iteration builds
+    the same images.
+    """
+
+    __slots__ = ()
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """How many images (frames that are images) it builds."""
+
+    @abstractmethod
+    def __iter__(self) -> Iterator[ImageRecord]:
+        """Build the images, in frame order, one at a time."""
+
+    @property
+    @abstractmethod
+    def first_image_id(self) -> str:
+        """The imageId of frame 1; every image's differs in the frame number only."""
+
+
 @dataclass(frozen=True, slots=True)
 class InstanceRecord:
     """One DICOM instance ready to be stored."""
@@ -67,7 +97,8 @@ class InstanceRecord:
     instance_number: int | None
     number_of_frames: int
     dicom_json: DicomJson
-    images: list[ImageRecord] = field(default_factory=list)
+    #: One per frame that is an image; lazy for instances of many frames.
+    images: list[ImageRecord] | LazyImages = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

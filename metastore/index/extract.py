@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from metastore.errors import DicomError, IndexingError
 from metastore.imageid import ImageId
-from metastore.modules import frame_modules, number_of_frames
-from metastore.records import ImageRecord, InstanceRecord, Source
+from metastore.modules import instance_frame_modules, number_of_frames
+from metastore.records import ImageRecord, InstanceRecord, LazyImages, Source
 from metastore.types import DicomJson
 
 #: ``(study, series, instance) -> imageId`` of frame 1: how a source names its
@@ -157,8 +157,16 @@ def _json_text(value: Any) -> str:
 #: The most frames one instance may have.  Every frame is one image with its
 #: own rows, so a damaged (0028,0008) NumberOfFrames such as 10**9 must be
 #: refused rather than indexed for hours; real instances (even whole-slide
-#: images) stay well below this.
+#: images) stay well below this.  Memory does not depend on it: see
+#: :data:`EAGER_FRAMES`.
 MAX_FRAMES = 1_000_000
+
+#: An instance with more image frames than this keeps its images lazy
+#: (:class:`~metastore.records.LazyImages`): they are built again, a chunk at
+#: a time, while the store writes them, instead of being held all at once
+#: (about 10 KB a frame).  Reading still builds every frame once, to find a
+#: frame that makes the instance invalid and to count the images.
+EAGER_FRAMES = 1000
 
 
 def _image_frames(instance: DicomJson, frames: int) -> int:
@@ -208,22 +216,27 @@ def build_instance(
             f"(0028,0008) NumberOfFrames {frames} is more than the {MAX_FRAMES} "
             "frames metastore indexes per instance",
         )
-    images = []
-    for frame in range(1, last + 1):
-        frame_id = base.with_frame(frame)
-        try:
-            modules = frame_modules(instance, frame_id, frame)
-        except (DicomError, ArithmeticError, LookupError, TypeError, ValueError) as e:
-            # Hand-made JSON can break a module builder: one bad instance
-            # must fail on its own (reading.py records it), not end the run.
-            reason = " ".join(str(e).split()) or type(e).__name__
-            if not isinstance(e, DicomError):
-                reason = f"{type(e).__name__}: {reason}"
-            raise IndexingError(
-                source.location, f"frame {frame} of {frames}: {reason}"
-            ) from None
-        if modules is not None:
-            images.append(ImageRecord(frame_id, frame, modules))
+    lazy = last > EAGER_FRAMES
+    images: list[ImageRecord] = []
+    count = 0
+    frame = 0
+    try:
+        for frame, frame_id, modules in instance_frame_modules(
+            instance, base.with_frame, last
+        ):
+            if modules is not None:
+                count += 1
+                if not lazy:
+                    images.append(ImageRecord(frame_id, frame, modules))
+    except (DicomError, ArithmeticError, LookupError, TypeError, ValueError) as e:
+        # Hand-made JSON can break a module builder: one bad instance
+        # must fail on its own (reading.py records it), not end the run.
+        reason = " ".join(str(e).split()) or type(e).__name__
+        if not isinstance(e, DicomError):
+            reason = f"{type(e).__name__}: {reason}"
+        raise IndexingError(
+            source.location, f"frame {frame + 1} of {frames}: {reason}"
+        ) from None
     return InstanceRecord(
         source=source,
         study_instance_uid=study,
@@ -242,5 +255,41 @@ def build_instance(
         instance_number=int_value(instance, "00200013"),
         number_of_frames=frames,
         dicom_json=instance,
-        images=images,
+        images=_FrameImages(instance, base, last, count) if lazy else images,
     )
+
+
+class _FrameImages(LazyImages):
+    """The images of frames 1 to ``last`` of an instance, built when iterated.
+
+    :func:`build_instance` has built every frame once already, so building
+    them again cannot fail and gives ``count`` images.
+    """
+
+    __slots__ = ("_base", "_count", "_instance", "_last")
+
+    def __init__(self, instance: DicomJson, base: ImageId, last: int, count: int):
+        self._instance = instance
+        self._base = base
+        self._last = last
+        self._count = count
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[ImageRecord]:
+        for frame, image_id, modules in instance_frame_modules(
+            self._instance, self._base.with_frame, self._last
+        ):
+            if modules is not None:
+                yield ImageRecord(image_id, frame, modules)
+
+    @property
+    def first_image_id(self) -> str:
+        return self._base.with_frame(1)
+
+    def __getstate__(self) -> tuple[DicomJson, ImageId, int, int]:
+        return self._instance, self._base, self._last, self._count
+
+    def __setstate__(self, state: tuple[DicomJson, ImageId, int, int]) -> None:
+        self._instance, self._base, self._last, self._count = state

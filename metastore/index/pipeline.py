@@ -43,7 +43,13 @@ from sqlalchemy.exc import OperationalError
 from metastore.errors import StoreError
 from metastore.imageid import check_wadors_root
 from metastore.index.discovery import Entry, discover, shadowed_error
-from metastore.index.read import ReadCache, read_entry
+from metastore.index.read import (
+    NotDicom,
+    ReadCache,
+    SourceStream,
+    Unreadable,
+    read_entry,
+)
 from metastore.index.report import IndexReport, Tally
 from metastore.index.sharding import (
     ShardOwns,
@@ -145,6 +151,54 @@ class _Batches:
         self.written += 1
         TestHooks.get().batch_committed(self.written)
 
+    def stream(self, stream: SourceStream, *, keep: bool) -> str:
+        """Write a source too large to hold (``status="stream"``) in its own batch.
+
+        What came before it is written first (discovery order decides which
+        copy of a duplicate is kept).  The source is read while it is
+        written, a part at a time, in one transaction: it is stored whole or
+        not at all.  ``keep``: remember it if it has duplicates (prune).
+
+        Returns:
+            Its outcome: ``indexed``, ``failed`` or ``skipped``.
+        """
+        self.flush()
+        location = stream.location
+        try:
+            found = _reconnecting(
+                self._store, lambda: self._store.write_stream(stream.items)
+            )
+        except NotDicom:
+            self._tally.streamed("skipped", 0, 0, [], 0)
+            return "skipped"
+        except Unreadable as exc:
+            error = ErrorRecord(location, "unreadable", _why(exc))
+        except Exception as exc:
+            reason = _refused(exc)
+            if reason is None:
+                raise
+            why = f"the database refused it: {reason}"
+            error = ErrorRecord(location, "invalid", why)
+        else:
+            status = "indexed" if stream.instances else "failed"
+            self._tally.streamed(
+                status,
+                stream.instances,
+                stream.images,
+                stream.errors,
+                stream.error_count,
+            )
+            self._tally.written(found)
+            dups = sum(e.kind == "duplicate" for e in found)
+            if keep and dups:
+                self.duplicates[location] = (stream.entry, dups)
+            self.written += 1
+            TestHooks.get().batch_committed(self.written)
+            return status
+        self._tally.streamed("failed", 0, 0, [error], 1)
+        self.add((), (error,))
+        return "failed"
+
     def _write_each_source(
         self, instances: list[InstanceRecord], errors: list[ErrorRecord]
     ) -> list[ErrorRecord]:
@@ -177,6 +231,11 @@ class _Batches:
         rest = [*errors, *refused]
         found += _reconnecting(self._store, lambda: self._store.write_batch([], rest))
         return [*refused, *found]
+
+
+def _why(exc: BaseException) -> str:
+    """One line saying why a streamed source could not be read."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _refused(exc: BaseException) -> str | None:
@@ -303,20 +362,29 @@ def _index(
     next_call = time.perf_counter() + PROGRESS_INTERVAL
     if workers is None:
         workers = os.cpu_count() or 1
-    for entry, outcome in _read_all(todo, root, workers):
-        tally.outcome(outcome)
-        # Under prune, sources with instances are remembered for the batch
-        # they are in (bounded by it): one may turn out to be a duplicate.
-        keep = prune and bool(outcome.instances)
-        batches.add(outcome.instances, outcome.errors, entry if keep else None)
-        if outcome.status == "failed":
-            note_failed(outcome.location)
-        elif outcome.status != "skipped":  # a skipped source has no rows to keep
-            note(outcome.location)
-        if progress is not None and time.perf_counter() >= next_call:
-            progress(tally.report())
-            next_call = time.perf_counter() + PROGRESS_INTERVAL
-    batches.flush()
+    streams = ReadCache()  # for the sources this process reads while writing
+    try:
+        for entry, outcome in _read_all(todo, root, workers):
+            status: str = outcome.status
+            if status == "stream":
+                stream = SourceStream(entry, root, streams)
+                status = batches.stream(stream, keep=prune)
+            else:
+                tally.outcome(outcome)
+                # Under prune, sources with instances are remembered for the
+                # batch they are in (bounded by it): one may be a duplicate.
+                keep = prune and bool(outcome.instances)
+                batches.add(outcome.instances, outcome.errors, entry if keep else None)
+            if status == "failed":
+                note_failed(outcome.location)
+            elif status != "skipped":  # a skipped source has no rows to keep
+                note(outcome.location)
+            if progress is not None and time.perf_counter() >= next_call:
+                progress(tally.report())
+                next_call = time.perf_counter() + PROGRESS_INTERVAL
+        batches.flush()
+    finally:
+        streams.close()
     if prune:
         pruned = _reconnecting(
             store, lambda: store.prune(root_locations, seen, owns=owns, keep=kept)
@@ -394,11 +462,18 @@ def _store_orphaned_duplicates(
     zips = ReadCache()
     try:
         for location, (entry, counted) in duplicates.items():
-            instances = read_entry(entry, root, zips).instances
-            if not instances:
+            outcome = read_entry(entry, root, zips)
+            if outcome.status == "stream":
+                stream = SourceStream(entry, root, zips)
+                write = functools.partial(store.write_stream, stream.items)
+            elif outcome.instances:
+                write = functools.partial(store.write_batch, outcome.instances, [])
+            else:
                 continue
-            write = functools.partial(store.write_batch, instances, [])
-            found = _reconnecting(store, write)
+            try:
+                found = _reconnecting(store, write)
+            except (NotDicom, Unreadable):
+                continue  # changed since it was read: the next run reads it
             tally.retract_duplicates(location, counted)
             tally.written(found)
     finally:

@@ -11,12 +11,16 @@ build :class:`~metastore.records.InstanceRecord` objects
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import io
 import json
 import os
+import re
 import struct
 import warnings
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -40,12 +44,34 @@ from metastore.index.discovery import (
     sniff,
 )
 from metastore.index.extract import build_instance
-from metastore.records import ErrorRecord, Outcome, OutcomeStatus
+from metastore.records import (
+    ErrorRecord,
+    InstanceRecord,
+    LazyImages,
+    Outcome,
+    OutcomeStatus,
+)
 
 #: (0002,0002) MediaStorageSOPClassUID of a DICOMDIR (Media Storage Directory).
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 #: Binary values longer than this (in bytes) become BulkDataURIs.
 BULK_THRESHOLD = 1024
+
+#: The most bytes metastore reads into memory at once from one source: one
+#: element value of a Part 10 header (a defined-length sequence counts as
+#: one), the inflated data set of a deflated file, one instance of a DICOM
+#: JSON file.  Anything larger fails the source (zip bombs of 1 GiB of
+#: zeros take 1 MB), instead of being held.
+MAX_VALUE_BYTES = 64 * 2**20
+#: A DICOM JSON source larger than this is not read whole: the writing
+#: process reads it a part at a time (``status="stream"``).
+JSON_EAGER_BYTES = 8 * 2**20
+#: A DICOM JSON source of more instances than this, or whose instances have
+#: more images than :data:`EAGER_IMAGES` (lazy ones aside), is read a part at
+#: a time by the writing process too.
+EAGER_INSTANCES = 500
+#: See :data:`EAGER_INSTANCES`.
+EAGER_IMAGES = 5000
 
 # Pixel Data (7FE0,0010), Float Pixel Data (7FE0,0008), Double Float (7FE0,0009).
 _PIXEL_TAGS = {0x7FE00010: "OW", 0x7FE00008: "OF", 0x7FE00009: "OD"}
@@ -55,6 +81,19 @@ _LONG_VRS = frozenset(vr.encode() for vr in LONG_VRS)
 
 class Unreadable(Exception):
     """A source that looks like DICOM but cannot be read (truncated, damaged)."""
+
+
+class TooLarge(Unreadable):
+    """A value larger than :data:`MAX_VALUE_BYTES`: not read into memory."""
+
+
+class NotDicom(Exception):
+    """A streamed JSON source that turned out not to be DICOM JSON (skipped)."""
+
+
+def _mib(size: int) -> str:
+    """A limit as people read it: ``64 MiB``."""
+    return f"{size // 2**20} MiB" if size % 2**20 == 0 else f"{size} bytes"
 
 
 class ReadCache:
@@ -121,7 +160,10 @@ def _read_entry(entry: Entry, wadors_root: str | None, zips: ReadCache) -> Outco
             if kind is Kind.PART10 or kind is Kind.RAW:
                 return _read_part10(entry, fp, size, kind, wadors_root, zips.uris)
             if kind is Kind.JSON:
-                return _read_json(entry, fp.read(), wadors_root, zips.uris)
+                if size > JSON_EAGER_BYTES:
+                    return Outcome(location, "stream")
+                # a zip member reads no more than its declared size
+                return _read_json(entry, fp.read(size + 1), wadors_root, zips.uris)
             reason = {Kind.ZIP: "nested zip archive", Kind.EMPTY: "empty"}.get(
                 kind, "not DICOM"
             )
@@ -265,10 +307,46 @@ class _TruncationGuard:
         return self.truncated_at is not None
 
     def read(self, size: int = -1) -> bytes:
-        """Read like the file does, noting a read cut short."""
+        """Read like the file does, noting a read cut short.
+
+        Raises:
+            TooLarge: The read asks for more than :data:`MAX_VALUE_BYTES`.
+        """
+        if size > MAX_VALUE_BYTES or size < 0:
+            return self._unbounded(size)
         data = self._read(size)
         if len(data) < size:
             self._short(size, len(data))
+        return data
+
+    def _unbounded(self, size: int) -> bytes:
+        """A read too large to make blindly: one huge value, or "the rest".
+
+        pydicom reads each element value whole, and the rest of a deflated
+        file whole before inflating it in one call; both are refused past
+        :data:`MAX_VALUE_BYTES` before anything that large is allocated.
+        """
+        limit = _mib(MAX_VALUE_BYTES)
+        if size > MAX_VALUE_BYTES:
+            start = self.tell()
+            raise TooLarge(
+                f"the value at byte {start} is {size} bytes, more than the "
+                f"{limit} metastore reads of one element"
+            )
+        data = self._read(MAX_VALUE_BYTES + 1)
+        inflated = b""
+        if len(data) <= MAX_VALUE_BYTES:
+            # the deflated data set pydicom is about to inflate (if it is
+            # not deflated, pydicom says what it is)
+            with contextlib.suppress(zlib.error):
+                inflated = zlib.decompressobj(-zlib.MAX_WBITS).decompress(
+                    data, MAX_VALUE_BYTES + 1
+                )
+        if len(data) > MAX_VALUE_BYTES or len(inflated) > MAX_VALUE_BYTES:
+            raise TooLarge(
+                f"the deflated data set is more than the {limit} metastore "
+                "reads of one element"
+            )
         return data
 
     def _short(self, size: int, got: int) -> None:
@@ -355,7 +433,9 @@ def _read_json(entry: Entry, data: bytes, root: str | None, uris: FileUris) -> O
     items = document if isinstance(document, list) else [document]
     if not any(_is_dicom_json(item) for item in items):
         return Outcome(location, "skipped", reason="not DICOM")
-    return _build(entry, items, _namer(entry, root, uris, json=True))
+    if len(items) > EAGER_INSTANCES:
+        return Outcome(location, "stream")
+    return _build(entry, items, _namer(entry, root, uris, json=True), eager=True)
 
 
 def _is_dicom_json(item: Any) -> bool:
@@ -381,25 +461,272 @@ Namer = Callable[[str, str, str], ImageId]
 
 
 def _build(
-    entry: Entry, items: list[Any], name: Namer, *, shaped: bool = False
+    entry: Entry,
+    items: list[Any],
+    name: Namer,
+    *,
+    shaped: bool = False,
+    eager: bool = False,
 ) -> Outcome:
-    """Records of ``items``; ``shaped``: they are known to be DICOM JSON objects."""
+    """Records of ``items``; ``shaped``: they are known to be DICOM JSON objects.
+
+    ``eager``: give up (``status="stream"``) once the instances hold more
+    than :data:`EAGER_IMAGES` images that are not lazy.
+    """
     location = entry.source.location
     instances, errors = [], []
+    images = 0
     for n, item in enumerate(items, 1):
-        where = f"instance {n}: " if len(items) > 1 else ""
-        if not shaped and not _is_dicom_json(item):
-            errors.append(
-                ErrorRecord(location, "invalid", f"{where}not a DICOM JSON object")
-            )
+        record = _record(entry, item, name, n if len(items) > 1 else 0, shaped)
+        if isinstance(record, ErrorRecord):
+            errors.append(record)
             continue
-        try:
-            instances.append(build_instance(item, entry.source, name))
-        except MetastoreError as exc:
-            reason = getattr(exc, "reason", str(exc))
-            errors.append(ErrorRecord(location, "invalid", f"{where}{reason}"))
+        instances.append(record)
+        if not isinstance(record.images, LazyImages):
+            images += len(record.images)
+            if eager and images > EAGER_IMAGES:
+                return Outcome(location, "stream")
     status: OutcomeStatus = "indexed" if instances else "failed"
     return Outcome(location, status, instances, errors)
+
+
+def _record(
+    entry: Entry, item: Any, name: Namer, n: int, shaped: bool
+) -> InstanceRecord | ErrorRecord:
+    """The record of item ``n`` (0: the only one) of a source, or why not."""
+    location = entry.source.location
+    where = f"instance {n}: " if n else ""
+    if not shaped and not _is_dicom_json(item):
+        return ErrorRecord(location, "invalid", f"{where}not a DICOM JSON object")
+    try:
+        return build_instance(item, entry.source, name)
+    except MetastoreError as exc:
+        reason = getattr(exc, "reason", str(exc))
+        return ErrorRecord(location, "invalid", f"{where}{reason}")
+
+
+class SourceStream:
+    """A DICOM JSON source read a part at a time while it is written.
+
+    For sources too large to hold at once (``status="stream"``):
+    :meth:`items` reads the JSON one instance at a time (at most
+    :data:`MAX_VALUE_BYTES` of text each) and yields its records and
+    invalid-item errors as the whole-source reading would, for
+    ``Store.write_stream``.  Each call starts over and counts afresh.
+
+    Raises (from :meth:`items`):
+        Unreadable: Bad JSON (or an instance too large) in text that starts
+            like DICOM JSON: the source fails.
+        NotDicom: No item is a DICOM JSON object, or bad JSON in text that
+            does not start like DICOM JSON: the source is skipped.
+    """
+
+    def __init__(self, entry: Entry, root: str | None, zips: ReadCache) -> None:
+        self.entry = entry
+        self._root = root
+        self._zips = zips
+        #: Instances and images yielded by the last :meth:`items`.
+        self.instances = 0
+        self.images = 0
+        #: The first errors yielded (at most ``keep_errors``), and how many.
+        self.errors: list[ErrorRecord] = []
+        self.error_count = 0
+        self.keep_errors = 100
+
+    @property
+    def location(self) -> str:
+        """The source's location."""
+        return self.entry.source.location
+
+    def items(self) -> Iterator[InstanceRecord | ErrorRecord]:
+        """The records and errors of the source, in file order."""
+        self.instances = self.images = self.error_count = 0
+        self.errors = []
+        name = _namer(self.entry, self._root, self._zips.uris, json=True)
+        with _open(self.entry, self._zips) as (fp, _):
+            head = fp.read(HEAD_SIZE)
+            fp.seek(0)
+            items = _numbered(json_items(fp))
+            not_shaped = 0  # items before the first DICOM JSON object
+            try:
+                for n, item in items:
+                    if not_shaped >= 0 and not _is_dicom_json(item):
+                        not_shaped += 1
+                        continue
+                    if not_shaped > 0:  # now a DICOM JSON file: they are errors
+                        for m in range(1, not_shaped + 1):
+                            why = f"instance {m}: not a DICOM JSON object"
+                            yield self._error(
+                                ErrorRecord(self.location, "invalid", why)
+                            )
+                    not_shaped = -1
+                    record = _record(self.entry, item, name, n, False)
+                    if isinstance(record, ErrorRecord):
+                        yield self._error(record)
+                        continue
+                    self.instances += 1
+                    self.images += len(record.images)
+                    yield record
+            except ValueError as exc:  # bad JSON, or bad UTF-8
+                if isinstance(exc, TooLarge):
+                    raise
+                if not looks_like_dicom_json(head):
+                    raise NotDicom() from exc
+                raise Unreadable(f"invalid DICOM JSON: {exc}") from exc
+            if not_shaped >= 0:
+                raise NotDicom()
+
+    def _error(self, error: ErrorRecord) -> ErrorRecord:
+        self.error_count += 1
+        if len(self.errors) < self.keep_errors:
+            self.errors.append(error)
+        return error
+
+
+def _numbered(items: Iterator[Any]) -> Iterator[tuple[int, Any]]:
+    """``(n, item)``, n from 1, or 0 when ``items`` has a single item.
+
+    Items of a file are named ``instance N`` only when there are several;
+    one item of look-ahead tells.
+    """
+    first = next(items, _END)
+    if first is _END:
+        return
+    second = next(items, _END)
+    if second is _END:
+        yield 0, first
+        return
+    yield 1, first
+    del first
+    n = 2
+    for item in items:
+        yield n, second
+        second = item
+        n += 1
+    yield n, second
+
+
+_END = object()
+
+#: Bytes read at a time by :func:`json_items`.
+_JSON_READ = 2**20
+_JSON_WS = " \t\n\r"
+_NUMBER_CHARS = re.compile(r"[0-9.eE+-]*")
+
+
+def json_items(fp: IO[bytes], limit: int = MAX_VALUE_BYTES) -> Iterator[Any]:
+    """The items of the JSON array in ``fp``, one at a time (or its one value).
+
+    Values are what ``json.loads`` (the fallback of the whole-file reading)
+    gives: the same decoder, the same encodings (UTF-8 with or without a
+    BOM, UTF-16, UTF-32), NaN and Infinity accepted, the last of two equal
+    keys kept.  At most ``limit`` characters of one item are held.
+
+    Raises:
+        ValueError: The text is not JSON (``json.JSONDecodeError``) or not in
+            its encoding (``UnicodeDecodeError``).
+        TooLarge: An item (or the whole value, when it is not an array) is
+            longer than ``limit``.
+    """
+    raw = fp.read(4)
+    decoder = codecs.getincrementaldecoder(json.detect_encoding(raw))("surrogatepass")
+    parse = json.JSONDecoder().raw_decode
+    text = decoder.decode(raw)
+    pos = 0
+    done = 0  # characters dropped from the front of text
+    eof = False
+
+    def fill(need: int, what: str = "") -> None:
+        """Have ``need`` more characters after ``pos`` (or all there are).
+
+        With ``what``, more than ``limit`` characters raise TooLarge before
+        they are joined into one string (which would hold them twice).
+        """
+        nonlocal text, pos, done, eof
+        if eof or len(text) - pos >= need:
+            return
+        parts = [text[pos:]]
+        size = len(parts[0])
+        done += pos
+        text, pos = "", 0
+        while not eof and size < need:
+            data = fp.read(_JSON_READ)
+            eof = not data
+            parts.append(decoder.decode(data, final=eof))
+            size += len(parts[-1])
+        if what and size > limit:
+            raise too_large(what)
+        text = "".join(parts)
+
+    def bad(message: str, at: int) -> ValueError:
+        return ValueError(f"{message}: character {done + at}")
+
+    def skip_space() -> str:
+        """The next character that is not white space ("" at the end)."""
+        nonlocal pos
+        while True:
+            while pos < len(text) and text[pos] in _JSON_WS:
+                pos += 1
+            if pos < len(text) or eof:
+                return text[pos : pos + 1]
+            fill(_JSON_READ)
+
+    def too_large(what: str) -> TooLarge:
+        return TooLarge(
+            f"{what} is more than the {_mib(limit)} metastore reads at once"
+        )
+
+    fill(_JSON_READ)
+    if skip_space() != "[":
+        fill(limit + 1, "the JSON value")
+        try:
+            value = json.loads(text[pos:])
+        except json.JSONDecodeError as exc:
+            raise bad(exc.msg, pos + exc.pos) from None
+        text = ""
+        yield value
+        return
+    pos += 1
+    n = 0
+    while True:
+        char = skip_space()
+        if char == "]" and n == 0:
+            break
+        n += 1
+        want = _JSON_READ
+        while True:
+            fill(want)  # may hold a little more than the limit: it is a window
+            try:
+                value, end = parse(text, pos)
+            except json.JSONDecodeError as exc:
+                if eof:
+                    raise bad(exc.msg, exc.pos) from None
+                if len(text) - pos > limit:
+                    raise too_large(f"instance {n}") from None
+                want = min(2 * (len(text) - pos), limit + 1)
+                continue
+            # a number cut by the window ("3.5e" of "3.5e300") parses as a
+            # shorter one: what follows it must not reach the window's end
+            tail = _NUMBER_CHARS.match(text, end)
+            if tail is not None and tail.end() == len(text) and not eof:
+                if len(text) - pos > limit:
+                    raise too_large(f"instance {n}")
+                want = min(2 * (len(text) - pos), limit + 1)
+                continue
+            break
+        pos = end
+        yield value
+        del value
+        char = skip_space()
+        if char == ",":
+            pos += 1
+            continue
+        if char == "]":
+            break
+        raise bad("Expecting ',' delimiter", pos)
+    pos += 1
+    if skip_space():
+        raise bad("Extra data", pos)
 
 
 def _namer(entry: Entry, root: str | None, uris: FileUris, *, json: bool) -> Namer:

@@ -94,6 +94,28 @@ class Tally:
         for error in outcome.errors:
             self.error(error)
 
+    def streamed(
+        self,
+        status: str,
+        instances: int,
+        images: int,
+        errors: list[ErrorRecord],
+        error_count: int,
+    ) -> None:
+        """Count a source read while it was written (``reading.SourceStream``).
+
+        ``errors`` are the first of its ``error_count`` invalid items.
+        """
+        self.count("files_seen")
+        self.count(status)
+        self.count("instances", instances)
+        self.count("images", images)
+        for error in errors:
+            self.error(error)
+        rest = error_count - len(errors)
+        self.count("error_count", rest)
+        self.count("problem_count", rest)
+
     def written(self, found: list[ErrorRecord]) -> None:
         """Count what a store write found: duplicates, and every error."""
         self.count("duplicates", sum(e.kind == "duplicate" for e in found))

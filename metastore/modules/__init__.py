@@ -15,7 +15,7 @@ imports ``metastore.errors``, ``metastore.moduletypes`` and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import cast
 
 from metastore.modules.camel import to_lower_camel_tag, to_upper_camel_tag
@@ -23,6 +23,7 @@ from metastore.modules.cine import cine_module
 from metastore.modules.frames import (
     Frame,
     combine_frame,
+    frames_alike,
     is_multiframe,
     number_of_frames,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "build_module",
     "combine_frame",
     "frame_modules",
+    "instance_frame_modules",
     "is_multiframe",
     "module_from_frame",
     "multiframe_module",
@@ -201,6 +203,11 @@ def frame_modules(
     combined = combine_frame(instance, frame)
     if combined is None:
         return None
+    return _modules_of(combined, image_id)
+
+
+def _modules_of(combined: Frame, image_id: str) -> FrameModules:
+    """Every module type of one combined frame (:func:`frame_modules`)."""
     out: dict[str, ModuleAnswer | None] = {}
     for module_type in MODULE_TYPES:
         if module_type == ModuleType.INSTANCE:
@@ -210,3 +217,51 @@ def frame_modules(
         out[module_type] = None if builder is None else builder(combined, image_id)
     # Every key of MODULE_TYPES, each from its own builder (a test checks it)
     return cast("FrameModules", out)
+
+
+#: The only module type whose value differs between frames that combine to
+#: the same view (:func:`metastore.modules.frames.frames_alike`): its URLs are made
+#: from the imageId.  Every other builder reads the combined frame alone;
+#: ``multiframeModule`` also reads the frame number, but only to pick a
+#: per-frame item, and frames alike have none.
+_FRAME_DEPENDENT = image_url_module
+
+
+def instance_frame_modules(
+    instance: DicomJson, image_ids: Callable[[int], str], last: int
+) -> Iterator[tuple[int, str, FrameModules | None]]:
+    """:func:`frame_modules` of frames 1 to ``last``, one frame at a time.
+
+    Equal, frame for frame, to ``frame_modules(instance, image_ids(n), n)``,
+    only faster when the frames are alike (no per-frame functional groups,
+    as in a whole-slide image of 10^5 tiles or a cine loop): frame 1 is
+    built, and every later frame shares its values but ``imageUrlModule``,
+    made anew from its imageId.  Shared values are the same objects: treat
+    them as read-only.
+
+    Args:
+        instance: The whole instance's DICOM JSON.
+        image_ids: The imageId of frame ``n``.
+        last: The last frame to build (at most the instance's frame count).
+
+    Yields:
+        ``(frame, image_id, modules)``, ``modules`` ``None`` for a frame that
+        is not an image.
+
+    Raises:
+        DicomError: As :func:`frame_modules`, for the frame being built.
+    """
+    first = combine_frame(instance, 1) if last > 1 and frames_alike(instance) else None
+    if first is not None and frames_alike(first.data):
+        image_id = image_ids(1)
+        shared = _modules_of(first, image_id)
+        yield 1, image_id, shared
+        for frame in range(2, last + 1):
+            image_id = image_ids(frame)
+            modules = shared.copy()
+            modules["imageUrlModule"] = _FRAME_DEPENDENT(first, image_id)
+            yield frame, image_id, modules
+        return
+    for frame in range(1, last + 1):
+        image_id = image_ids(frame)
+        yield frame, image_id, frame_modules(instance, image_id, frame)

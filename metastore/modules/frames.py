@@ -32,6 +32,7 @@ __all__ = [
     "Frame",
     "combine_frame",
     "frame_information",
+    "frames_alike",
     "is_multiframe",
     "number_of_frames",
 ]
@@ -110,6 +111,23 @@ def number_of_frames(instance: DicomJson) -> int:
     if isinstance(values, list) and values:
         return len(values)
     return 1
+
+
+def frames_alike(data: DicomJson) -> bool:
+    """Whether every frame of ``data`` combines to the same view but its number.
+
+    True when (5200,9230) PerFrameFunctionalGroupsSequence, read as
+    Cornerstone reads it (``getTagValue(..., false)``), is falsy: then every
+    frame merges the same shared items over the instance, and only the frame
+    number (and the imageId) tells two frames apart.
+
+    Args:
+        data: A DICOM JSON instance, or a frame's combined data.
+    """
+    per_frame_groups = get_tag_value(
+        data.get(PER_FRAME_FUNCTIONAL_GROUPS, UNDEFINED), False
+    )
+    return not js_truthy(per_frame_groups)
 
 
 def _first_items(item: JSON) -> list[JSON]:

@@ -15,7 +15,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
@@ -26,7 +26,7 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from metastore.errors import StoreError
-from metastore.records import ErrorRecord, InstanceRecord
+from metastore.records import ErrorRecord, InstanceRecord, LazyImages
 from metastore.store import codec
 from metastore.store import encode as store_encode
 from metastore.store import read as store_read
@@ -103,6 +103,10 @@ MAX_ATTEMPTS = 6
 RETRY_SQLSTATES = frozenset({"40001", "40P01", "23503"})
 #: PostgreSQL advisory lock: shared by writers, exclusive for prune.
 WRITE_LOCK_KEY = 0x6D65746177726974
+#: Instances (or errors) per part of :meth:`Store.write_stream`.
+STREAM_PART = 500
+#: A part of :meth:`Store.write_stream` also ends at this many eager images.
+STREAM_PART_IMAGES = 5000
 
 
 def _is_transient(exc: DBAPIError) -> bool:
@@ -307,6 +311,50 @@ class Store:
 
         written = self._write(work)
         return [*found, *written]
+
+    def write_stream(
+        self,
+        items: Callable[[], Iterable[InstanceRecord | ErrorRecord]],
+        *,
+        part_size: int = STREAM_PART,
+    ) -> list[ErrorRecord]:
+        """Store all that ``items()`` yields in one transaction, a part at a time.
+
+        For one source too large to hold at once (a DICOM JSON file of 10^5
+        instances): the records are prepared and written :data:`STREAM_PART`
+        instances (or as many errors) at a time, so memory holds one part,
+        while the transaction makes the source all or nothing, as
+        :meth:`write_batch` does.  Rows stored before for the same locations
+        are replaced; a SOP Instance UID seen twice from one location keeps
+        its first record.
+
+        Args:
+            items: Makes the records (called again when the transaction is
+                retried).  An exception it raises rolls the transaction back
+                and comes out of this call as it is.
+            part_size: Instances (or errors) per part.
+
+        Returns:
+            The errors this write found itself, as :meth:`write_batch`.
+
+        Raises:
+            StoreError: the database failed (after retrying transient errors).
+        """
+
+        def work(conn: Connection) -> list[ErrorRecord]:
+            state = store_write.WriteState()
+            type_ids: dict[str, int] = {}
+            found: list[ErrorRecord] = []
+            for instances, errors in _stream_parts(items(), max(1, part_size)):
+                batch = store_encode.prepare(instances, errors)
+                found += batch.errors[len(errors) :]
+                missing = batch.module_types - type_ids.keys()
+                if missing:
+                    type_ids.update(store_write.ensure_module_types(conn, missing))
+                found += store_write.write(conn, batch, type_ids, state)
+            return found
+
+        return self._write(work)
 
     def prune(
         self,
@@ -652,6 +700,35 @@ def _by_name(values: dict[str, ModuleValue]) -> dict[str, ModuleValue]:
     order on PostgreSQL (changed by any rewrite or concurrent writer).
     """
     return {name: values[name] for name in sorted(values)}
+
+
+def _stream_parts(
+    items: Iterable[InstanceRecord | ErrorRecord], size: int
+) -> Iterator[tuple[list[InstanceRecord], list[ErrorRecord]]]:
+    """``items`` as ``(instances, errors)`` parts of at most ``size`` each.
+
+    A part also ends once its instances hold :data:`STREAM_PART_IMAGES`
+    eager images (lazy images are written a chunk at a time anyway).
+    """
+    instances: list[InstanceRecord] = []
+    errors: list[ErrorRecord] = []
+    images = 0
+    for item in items:
+        if isinstance(item, ErrorRecord):
+            errors.append(item)
+        else:
+            instances.append(item)
+            if not isinstance(item.images, LazyImages):
+                images += len(item.images)
+        if (
+            len(instances) >= size
+            or len(errors) >= size
+            or images >= STREAM_PART_IMAGES
+        ):
+            yield instances, errors
+            instances, errors, images = [], [], 0
+    if instances or errors:
+        yield instances, errors
 
 
 def _first_line(exc: BaseException) -> str:

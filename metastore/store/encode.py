@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from metastore.records import ErrorRecord, ImageRecord, InstanceRecord
+from metastore.records import ErrorRecord, ImageRecord, InstanceRecord, LazyImages
 from metastore.store import codec
 
 #: Longest DICOM UI value (PS3.5 6.2).
@@ -200,12 +200,23 @@ def _invalid_reason(record: InstanceRecord) -> str | None:
         ("sop_instance_uid", record.sop_instance_uid),
         ("sop_class_uid", record.sop_class_uid or ""),
         ("location", record.source.location),
-        *(("imageId", image.image_id) for image in record.images),
+        *(("imageId", image_id) for image_id in _image_ids(record)),
     ]
     for name, text in identifiers:
         if not is_storable(text):
             return f"{name} holds a NUL or an unpaired surrogate: {text!r}"
     return None
+
+
+def _image_ids(record: InstanceRecord) -> list[str]:
+    """The imageIds to check of ``record``: lazy images' first stands for all.
+
+    A lazy instance's imageIds differ in the frame number only, so they are
+    storable together or not at all (and building them all costs time).
+    """
+    if isinstance(record.images, LazyImages):
+        return [record.images.first_image_id]
+    return [image.image_id for image in record.images]
 
 
 class EncodeMemo:
@@ -249,6 +260,12 @@ def pre_encode(
     packs = codec.packs_bits
     out: list[InstanceRecord] = []
     for record in records:
+        if isinstance(record.images, LazyImages):
+            # built and encoded while they are written (store_write)
+            data, flags = _canonical_json(record.dicom_json)
+            encoded_json = codec.Encoded(data, flags, b"")
+            out.append(dataclasses.replace(record, dicom_json=encoded_json))
+            continue
         images = []
         for image in record.images:
             modules: dict[str, Any] = {}
@@ -299,7 +316,8 @@ def prepare(
     """Validate and encode a batch (pure Python, outside the transaction).
 
     Within the batch, a SOP Instance UID seen again from another location is
-    a duplicate; seen again from the same location, the last record wins.
+    a duplicate; seen again from the same location, the first record wins
+    (as when the two come in separate parts of ``Store.write_stream``).
     """
     for error in errors:
         if error.kind not in ERROR_KINDS:
@@ -316,8 +334,9 @@ def prepare(
             out_errors.append(ErrorRecord(location, "invalid", reason))
             continue
         first = by_sop.get(record.sop_instance_uid)
-        if first is not None and first.source.location != record.source.location:
-            out_errors.append(duplicate(record, first.source.location))
+        if first is not None:
+            if first.source.location != record.source.location:
+                out_errors.append(duplicate(record, first.source.location))
             continue
         by_sop[record.sop_instance_uid] = record
     batch = Prepared([], {}, {}, set(), out_errors)
@@ -351,26 +370,49 @@ def _encode_series(records: list[InstanceRecord], batch: Prepared) -> None:
         blob = codec.compress(data, flags, base=base, dicom=True)
         batch.instances.append(EncodedInstance(record, blob, base_key))
 
-    # Module values.  Frames of one instance usually share value objects:
-    # encode each object once.
+    # Module values; lazy images are encoded while they are written.
+    encode_images(
+        [
+            (item, image)
+            for item in batch.instances[-len(records) :]
+            if not isinstance(item.record.images, LazyImages)
+            for image in item.record.images
+        ],
+        batch,
+    )
+
+
+def encode_images(
+    images: Sequence[tuple[EncodedInstance, ImageRecord]], batch: Prepared
+) -> None:
+    """Encode the module values of ``images`` (of one series) into ``batch``.
+
+    Each image's references go to its :class:`EncodedInstance`, the value
+    rows to ``batch.values`` and ``batch.bases``.
+    """
+    # Frames of one instance usually share value objects: encode each
+    # object once, and each distinct encoding once.
     memo: dict[tuple[str, int], tuple[bytes, bytes, int]] = {}
+    by_digest: dict[tuple[bytes, int], tuple[bytes, bytes, int]] = {}
     keep: list[Any] = []  # keeps memoised objects alive so ids stay unique
     uses: Counter[bytes] = Counter()
     encoded: list[tuple[EncodedInstance, ImageRecord, list[_Entry]]] = []
-    for item in batch.instances[-len(records) :]:
-        for image in item.record.images:
-            entries: list[_Entry] = []
-            for module_type, value in image.modules.items():
-                key = (module_type, id(value))
-                known = memo.get(key)
-                if known is None:
-                    enc = _encode_value(module_type, value)
-                    known = memo[key] = (enc.digest, enc.data, enc.flags)
-                    keep.append(value)
-                entries.append((module_type, *known))
-                uses[known[0]] += 1
-                batch.module_types.add(module_type)
-            encoded.append((item, image, entries))
+    for item, image in images:
+        entries: list[_Entry] = []
+        for module_type, value in image.modules.items():
+            key = (module_type, id(value))
+            known = memo.get(key)
+            if known is None:
+                enc = _encode_value(module_type, value)
+                known = (enc.digest, enc.data, enc.flags)
+                # equal values of distinct objects keep one copy of the bytes
+                known = by_digest.setdefault((enc.digest, enc.flags), known)
+                memo[key] = known
+                keep.append(value)
+            entries.append((module_type, *known))
+            uses[known[0]] += 1
+            batch.module_types.add(module_type)
+        encoded.append((item, image, entries))
 
     # An image's own values (used by no other image or type of the series in
     # this batch: position, SOP UIDs, its URL...) go into one composite row:

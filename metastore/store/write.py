@@ -10,19 +10,22 @@ store and imports no pydicom.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from metastore.records import ErrorRecord
+from metastore.records import ErrorRecord, LazyImages
 from metastore.store import schema as t
 from metastore.store.encode import (
     EncodedInstance,
     Prepared,
     duplicate,
+    encode_images,
     fold,
     image_key,
     int32,
@@ -32,6 +35,8 @@ from metastore.store.encode import (
 
 #: Bound parameters per IN list (well under SQLite's 32766 and PostgreSQL's 65535).
 CHUNK = 5000
+#: Frames of an instance with lazy images built, encoded and written at once.
+FRAME_CHUNK = 1000
 
 #: The study columns written from a record; each ``*_key`` is its column's
 #: text case-folded by :func:`~metastore.store.encode.fold`, what
@@ -346,15 +351,40 @@ def _upsert_keyed(
     return {uid: row.id for uid, row in stored.items()}
 
 
+@dataclass
+class WriteState:
+    """What the earlier parts of one transaction did (``Store.write_stream``).
+
+    A source too large to hold at once is written as several parts in one
+    transaction; a part must not delete what an earlier part wrote.
+    """
+
+    #: Sources whose rows stored before this transaction are deleted already.
+    replaced: set[int] = field(default_factory=set)
+    #: Locations whose errors recorded before this transaction are cleared.
+    cleared: set[str] = field(default_factory=set)
+
+
 def write(
-    conn: Connection, batch: Prepared, type_ids: dict[str, int]
+    conn: Connection,
+    batch: Prepared,
+    type_ids: dict[str, int],
+    state: WriteState | None = None,
 ) -> list[ErrorRecord]:
     """Write a prepared batch on ``conn`` (inside its transaction).
+
+    Args:
+        conn: The connection, in its transaction.
+        batch: What to write.
+        type_ids: Module type ids; those lazy images need are added.
+        state: Shared by the parts of one transaction, if there are several.
 
     Returns:
         The errors recorded for this batch beyond those passed in: duplicates
         found against the database and imageIds stored by another instance.
     """
+    if state is None:
+        state = WriteState()
     now = datetime.now(UTC)
     new_errors: list[ErrorRecord] = []
     records = [item.record for item in batch.instances]
@@ -408,8 +438,11 @@ def write(
     # DO UPDATE returns every row, inserted or not.
     source_ids: dict[str, int] = {row.location: row.id for row in upserted}
 
-    # Re-indexed locations: their previous instances go first.
-    delete_instances_of_sources(conn, list(source_ids.values()))
+    # Re-indexed locations: their previous instances go first (once per
+    # transaction: a later part keeps what the earlier ones wrote).
+    fresh = [sid for sid in source_ids.values() if sid not in state.replaced]
+    delete_instances_of_sources(conn, fresh)
+    state.replaced.update(fresh)
 
     # Bases of the DICOM JSON (the module values' bases come with them).
     base_ids = write_rows(
@@ -482,6 +515,65 @@ def write(
             new_errors.append(duplicate(item.record, location))
         # else: a concurrent writer stored this very location: nothing to do.
 
+    new_errors += write_frames(conn, batch, to_write, type_ids)
+    for item, instance_id in to_write:
+        if isinstance(item.record.images, LazyImages):
+            new_errors += write_lazy_images(conn, item, instance_id, type_ids)
+
+    # Errors: a location written again loses its old errors (once per
+    # transaction: a later part keeps those the earlier ones recorded).
+    all_errors = [*batch.errors, *new_errors]
+    locations = {r.source.location for r in records} | {e.location for e in all_errors}
+    locations -= state.cleared
+    for where in key_in(conn, t.index_errors.c.location, sorted(locations)):
+        conn.execute(sa.delete(t.index_errors).where(where))
+    state.cleared |= locations
+    insert_rows(
+        conn,
+        t.index_errors,
+        ["location", "kind", "reason", "at"],
+        [(e.location, e.kind, e.reason, now) for e in all_errors],
+    )
+    # A location whose every instance was a duplicate is not "stored".
+    drop_empty_sources(conn, list(source_ids.values()))
+    return new_errors
+
+
+def write_lazy_images(
+    conn: Connection, item: EncodedInstance, instance_id: int, type_ids: dict[str, int]
+) -> list[ErrorRecord]:
+    """Build, encode and write the lazy images of one instance, a chunk at a time.
+
+    At most :data:`FRAME_CHUNK` frames are held at once, whatever the
+    instance's frame count; all of them are written in the caller's
+    transaction, so the instance is stored whole or not at all.
+    """
+    images = iter(item.record.images)
+    found: list[ErrorRecord] = []
+    while chunk := list(islice(images, FRAME_CHUNK)):
+        part = Prepared([], {}, {}, set(), [])
+        holder = EncodedInstance(item.record)
+        encode_images([(holder, image) for image in chunk], part)
+        del chunk
+        missing = part.module_types - type_ids.keys()
+        if missing:
+            type_ids.update(ensure_module_types(conn, missing))
+        found += write_frames(conn, part, [(holder, instance_id)], type_ids)
+    return found
+
+
+def write_frames(
+    conn: Connection,
+    batch: Prepared,
+    to_write: Sequence[tuple[EncodedInstance, int]],
+    type_ids: dict[str, int],
+) -> list[ErrorRecord]:
+    """Write the encoded images of ``to_write`` (instance row ids given).
+
+    Returns:
+        An error per imageId already stored for another instance.
+    """
+    new_errors: list[ErrorRecord] = []
     # Module values, content-addressed: insert-or-ignore, then fetch ids.
     digests = sorted(
         {d for item, _ in to_write for _, _, refs in item.images for _, d in refs}
@@ -514,20 +606,6 @@ def write(
                 (row_id, type_ids[module_type], value_ids[d]) for module_type, d in refs
             )
     write_image_modules(conn, module_rows)
-
-    # Errors: a location written again loses its old errors.
-    all_errors = [*batch.errors, *new_errors]
-    locations = {r.source.location for r in records} | {e.location for e in all_errors}
-    for where in key_in(conn, t.index_errors.c.location, sorted(locations)):
-        conn.execute(sa.delete(t.index_errors).where(where))
-    insert_rows(
-        conn,
-        t.index_errors,
-        ["location", "kind", "reason", "at"],
-        [(e.location, e.kind, e.reason, now) for e in all_errors],
-    )
-    # A location whose every instance was a duplicate is not "stored".
-    drop_empty_sources(conn, list(source_ids.values()))
     return new_errors
 
 
