@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from metastore.dicomjson import dataset_to_dicom_json
     from metastore.errors import (
+        ConnectionLostError,
+        DataRefusedError,
         DicomError,
         IndexingError,
         InvalidImageIdError,
@@ -81,6 +83,8 @@ if TYPE_CHECKING:
 _EXPORTS: dict[str, str] = {
     "CalibrationModule": "metastore.moduletypes",
     "CineModule": "metastore.moduletypes",
+    "ConnectionLostError": "metastore.errors",
+    "DataRefusedError": "metastore.errors",
     "DatabaseProvider": "metastore.providers.database",
     "DicomError": "metastore.errors",
     "DicomJsonProvider": "metastore.providers.dicomjson",
@@ -148,6 +152,8 @@ __all__ = [
     "MODULE_TYPES",
     "CalibrationModule",
     "CineModule",
+    "ConnectionLostError",
+    "DataRefusedError",
     "DatabaseProvider",
     "DicomError",
     "DicomJsonProvider",

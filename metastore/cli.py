@@ -22,7 +22,6 @@ from typing import IO, Any, TypeVar
 
 import click
 import orjson
-from sqlalchemy.exc import SQLAlchemyError
 
 from metastore.errors import MetastoreError, ModuleError
 from metastore.imageid import check_wadors_root, parse_image_id
@@ -46,35 +45,16 @@ class MetastoreGroup(click.Group):
     """A click group that turns metastore's errors into one line and status 2."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        """Run the command; report a :class:`MetastoreError` without a traceback."""
+        """Run the command; report a :class:`MetastoreError` without a traceback.
+
+        Database errors are among them: the store raises its own
+        (:class:`~metastore.errors.StoreError` and below) for the driver's,
+        with the URL redacted and its secrets scrubbed.
+        """
         try:
             return super().invoke(ctx)
         except MetastoreError as exc:
             raise _Failure(str(exc)) from None
-        except SQLAlchemyError as exc:  # a driver error the store did not wrap
-            first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-            reason = first[0] if first else str(exc)
-            raise _Failure(_scrubbed(ctx, f"database error: {reason}")) from None
-
-
-#: Where ``--db`` leaves the URL for :class:`MetastoreGroup` (``ctx.meta`` is
-#: shared by a command's context and the group's).
-_URL_KEY = "metastore.url"
-
-
-def _scrubbed(ctx: click.Context, message: str) -> str:
-    """``message`` (a driver's) without the secrets of the command's database URL.
-
-    metastore's own errors come redacted and scrubbed already (scrubbing
-    them again would blot out a one-letter password inside ``***``).
-    """
-    url = ctx.meta.get(_URL_KEY)
-    return db.scrub(message, url) if isinstance(url, str) else message
-
-
-def _remember_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    ctx.meta[_URL_KEY] = value
-    return value
 
 
 class _Failure(click.ClickException):
@@ -91,7 +71,6 @@ def db_option(command: F) -> F:
         show_default=True,
         metavar="URL",
         help="Database URL (env METASTORE_DATABASE_URL).",
-        callback=_remember_url,
     )
     return option(command)
 

@@ -9,11 +9,17 @@ callers (and the CLI, in one place) can catch them together::
     ├── DicomError                                    input that is not usable DICOM
     │   └── IndexingError                             one source that failed to index
     ├── StoreError                                    the database cannot be used
+    │   ├── ConnectionLostError                       the server went away or cannot be
+    │   │                                             reached (a retry may help)
+    │   ├── DataRefusedError                          the database refused a value sent
     │   └── SchemaError                               the schema is wrong or missing
     │       └── SchemaNotAtHeadError                  the schema is behind the code
     └── QueryError               (a ValueError)       a bad query filter
 
-This module is a leaf: it imports nothing from metastore.
+The store raises its errors from the database driver's in one place
+(``metastore.store.db.map_driver_errors``); nothing outside the store sees a
+SQLAlchemy or driver exception.  This module is a leaf: it imports nothing
+from metastore.
 """
 
 from __future__ import annotations
@@ -51,6 +57,38 @@ class IndexingError(DicomError):
 
 class StoreError(MetastoreError):
     """The database cannot be reached or used; URLs in messages hide passwords."""
+
+
+class ConnectionLostError(StoreError):
+    """The database server went away or could not be reached.
+
+    Raised for PostgreSQL only (a SQLite file has no connection to lose): a
+    connection dropped mid-transaction (the transaction did not commit), or
+    one that could not be opened (server down or restarting, refused, a
+    database or role that is missing).  The work may succeed if tried again
+    later; the indexer does so for its batches.
+    """
+
+
+class DataRefusedError(StoreError):
+    """The database (or its driver) refused a value it was sent.
+
+    PostgreSQL SQLSTATE class 22 (data exception) or 54000 (a limit, such as
+    the size of a B-tree entry), SQLite's ``DataError``, or a value the
+    driver cannot encode (text it cannot send, an integer past 64 bits).
+    The value is at fault, not the database: the same work without it may
+    succeed.
+
+    Attributes:
+        reason: The database's (or driver's) own words, on one line, without
+            secrets.
+        sqlstate: PostgreSQL's SQLSTATE code, or ``None`` (SQLite, driver).
+    """
+
+    def __init__(self, message: str, *, reason: str, sqlstate: str | None) -> None:
+        self.reason = reason
+        self.sqlstate = sqlstate
+        super().__init__(message)
 
 
 class SchemaError(StoreError):

@@ -11,9 +11,10 @@ and only one batch is held.  Returns an :class:`IndexReport`.
 (``metastore.index.sharding``), so N processes cover an archive exactly once.  A
 batch whose write loses the PostgreSQL connection is written again after a
 reconnect (:data:`RECONNECT_ATTEMPTS`); a batch the database refuses is
-written again source by source.  The run's counts are kept in a
-``metastore.index.report.Tally``; ``metastore.testhooks`` holds the crash points
-the tests set.
+written again source by source.  The store says which is which
+(``ConnectionLostError``, ``DataRefusedError``).  The run's counts are kept
+in a ``metastore.index.report.Tally``; ``metastore.testhooks`` holds the
+crash points the tests set.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import logging
 import multiprocessing
 import os
 import signal
-import sqlite3
 import sys
 import threading
 import time
@@ -38,9 +38,7 @@ from itertools import chain, islice
 from multiprocessing.context import BaseContext
 from typing import TYPE_CHECKING, TypeVar
 
-from sqlalchemy.exc import OperationalError
-
-from metastore.errors import StoreError
+from metastore.errors import ConnectionLostError, DataRefusedError
 from metastore.imageid import check_wadors_root
 from metastore.index.discovery import Entry, discover, shadowed_error
 from metastore.index.read import (
@@ -58,7 +56,6 @@ from metastore.index.sharding import (
 )
 from metastore.locations import legacy_location, location_of
 from metastore.records import ErrorRecord, InstanceRecord, Outcome
-from metastore.store.db import scrub
 from metastore.store.encode import EncodeMemo, pre_encode
 from metastore.testhooks import TestHooks
 
@@ -136,9 +133,7 @@ class _Batches:
             found = _reconnecting(
                 self._store, lambda: self._store.write_batch(instances, errors)
             )
-        except Exception as exc:
-            if _refused(exc) is None:
-                raise
+        except DataRefusedError:
             found = self._write_each_source(instances, errors)
         self._tally.written(found)
         for error in found:
@@ -173,11 +168,8 @@ class _Batches:
             return "skipped"
         except Unreadable as exc:
             error = ErrorRecord(location, "unreadable", _why(exc))
-        except Exception as exc:
-            reason = _refused(exc)
-            if reason is None:
-                raise
-            why = f"the database refused it: {reason}"
+        except DataRefusedError as exc:
+            why = f"the database refused it: {exc.reason}"
             error = ErrorRecord(location, "invalid", why)
         else:
             status = "indexed" if stream.instances else "failed"
@@ -218,11 +210,8 @@ class _Batches:
             try:
                 write = functools.partial(self._store.write_batch, group, [])
                 found += _reconnecting(self._store, write)
-            except Exception as exc:
-                reason = _refused(exc)
-                if reason is None:
-                    raise
-                why = f"the database refused it: {reason}"
+            except DataRefusedError as exc:
+                why = f"the database refused it: {exc.reason}"
                 refused.append(ErrorRecord(location, "invalid", why))
                 self._tally.count("indexed", -1)
                 self._tally.count("failed")
@@ -236,28 +225,6 @@ class _Batches:
 def _why(exc: BaseException) -> str:
     """One line saying why a streamed source could not be read."""
     return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def _refused(exc: BaseException) -> str | None:
-    """Why the database refused a batch's *data*, or ``None`` for other errors.
-
-    A value it cannot take (PostgreSQL SQLSTATE class 22, data exception, or
-    54000, a limit such as B-tree entry size; SQLite's DataError; a value the
-    driver cannot encode) is the data's fault: retrying source by source
-    finds the culprit.  Anything else (a lost or refused connection, a full
-    disk, a lock) would fail every source alike, so it stops the run.
-    """
-    if isinstance(exc, UnicodeError | OverflowError):
-        return f"{type(exc).__name__}: {exc}"
-    orig = getattr(exc.__cause__, "orig", None) if isinstance(exc, StoreError) else None
-    state = getattr(orig, "sqlstate", None) or ""
-    if (
-        state.startswith("22")
-        or state == "54000"
-        or isinstance(orig, sqlite3.DataError)
-    ):
-        return " ".join(str(orig).split()) or type(orig).__name__
-    return None
 
 
 def index_paths(
@@ -506,44 +473,26 @@ def _reconnecting(store: Store, work: Callable[[], _T]) -> _T:
     A batch is one transaction, so a write cut by a dropped connection left
     nothing behind and is simply written again (rewriting a location is
     idempotent, should the commit have gone through).  Gives up after
-    :data:`RECONNECT_ATTEMPTS` with the last :class:`StoreError`.
+    :data:`RECONNECT_ATTEMPTS` with the last :class:`ConnectionLostError`.
     """
     for attempt in range(1, RECONNECT_ATTEMPTS + 1):
         try:
             return work()
-        except (StoreError, OperationalError) as exc:
-            if attempt == RECONNECT_ATTEMPTS or not _lost_connection(store, exc):
+        except ConnectionLostError as exc:  # its text hides the URL's secrets
+            if attempt == RECONNECT_ATTEMPTS:
                 raise
             delay = RECONNECT_DELAY * 2 ** (attempt - 1)
             log.warning(
                 "lost the connection to %s (%s); trying again in %.1f s "
                 "(attempt %d of %d)",
                 store.url,
-                # a StoreError's text is scrubbed already; a driver's is not
-                exc
-                if isinstance(exc, StoreError)
-                else scrub(str(exc), store.engine.url),
+                exc,
                 delay,
                 attempt + 1,
                 RECONNECT_ATTEMPTS,
             )
             time.sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _lost_connection(store: Store, exc: Exception) -> bool:
-    """Whether ``exc`` is PostgreSQL going away (worth a reconnect), not a bug.
-
-    Writes raise :class:`StoreError` with the driver error as its cause;
-    reads (``known_sources``) raise the driver error itself.
-    """
-    if store.engine.dialect.name != "postgresql":
-        return False
-    cause = exc.__cause__ if isinstance(exc, StoreError) else exc
-    if getattr(cause, "connection_invalidated", False):
-        return True
-    # Connecting failed (server restarting, not accepting connections yet).
-    return isinstance(cause, OperationalError)
 
 
 def _to_read(

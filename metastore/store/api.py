@@ -16,6 +16,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
@@ -25,12 +26,17 @@ import sqlalchemy.dialects.sqlite  # the default backend's, loaded with the stor
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from metastore.errors import StoreError
 from metastore.records import ErrorRecord, InstanceRecord, LazyImages
 from metastore.store import codec
 from metastore.store import encode as store_encode
 from metastore.store import read as store_read
-from metastore.store.db import create_engine, ensure_schema, redact, scrub
+from metastore.store.db import (
+    create_engine,
+    ensure_schema,
+    map_driver_errors,
+    redact,
+    scrub,
+)
 from metastore.types import DicomJson, ModuleValue
 
 __all__ = ["InstanceSource", "Store"]
@@ -135,7 +141,15 @@ class Store:
 
     Raises:
         SchemaNotAtHeadError: the schema is behind and ``upgrade`` is false.
+        ConnectionLostError: the PostgreSQL server cannot be reached.
         StoreError: the database cannot be reached or used.
+
+    Every method raises only metastore's errors for the database's: a
+    :class:`~metastore.errors.StoreError`, a
+    :class:`~metastore.errors.ConnectionLostError` when the PostgreSQL
+    server went away (the work may succeed if tried again), a
+    :class:`~metastore.errors.DataRefusedError` when it refused a value
+    (:func:`metastore.store.db.map_driver_errors` says which is which).
     """
 
     def __init__(
@@ -182,6 +196,16 @@ class Store:
     # -- plumbing ----------------------------------------------------------
 
     def _write(self, work: Callable[[Connection], T], *, exclusive: bool = False) -> T:
+        """:meth:`_transaction`, its driver errors raised as :class:`StoreError`.
+
+        (:func:`metastore.store.db.map_driver_errors` says which.)
+        """
+        with map_driver_errors(self.engine, f"write to {self.url} failed"):
+            return self._transaction(work, exclusive=exclusive)
+
+    def _transaction(
+        self, work: Callable[[Connection], T], *, exclusive: bool = False
+    ) -> T:
         """Run ``work`` in one write transaction, retrying transient errors.
 
         On PostgreSQL, writers share an advisory lock that ``exclusive`` work
@@ -204,17 +228,25 @@ class Store:
                         return work(conn)
             except DBAPIError as exc:
                 if attempt == MAX_ATTEMPTS or not _is_transient(exc):
-                    reason = scrub(_first_line(exc), self.engine.url)
-                    raise StoreError(f"write to {self.url} failed: {reason}") from exc
+                    raise  # for _write to classify
                 delay = 0.02 * 2**attempt * (1 + random.random())
                 reason = scrub(str(exc.orig), self.engine.url)
                 log.info("retrying write to %s in %.2fs: %s", self.url, delay, reason)
                 time.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _read(self) -> Connection:
-        """A connection for reading (use as a context manager)."""
-        return self.engine.connect()
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """A connection for reading; driver errors come out as :class:`StoreError`.
+
+        Every read method runs its statements inside this block
+        (:func:`metastore.store.db.map_driver_errors`).
+        """
+        with (
+            map_driver_errors(self.engine, f"read from {self.url} failed"),
+            self.engine.connect() as conn,
+        ):
+            yield conn
 
     def _type_names_now(self, conn: Connection) -> dict[int, str]:
         """All module type names by id, fresh from the database.
@@ -298,6 +330,10 @@ class Store:
             not including ``errors``.
 
         Raises:
+            DataRefusedError: the database refused a value of the batch;
+                nothing of it was written.
+            ConnectionLostError: the PostgreSQL connection was lost (the
+                transaction did not commit) or cannot be opened.
             StoreError: the database failed (after retrying transient errors).
             ValueError: an error record has an unknown ``kind``.
         """
@@ -331,13 +367,19 @@ class Store:
         Args:
             items: Makes the records (called again when the transaction is
                 retried).  An exception it raises rolls the transaction back
-                and comes out of this call as it is.
+                and comes out of this call as it is (but for the
+                ``UnicodeEncodeError`` and ``OverflowError`` drivers raise
+                for a value they cannot send: ``DataRefusedError``).
             part_size: Instances (or errors) per part.
 
         Returns:
             The errors this write found itself, as :meth:`write_batch`.
 
         Raises:
+            DataRefusedError: the database refused a value (nothing of the
+                source is written).
+            ConnectionLostError: the PostgreSQL connection was lost (the
+                transaction did not commit) or cannot be opened.
             StoreError: the database failed (after retrying transient errors).
         """
 
@@ -729,13 +771,6 @@ def _stream_parts(
             instances, errors, images = [], [], 0
     if instances or errors:
         yield instances, errors
-
-
-def _first_line(exc: BaseException) -> str:
-    """The first line of a driver error (statements and parameters left out)."""
-    orig: Any = getattr(exc, "orig", exc)
-    lines = str(orig).strip().splitlines()
-    return lines[0] if lines else type(orig).__name__
 
 
 def _under(root: str) -> list[tuple[str, str | None]]:

@@ -2,9 +2,11 @@
 
 This module owns how a URL becomes a working engine (SQLite pragmas and
 transactional DDL, PostgreSQL through psycopg 3), how passwords are kept out
-of messages (:func:`redact`), and the Alembic operations the library and the
-``metastore db`` commands use: :func:`upgrade`, :func:`downgrade`,
-:func:`current`, :func:`is_at_head` and :func:`ensure_schema`.
+of messages (:func:`redact`), how driver errors become metastore's
+(:func:`map_driver_errors`, the one place they are classified), and the
+Alembic operations the library and the ``metastore db`` commands use:
+:func:`upgrade`, :func:`downgrade`, :func:`current`, :func:`is_at_head` and
+:func:`ensure_schema`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import logging
 import os
 import re
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, quote_plus, unquote_plus
@@ -22,9 +26,21 @@ from urllib.parse import quote, quote_plus, unquote_plus
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DataError,
+    DBAPIError,
+    OperationalError,
+    SQLAlchemyError,
+)
 
-from metastore.errors import SchemaError, SchemaNotAtHeadError, StoreError
+from metastore.errors import (
+    ConnectionLostError,
+    DataRefusedError,
+    SchemaError,
+    SchemaNotAtHeadError,
+    StoreError,
+)
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -41,6 +57,7 @@ __all__ = [
     "head",
     "is_at_head",
     "known_revision",
+    "map_driver_errors",
     "redact",
     "script_location",
     "scrub",
@@ -183,6 +200,84 @@ def scrub(text: str, url: str | URL) -> str:
         text = text.replace(secret, HIDDEN)
         text = text.replace(quote_plus(secret), HIDDEN)
     return text
+
+
+# -- driver errors ------------------------------------------------------------
+
+#: PostgreSQL SQLSTATEs of a server going away or not there yet besides class
+#: 08 (connection exception): admin_shutdown, crash_shutdown, cannot_connect_now.
+_LOST_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+#: Errors a driver raises unwrapped for a value it cannot send.
+_UNSENDABLE = (UnicodeEncodeError, OverflowError)
+
+
+@contextmanager
+def map_driver_errors(engine: Engine, failed: str) -> Iterator[None]:
+    """Raise metastore's errors for the driver's inside the block.
+
+    The one place where database errors are classified (as httpx's
+    ``map_httpcore_exceptions`` does for its transport).  The store runs every
+    write and every read inside it, so no SQLAlchemy or driver exception
+    reaches its callers.  What is raised, with the driver's error as its
+    cause and its first line (secrets of ``engine``'s URL scrubbed) in the
+    message ``f"{failed}: {reason}"``:
+
+    - :class:`ConnectionLostError`: PostgreSQL went away (a connection
+      SQLAlchemy invalidated) or could not be reached (an ``OperationalError``
+      without SQLSTATE, as psycopg reports a failed connect, or with class
+      08, 57P01, 57P02 or 57P03: the server shutting down or starting up);
+    - :class:`DataRefusedError`: a value refused (SQLSTATE class 22 or
+      54000, a driver's ``DataError``) or one the driver cannot send
+      (``UnicodeEncodeError``, ``OverflowError``);
+    - :class:`StoreError`: anything else.  That includes integrity errors:
+      the schema checks no value, so a broken key means a race or a bug, not
+      bad data.
+
+    Args:
+        engine: The engine the work uses.
+        failed: What failed, for the message: ``"write to URL failed"``.
+    """
+    try:
+        yield
+    except (SQLAlchemyError, *_UNSENDABLE) as exc:
+        raise _store_error(exc, engine, failed) from exc
+
+
+def _store_error(
+    exc: BaseException, engine: Engine, failed: str, note: str = ""
+) -> StoreError:
+    """The error :func:`map_driver_errors` raises for ``exc`` (``note``: added
+    after the driver's reason)."""
+    orig: BaseException = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines()
+    first = lines[0] if lines else type(orig).__name__
+    whole = " ".join(str(orig).split()) or type(orig).__name__
+    if isinstance(orig, _UNSENDABLE):  # Python's words: name the error
+        first = whole = f"{type(orig).__name__}: {whole}"
+    message = f"{failed}: {scrub(first + note, engine.url)}"
+    sqlstate = getattr(orig, "sqlstate", None)
+    sqlstate = sqlstate if isinstance(sqlstate, str) else None
+    if _is_lost(exc, engine, sqlstate):
+        return ConnectionLostError(message)
+    if (
+        isinstance(orig, _UNSENDABLE)
+        or isinstance(exc, DataError)  # psycopg's (class 22) and sqlite3's
+        or (sqlstate is not None and (sqlstate[:2] == "22" or sqlstate == "54000"))
+    ):
+        reason = scrub(whole, engine.url)
+        return DataRefusedError(message, reason=reason, sqlstate=sqlstate)
+    return StoreError(message)
+
+
+def _is_lost(exc: BaseException, engine: Engine, sqlstate: str | None) -> bool:
+    """Whether ``exc`` is a PostgreSQL server gone or out of reach."""
+    if engine.dialect.name == "sqlite" or not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    return isinstance(exc, OperationalError) and (
+        sqlstate is None or sqlstate[:2] == "08" or sqlstate in _LOST_SQLSTATES
+    )
 
 
 def _normalise_url(url: str | URL) -> URL:
@@ -424,21 +519,30 @@ def head() -> str:
 
 
 def _connect(engine: Engine) -> Connection:
-    """Open a connection, turning "cannot reach" into :class:`StoreError`."""
+    """Open a connection, turning "cannot reach" into :class:`StoreError`.
+
+    (:class:`ConnectionLostError` for PostgreSQL, see :func:`map_driver_errors`.)
+    """
     try:
         return engine.connect()
-    except (OperationalError, DBAPIError) as exc:
-        reason = str(getattr(exc, "orig", exc)).strip().splitlines()
-        detail = reason[0] if reason else type(exc).__name__
+    except DBAPIError as exc:
+        note = ""
         database = engine.url.database
         if engine.dialect.name == "sqlite" and database and database != ":memory:":
             folder = os.path.dirname(os.path.abspath(database))
             if not os.access(folder, os.W_OK):
                 # a writer (or a brand-new database) needs the folder
-                detail += f" (folder {folder} is not writable)"
-        raise StoreError(
-            f"cannot connect to {redact(engine.url)}: {scrub(detail, engine.url)}"
-        ) from None
+                note = f" (folder {folder} is not writable)"
+        failed = f"cannot connect to {redact(engine.url)}"
+        raise _store_error(exc, engine, failed, note) from None
+
+
+@contextmanager
+def _reading(engine: Engine) -> Iterator[Connection]:
+    """A connection for reading the schema's version, its errors mapped."""
+    failed = f"read from {redact(engine.url)} failed"
+    with map_driver_errors(engine, failed), _connect(engine) as connection:
+        yield connection
 
 
 def _run_migration(engine: Engine, command_name: str, revision: str) -> None:
@@ -453,7 +557,8 @@ def _run_migration(engine: Engine, command_name: str, revision: str) -> None:
     from alembic.util import CommandError
 
     is_sqlite = engine.dialect.name == "sqlite"
-    with _connect(engine) as connection:
+    failed = f"{command_name} of {redact(engine.url)} to {revision} failed"
+    with map_driver_errors(engine, failed), _connect(engine) as connection:
         if is_sqlite:
             # The pragma is a no-op inside a transaction: switch it off on the
             # raw connection first (batch migrations rebuild tables, which
@@ -552,7 +657,7 @@ def current(engine: Engine) -> str | None:
         SchemaError: the version table holds several rows (metastore keeps
             one), so the database has no one revision.
     """
-    with _connect(engine) as connection:
+    with _reading(engine) as connection:
         heads = _current_heads(connection)
     if len(heads) > 1:
         _check_version(engine, heads)
@@ -566,7 +671,7 @@ def known_revision(engine: Engine) -> str | None:
         SchemaError: the revision is unknown (a newer metastore migrated the
             database), or the version table holds several rows.
     """
-    with _connect(engine) as connection:
+    with _reading(engine) as connection:
         heads = _current_heads(connection)
     _check_version(engine, heads)
     return heads[0] if heads else None
@@ -620,7 +725,7 @@ def ensure_schema(engine: Engine, *, upgrade: bool = False) -> None:
             rows in its version table.
         StoreError: the database cannot be reached.
     """
-    with _connect(engine) as connection:
+    with _reading(engine) as connection:
         revision = _read_version(connection)
         if revision == (HEAD_REVISION,):
             # The common case, without importing Alembic (~0.2 s).
