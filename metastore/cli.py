@@ -29,7 +29,6 @@ from metastore.index import DEFAULT_BATCH_SIZE, IndexReport, index_paths, parse_
 from metastore.locations import location_of
 from metastore.modules import MODULE_TYPES
 from metastore.store import Store, db
-from metastore.testhooks import TestHooks
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -131,7 +130,6 @@ def cli() -> None:
     \b
         metastore index scans/ --wadors-root https://pacs/dicomweb
     """
-    TestHooks.install()  # crash-test hooks; nothing unless METASTORE_TEST_* is set
 
 
 def _shard(

@@ -1,9 +1,10 @@
 """Helpers for the crash, concurrency, shard and database-fault tests.
 
-Runs ``python -m metastore`` in subprocesses (the test hooks of
-``metastore.testhooks.TestHooks`` stop them at chosen points), builds a small
-archive, and checks a database: its export, its row counts and the SQL
-invariants that no crash or race may break.
+Runs the ``metastore`` command in subprocesses, through
+``tests/hooked_cli.py`` (whose crash points, ``tests/crashpoints.py``, stop
+them at chosen points), builds a small archive, and checks a database: its
+export, its row counts and the SQL invariants that no crash or race may
+break.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from metastore.store import Store, db
 BATCH = 4
 #: Seconds any wait in these tests gives up after (never a timing assertion).
 PATIENCE = 120.0
+#: ``metastore`` with the crash points of the ``METASTORE_TEST_*`` variables.
+HOOKED_CLI = Path(__file__).resolve().parent / "hooked_cli.py"
 
 
 def module_rows_sql(url: str) -> str:
@@ -32,8 +35,8 @@ def module_rows_sql(url: str) -> str:
 
     The hooks ``N:`` this text stop an indexer inside batch N's transaction,
     after its instances and images, before their module rows: PostgreSQL
-    sends them with ``COPY`` (which ``TestHooks`` sees through
-    ``store_write.BEFORE_COPY``), SQLite with an ``INSERT``.
+    sends them with ``COPY`` (which the crash points see through
+    ``metastore.store.db.on_statement``), SQLite with an ``INSERT``.
     """
     if url.startswith("postgresql"):
         return "COPY image_modules"
@@ -72,8 +75,13 @@ def env(**hooks: str) -> dict[str, str]:
 
 
 def command(url: str, *args: str | os.PathLike[str]) -> list[str]:
-    """``python -m metastore ARGS --db URL``."""
-    return [sys.executable, "-m", "metastore", *map(os.fspath, args), "--db", url]
+    """``metastore ARGS --db URL``, through :data:`HOOKED_CLI`.
+
+    The launcher runs the command as ``python -m metastore`` does, with the
+    crash points of the ``METASTORE_TEST_*`` variables :func:`run` and
+    :func:`start` are given (none without them).
+    """
+    return [sys.executable, str(HOOKED_CLI), *map(os.fspath, args), "--db", url]
 
 
 def index_command(

@@ -51,7 +51,6 @@ MUST_NOT_LOAD: dict[str, tuple[str, ...]] = {
         "alembic",
         "metastore.store",
         "metastore.index.pipeline",
-        "metastore.testhooks",
     ),
     # worker-side pre-encoding: no SQL either
     "metastore.store.encode": ("sqlalchemy", "alembic", "pydicom"),

@@ -27,7 +27,15 @@ import pytest
 from dicom_samples import CT, EMRI, sample_path, write_json
 from oracle_fixtures import load_cases
 from pydicom.uid import DeflatedExplicitVRLittleEndian
-from reliability import PATIENCE, counts, env, export, module_rows_sql, problems
+from reliability import (
+    HOOKED_CLI,
+    PATIENCE,
+    counts,
+    env,
+    export,
+    module_rows_sql,
+    problems,
+)
 
 from metastore.imageid import parse_image_id
 from metastore.index import extract as instances
@@ -142,8 +150,13 @@ _WRAPPER = (
 def index_measured(
     url: str, path: Path, *extra: str, hooks: dict[str, str] | None = None
 ) -> tuple[int, float, str, str]:
-    """``metastore index PATH --json`` in a subprocess: (status, peak MB, out, err)."""
-    args = [sys.executable, "-m", "metastore", "index", os.fspath(path), "--json"]
+    """``metastore index PATH --json`` in a subprocess: (status, peak MB, out, err).
+
+    With ``hooks`` (``METASTORE_TEST_*`` variables), through the launcher that
+    installs the crash points (``reliability.HOOKED_CLI``).
+    """
+    command = [str(HOOKED_CLI)] if hooks else ["-m", "metastore"]
+    args = [sys.executable, *command, "index", os.fspath(path), "--json"]
     args += ["--workers", "1", "--db", url, *extra]
     proc = subprocess.run(
         [sys.executable, "-c", _WRAPPER, *args],

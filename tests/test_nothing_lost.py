@@ -1,8 +1,8 @@
 """Nothing lost: crashes, concurrent indexers, shards and database faults.
 
-Indexers run as ``python -m metastore`` subprocesses; the test hooks of
-``metastore.testhooks.TestHooks`` make them die (SIGKILL) or pause at a chosen
-point, so no test depends on timing.  After each scenario the database must
+Indexers run as ``metastore`` subprocesses (``tests/hooked_cli.py``); the
+crash points of ``tests/crashpoints.py`` make them die (SIGKILL) or pause at
+a chosen point, so no test depends on timing.  After each scenario the database must
 equal a clean run (export and row counts) and break no invariant
 (``reliability.BROKEN``).  See docs/guarantees.md.
 """
@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
+from crashpoints import CrashPoints
 from reliability import (
     BATCH,
     PATIENCE,
@@ -40,7 +41,6 @@ from metastore import DatabaseProvider, index_paths
 from metastore.cli import cli
 from metastore.index.sharding import parse_shard, shard_of
 from metastore.store import Store, db
-from metastore.testhooks import TestHooks
 
 pytestmark = pytest.mark.slow
 
@@ -509,43 +509,19 @@ def test_populated_database_downgrades_and_upgrades(
     assert_like_clean(db_url, clean)
 
 
-def test_hooks_do_nothing_without_their_variables() -> None:
-    """Without METASTORE_TEST_* variables no hook is set."""
-    hooks = TestHooks({})
-    assert hooks.kill_after_batches is None
-    assert hooks.kill_at is None and hooks.pause_at is None
-    hooks.batch_committed(1)
-    hooks.before_sql("INSERT INTO image_modules VALUES (1)")
+def test_crash_points_do_nothing_without_their_variables() -> None:
+    """Without METASTORE_TEST_* variables no point is set, and none fires."""
+    points = CrashPoints({})
+    assert not points.active
+    assert points.kill_after_batches is None
+    assert points.kill_at is None and points.pause_at is None
+    points.batch_committed()
+    points.before_sql("INSERT INTO image_modules VALUES (1)")
 
 
-@pytest.mark.postgres
-def test_hooks_see_the_copy_of_module_rows(
-    postgres_url: str,
-    archive: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """PostgreSQL's COPY bypasses SQLAlchemy's events; the SQL hooks still see it."""
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
-
-    from metastore import testhooks
-    from metastore.store import write as store_write
-
-    go = tmp_path / "go"
-    go.touch()  # pause only marks the point, then goes on
-    hooks = TestHooks(
-        {
-            "METASTORE_TEST_PAUSE_AT_SQL": f"2:{module_rows_sql(postgres_url)}",
-            "METASTORE_TEST_PAUSE_FILE": str(go),
-        }
-    )
-    monkeypatch.setattr(TestHooks, "_instance", hooks)
-    monkeypatch.setattr(store_write, "BEFORE_COPY", [])
-    try:
-        with Store(postgres_url) as store:
-            index_paths(store, [archive / "a"], workers=1, batch_size=BATCH)
-    finally:
-        event.remove(Engine, "before_cursor_execute", testhooks._before_sql)
-    # No statement but the COPY holds this text: the hook saw two of them.
-    assert Path(f"{go}.paused").exists()
+def test_metastore_never_imports_the_crash_points() -> None:
+    """The crash points live in tests/: no module of the package names them."""
+    package = Path(db.__file__).resolve().parents[1]
+    for path in package.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert "crashpoints" not in text and "testhooks" not in text, path

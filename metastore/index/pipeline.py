@@ -13,8 +13,7 @@ batch whose write loses the PostgreSQL connection is written again after a
 reconnect (:data:`RECONNECT_ATTEMPTS`); a batch the database refuses is
 written again source by source.  The store says which is which
 (``ConnectionLostError``, ``DataRefusedError``).  The run's counts are kept
-in a ``metastore.index.report.Tally``; ``metastore.testhooks`` holds the
-crash points the tests set.
+in a ``metastore.index.report.Tally``.
 """
 
 from __future__ import annotations
@@ -57,7 +56,6 @@ from metastore.index.sharding import (
 from metastore.locations import legacy_location, location_of
 from metastore.records import ErrorRecord, InstanceRecord, Outcome
 from metastore.store.encode import EncodeMemo, pre_encode
-from metastore.testhooks import TestHooks
 
 if TYPE_CHECKING:
     from metastore.store import Store
@@ -144,7 +142,6 @@ class _Batches:
         self._instances, self._errors, self._images = [], [], 0
         self._entries = {}
         self.written += 1
-        TestHooks.get().batch_committed(self.written)
 
     def stream(self, stream: SourceStream, *, keep: bool) -> str:
         """Write a source too large to hold (``status="stream"``) in its own batch.
@@ -185,7 +182,6 @@ class _Batches:
             if keep and dups:
                 self.duplicates[location] = (stream.entry, dups)
             self.written += 1
-            TestHooks.get().batch_committed(self.written)
             return status
         self._tally.streamed("failed", 0, 0, [error], 1)
         self.add((), (error,))
@@ -296,7 +292,6 @@ def _index(
     shard: tuple[int, int] | None,
 ) -> IndexReport:
     """:func:`index_paths`, its arguments checked."""
-    TestHooks.install()
     roots = [os.path.abspath(os.fspath(p)) for p in paths]
     # What the store knows the roots by (file names that are not UTF-8 are
     # escaped in locations, see metastore.locations).

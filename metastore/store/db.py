@@ -3,9 +3,10 @@
 This module owns how a URL becomes a working engine (SQLite pragmas and
 transactional DDL, PostgreSQL through psycopg 3), how passwords are kept out
 of messages (:func:`redact`), how driver errors become metastore's
-(:func:`map_driver_errors`, the one place they are classified), and the
-Alembic operations the library and the ``metastore db`` commands use:
-:func:`upgrade`, :func:`downgrade`, :func:`current`, :func:`is_at_head` and
+(:func:`map_driver_errors`, the one place they are classified), who may
+watch the SQL sent (:func:`on_statement`), and the Alembic operations the
+library and the ``metastore db`` commands use: :func:`upgrade`,
+:func:`downgrade`, :func:`current`, :func:`is_at_head` and
 :func:`ensure_schema`.
 """
 
@@ -17,7 +18,7 @@ import logging
 import os
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,7 @@ __all__ = [
     "DEFAULT_URL",
     "VERSION_TABLE",
     "alembic_config",
+    "announce_statement",
     "create_engine",
     "current",
     "database_files",
@@ -58,6 +60,7 @@ __all__ = [
     "is_at_head",
     "known_revision",
     "map_driver_errors",
+    "on_statement",
     "redact",
     "script_location",
     "scrub",
@@ -278,6 +281,59 @@ def _is_lost(exc: BaseException, engine: Engine, sqlstate: str | None) -> bool:
     return isinstance(exc, OperationalError) and (
         sqlstate is None or sqlstate[:2] == "08" or sqlstate in _LOST_SQLSTATES
     )
+
+
+# -- watching the SQL ---------------------------------------------------------
+
+#: The functions :func:`on_statement` installed, in order.
+_STATEMENT_LISTENERS: list[Callable[[str], None]] = []
+
+
+def on_statement(listener: Callable[[str], None]) -> Callable[[], None]:
+    """Call ``listener(sql)`` just before each SQL statement this process sends.
+
+    It sees the statements of every engine (SQLAlchemy's
+    ``before_cursor_execute`` event) and also the binary ``COPY`` by which
+    the store sends PostgreSQL a batch's ``image_modules`` rows, which goes
+    around SQLAlchemy's cursor and so past its events.  For tracing and for
+    tests (the crash tests stop a process at a chosen statement).  A
+    listener runs in the thread that sends the statement, inside its
+    transaction; what it raises stops the statement.  Nothing is installed
+    until the first listener is.
+
+    Returns:
+        A function that removes the listener.
+    """
+    if not event.contains(Engine, "before_cursor_execute", _before_cursor_execute):
+        event.listen(Engine, "before_cursor_execute", _before_cursor_execute)
+    _STATEMENT_LISTENERS.append(listener)
+
+    def remove() -> None:
+        if listener in _STATEMENT_LISTENERS:
+            _STATEMENT_LISTENERS.remove(listener)
+        if not _STATEMENT_LISTENERS and event.contains(
+            Engine, "before_cursor_execute", _before_cursor_execute
+        ):
+            event.remove(Engine, "before_cursor_execute", _before_cursor_execute)
+
+    return remove
+
+
+def announce_statement(statement: str) -> None:
+    """Tell the :func:`on_statement` listeners that ``statement`` is sent now.
+
+    For the statements the store sends around SQLAlchemy's cursor (the
+    ``COPY`` of ``store.write.copy_rows``); SQLAlchemy's event tells of the
+    others.
+    """
+    for listener in tuple(_STATEMENT_LISTENERS):
+        listener(statement)
+
+
+def _before_cursor_execute(
+    conn: Connection, cursor: Any, statement: str, *args: Any, **kwargs: Any
+) -> None:
+    announce_statement(statement)
 
 
 def _normalise_url(url: str | URL) -> URL:

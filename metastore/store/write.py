@@ -9,7 +9,7 @@ store and imports no pydicom.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 
 from metastore.records import ErrorRecord, LazyImages
 from metastore.store import schema as t
+from metastore.store.db import announce_statement
 from metastore.store.encode import (
     EncodedInstance,
     Prepared,
@@ -211,11 +212,6 @@ def insert_rows(
     return []
 
 
-#: Called with the statement text just before each ``COPY``: a ``COPY`` runs
-#: on the driver's connection, so SQLAlchemy's cursor events never see it.
-#: ``metastore.testhooks.TestHooks`` adds its SQL hook here.
-BEFORE_COPY: list[Callable[[str], None]] = []
-
 #: How PostgreSQL receives the ``image_modules`` rows of a batch.
 COPY_IMAGE_MODULES = (
     "COPY image_modules (image_id, module_type_id, value_id) FROM STDIN (FORMAT BINARY)"
@@ -257,10 +253,11 @@ def copy_rows(
     It runs in ``conn``'s transaction.  Driver errors come out as SQLAlchemy
     ``DBAPIError`` like those of any statement (so the store retries
     deadlocks and the indexer reconnects after a lost connection), and a
-    lost connection is invalidated as SQLAlchemy would.
+    lost connection is invalidated as SQLAlchemy would.  The ``COPY`` runs
+    on the driver's connection, past SQLAlchemy's cursor events, so it is
+    announced to :func:`metastore.store.db.on_statement`'s listeners here.
     """
-    for listener in BEFORE_COPY:
-        listener(statement)
+    announce_statement(statement)
     fairy = conn.connection
     dbapi = conn.dialect.loaded_dbapi
     try:

@@ -1,0 +1,60 @@
+"""``metastore.store.db.on_statement``: a listener sees every SQL statement sent.
+
+The neutral seam the crash tests (``tests/crashpoints.py``) stop processes
+with: every engine's statements, and PostgreSQL's binary ``COPY``, which goes
+around SQLAlchemy's cursor and so past its events.
+"""
+
+from __future__ import annotations
+
+import pytest
+from test_store import make_instance
+
+from metastore.store import Store, db
+
+
+def test_a_listener_sees_every_statement_of_a_batch_copy_included(
+    db_url: str,
+) -> None:
+    """The module rows (COPY on PostgreSQL, INSERT on SQLite) and the rest,
+    in order; once removed, the listener hears nothing more."""
+    seen: list[str] = []
+    with Store(db_url) as store:
+        remove = db.on_statement(seen.append)
+        try:
+            store.write_batch([make_instance("/a/1.dcm", "1.1")])
+        finally:
+            remove()
+        module_rows = (
+            "COPY image_modules"
+            if store.engine.dialect.name == "postgresql"
+            else "INSERT INTO image_modules"
+        )
+        (rows,) = [n for n, sql in enumerate(seen) if sql.startswith(module_rows)]
+        (instances,) = [n for n, sql in enumerate(seen) if "INTO instances" in sql]
+        assert instances < rows
+        heard = len(seen)
+        store.write_batch([make_instance("/a/2.dcm", "1.2")])
+        assert store.stats()["instances"] == 2
+    assert len(seen) == heard
+
+
+def test_what_a_listener_raises_stops_the_statement(db_url: str) -> None:
+    """A listener runs before the statement: raising there sends nothing."""
+
+    class Stop(Exception):
+        pass
+
+    def refuse_module_rows(sql: str) -> None:
+        if "image_modules" in sql and not sql.startswith("SELECT"):
+            raise Stop
+
+    with Store(db_url) as store:
+        remove = db.on_statement(refuse_module_rows)
+        try:
+            with pytest.raises(Stop):
+                store.write_batch([make_instance("/a/1.dcm", "1.1")])
+        finally:
+            remove()
+        assert store.stats()["instances"] == 0  # the transaction rolled back
+        assert store.write_batch([make_instance("/a/1.dcm", "1.1")]) == []
