@@ -12,17 +12,25 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from metastore.errors import DicomError, IndexingError
-from metastore.imageid import ImageId
-from metastore.modules import frame_modules, number_of_frames
+from metastore.modules import MAPPING_VERSION, frame_modules, number_of_frames
 from metastore.records import ImageRecord, InstanceRecord, Source
 from metastore.types import DicomJson
 
-#: ``(study, series, instance) -> imageId`` of frame 1: how a source names its
-#: instances; frame N is ``.with_frame(N)``.
-ImageIdFactory = Callable[[str, str, str], ImageId]
+
+class FrameNames(Protocol):
+    """Names the frames of one instance: an :class:`ImageId` is one."""
+
+    def with_frame(self, frame: int) -> str:
+        """The imageId of 1-based frame ``frame``."""
+        ...
+
+
+#: ``(study, series, instance) -> names of its frames`` (an imageId of the
+#: instance): how a source names its instances; frame N is ``.with_frame(N)``.
+ImageIdFactory = Callable[[str, str, str], FrameNames]
 
 _DATE = re.compile(r"[0-9]{8}")
 _LEGACY_DATE = re.compile(r"[0-9]{4}\.[0-9]{2}\.[0-9]{2}")
@@ -243,4 +251,5 @@ def build_instance(
         number_of_frames=frames,
         dicom_json=instance,
         images=images,
+        mapping_version=MAPPING_VERSION,
     )
