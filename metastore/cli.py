@@ -25,7 +25,15 @@ import orjson
 
 from metastore.errors import MetastoreError, ModuleError
 from metastore.imageid import check_wadors_root, parse_image_id
-from metastore.index import DEFAULT_BATCH_SIZE, IndexReport, index_paths, parse_shard
+from metastore.index import (
+    DEFAULT_BATCH_SIZE,
+    IndexReport,
+    ReindexReport,
+    index_paths,
+    parse_shard,
+    reindex,
+    stale_instances,
+)
 from metastore.locations import location_of
 from metastore.modules import MODULE_TYPES
 from metastore.store import Store, db
@@ -238,8 +246,20 @@ def index(
                 progress=progress,
                 shard=shard,
             )
+        stale = stale_instances(store)
     _print_report(report, as_json)
+    _note_stale(stale)
     click.get_current_context().exit(report.exit_status)
+
+
+def _note_stale(stale: int) -> None:
+    """One line on stderr when the store holds answers of an older mapping."""
+    if stale:
+        click.echo(
+            f"{stale} instances hold answers of an older metastore mapping: "
+            "metastore reindex brings them up to date",
+            err=True,
+        )
 
 
 def _missing(path: str) -> bool:
@@ -318,6 +338,115 @@ def _progress() -> Iterator[Callable[[IndexReport], None]]:
         elif time.monotonic() - last[0] >= LOG_INTERVAL:
             last[0] = time.monotonic()
             click.echo(f"metastore index: {line}", err=True)
+
+    try:
+        yield show
+    finally:
+        if tty:
+            click.echo(err=True)
+
+
+@cli.command(name="reindex")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    help="Worker processes (default: one per CPU; 0 or 1: none).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=DEFAULT_BATCH_SIZE,
+    show_default=True,
+    help="Instances per transaction.",
+)
+@click.option(
+    "--all",
+    "everything",
+    is_flag=True,
+    help="Recompute every instance, not only those of an older mapping.",
+)
+@click.option(
+    "--upgrade", is_flag=True, help="Migrate a database whose schema is behind first."
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the report as one JSON object."
+)
+@db_option
+def reindex_command(
+    workers: int | None,
+    batch_size: int,
+    everything: bool,
+    upgrade: bool,
+    as_json: bool,
+    url: str,
+) -> None:
+    """Recompute stored answers of an older mapping from the stored DICOM JSON.
+
+    No source file is opened: the store keeps every instance's DICOM JSON
+    and the imageIds of its frames (kept as they are).  Only instances
+    whose answers another metastore version computed are recomputed, unless
+    --all.  Exit status: 0 when every one was, 1 when some could not be
+    (they keep their old answers; see stderr), 2 on bad usage or an
+    unusable database.
+
+    Example:
+
+    \b
+        metastore db upgrade && metastore reindex --db postgresql://user@host/pacs
+    """
+    with Store(url, upgrade=upgrade) as store, _reindex_progress() as progress:
+        report = reindex(
+            store,
+            workers=workers,
+            batch_size=batch_size,
+            everything=everything,
+            progress=progress,
+        )
+    for error in report.errors:
+        click.echo(f"{error.kind}: {error.location}: {error.reason}", err=True)
+    if report.error_count > len(report.errors):
+        click.echo(
+            f"... {report.error_count - len(report.errors)} more errors", err=True
+        )
+    if as_json:
+        fields = {name: getattr(report, name) for name in report.__dataclass_fields__}
+        fields["errors"] = [
+            {"location": e.location, "kind": e.kind, "reason": e.reason}
+            for e in report.errors
+        ]
+        _write_json_lines([{**fields, "rate": report.rate}], _stdout())
+    else:
+        click.echo(f"{report.instances} instances: {_reindex_counts(report)}")
+        click.echo(
+            f"{report.images} images in {report.seconds:.1f} s "
+            f"({report.rate:.0f} instances/s); {report.stale} instances stale"
+        )
+    click.get_current_context().exit(report.exit_status)
+
+
+def _reindex_counts(report: ReindexReport) -> str:
+    return (
+        f"{report.reindexed} reindexed, {report.failed} failed, "
+        f"{report.changed} changed meanwhile"
+    )
+
+
+@contextmanager
+def _reindex_progress() -> Iterator[Callable[[ReindexReport], None]]:
+    """Progress of a reindex, shown as ``index`` shows its own."""
+    tty = sys.stderr.isatty()
+    last = [time.monotonic()]
+
+    def show(report: ReindexReport) -> None:
+        line = (
+            f"{report.instances} instances: {_reindex_counts(report)} "
+            f"({report.rate:.0f} instances/s)"
+        )
+        if tty:
+            click.echo(f"\r{line}", nl=False, err=True)
+        elif time.monotonic() - last[0] >= LOG_INTERVAL:
+            last[0] = time.monotonic()
+            click.echo(f"metastore reindex: {line}", err=True)
 
     try:
         yield show
@@ -510,13 +639,17 @@ def _table(rows: list[dict[str, Any]]) -> str:
 def stats(url: str) -> None:
     """Print counts of studies, series, instances, images, values and errors as JSON.
 
+    ``stale_instances``: instances whose answers an older metastore mapping
+    computed (``metastore reindex`` recomputes them).
+
     Example:
 
     \b
         metastore stats --db postgresql://user@host/pacs
     """
     with Store(url, read_only=True) as store:
-        _write_json_lines([store.stats()], _stdout())
+        counts = {**store.stats(), "stale_instances": stale_instances(store)}
+    _write_json_lines([counts], _stdout())
 
 
 @cli.group(name="db")

@@ -5,7 +5,9 @@ where it came from, the attributes people search by, its full DICOM JSON and,
 per frame, the Cornerstone modules.  The indexer builds them (in worker
 processes, so they must pickle); ``metastore.store.api`` writes them.  An
 :class:`Outcome` is what reading one source gave, as a worker hands it to the
-run's pipeline and report.  This module imports only ``metastore.types``.
+run's pipeline and report.  A :class:`StoredInstance` goes the other way:
+an instance as stored, read back for ``metastore reindex``.  This module
+imports only ``metastore.types``.
 """
 
 from __future__ import annotations
@@ -99,6 +101,32 @@ class InstanceRecord:
     dicom_json: DicomJson
     #: One per frame that is an image; lazy for instances of many frames.
     images: list[ImageRecord] | LazyImages = field(default_factory=list)
+    #: The ``metastore.modules.MAPPING_VERSION`` that computed the modules
+    #: of ``images``; ``None``: unknown (the store counts it as stale).
+    mapping_version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredInstance:
+    """One instance as the store kept it, for ``metastore reindex``.
+
+    What recomputing its modules needs without opening its source: the
+    stored DICOM JSON, where it came from, and the imageIds its frames are
+    stored under (a reindex keeps them).  The store hands these out
+    (``Store.instances_to_reindex``) and takes them back with the new
+    records (``Store.replace_modules``), which writes only if the instance
+    is still the one read (``fingerprint``).
+    """
+
+    #: The ``instances.id`` row.
+    id: int
+    sop_instance_uid: str
+    source: Source
+    dicom_json: DicomJson
+    #: ``{frame: imageId}`` of the images stored for it.
+    image_ids: Mapping[int, str]
+    #: The stored DICOM JSON's identity when read (its base row and digest).
+    fingerprint: tuple[int | None, str]
 
 
 @dataclass(frozen=True, slots=True)

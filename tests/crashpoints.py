@@ -12,7 +12,8 @@ binary ``COPY`` too), and SQLAlchemy's own events.
 
 ``METASTORE_TEST_KILL_AFTER_BATCHES=N``
     SIGKILL the process right after its N-th committed write transaction
-    that inserted instances (a batch of the indexer).
+    that inserted instances (a batch of the indexer) or set their mapping
+    version (a batch of ``metastore reindex``).
 ``METASTORE_TEST_KILL_AT_SQL=N:TEXT``
     SIGKILL the process just before the N-th SQL statement (of any engine of
     the process, ``COPY`` included) that contains TEXT, ignoring case:
@@ -39,8 +40,15 @@ from sqlalchemy.pool import Pool
 
 from metastore.store import db
 
-#: The statement that makes a write transaction a batch (it stores instances).
-BATCH_SQL = "insert into instances"
+#: Statements that make a write transaction a batch: an indexer batch stores
+#: instances; a reindex batch sets their mapping version.
+
+
+def is_batch_sql(text: str) -> bool:
+    """Whether ``text`` (lower case) is a batch's statement."""
+    return "insert into instances" in text or (
+        "update instances set" in text and "mapping_version" in text
+    )
 
 
 class CrashPoints:
@@ -83,7 +91,7 @@ class CrashPoints:
     def before_sql(self, statement: str) -> None:
         """Just before each SQL statement: count, and kill or pause on a point."""
         text = statement.lower()
-        if BATCH_SQL in text:
+        if is_batch_sql(text):
             self._in_batch = True
         for point in (self.kill_at, self.pause_at):
             if point is not None and point[1] in text:

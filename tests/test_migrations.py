@@ -426,3 +426,69 @@ def test_store_deletes_leave_no_module_row_behind(db_url: str, tmp_path: Path) -
     fresh = f"sqlite:///{tmp_path / 'fresh.sqlite'}"
     _index(fresh, root)
     assert answers == _export(fresh)
+
+
+# -- revision 0004: instances.mapping_version ----------------------------------
+
+
+def _mapping_versions(engine: sa.Engine) -> dict[str | None, int]:
+    """``{mapping_version: instances}`` (the column exists from 0004 on)."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            sa.text(
+                "SELECT mapping_version, count(*) FROM instances "
+                "GROUP BY mapping_version"
+            )
+        )
+        return {version: n for version, n in rows}
+
+
+def _instance_columns(engine: sa.Engine) -> set[str]:
+    with engine.connect() as connection:
+        inspector = sa.inspect(connection)
+        return {c["name"] for c in inspector.get_columns("instances")}
+
+
+def test_0004_marks_every_stored_instance_stale(db_url: str, tmp_path: Path) -> None:
+    """A database populated at 0002, upgraded: every instance at unknown mapping.
+
+    The store's answers are kept as they were (stale is better than
+    nothing) and counted stale; downgrading again forgets the column and
+    keeps every row; ``reindex`` brings them to this mapping.
+    """
+    from metastore.index import reindex, stale_instances
+    from metastore.modules import MAPPING_VERSION
+
+    _index(db_url, _archive(tmp_path / "archive"))
+    answers = _export(db_url)
+    engine = db.create_engine(db_url)
+    try:
+        kept = _stored(engine)
+        assert _mapping_versions(engine) == {MAPPING_VERSION: 4}
+        db.downgrade(engine, "0002")  # the database of the previous release
+        assert "mapping_version" not in _instance_columns(engine)
+        assert _stored(engine) == kept
+        db.upgrade(engine, "0004")
+        assert _mapping_versions(engine) == {None: 4}
+        assert _stored(engine) == kept
+        with engine.connect() as connection:
+            indexes = sa.inspect(connection).get_indexes("instances")
+        assert {(i["name"], tuple(i["column_names"])) for i in indexes} >= {
+            ("ix_instances_mapping_version", ("mapping_version",))
+        }
+        db.downgrade(engine, "0002")
+        assert _stored(engine) == kept
+        db.upgrade(engine)
+    finally:
+        engine.dispose()
+    assert _export(db_url) == answers
+    with Store(db_url) as store:
+        assert stale_instances(store) == 4
+        report = reindex(store, workers=1)
+        assert (report.reindexed, report.stale) == (4, 0)
+    assert _export(db_url) == answers
+    engine = db.create_engine(db_url)
+    try:
+        assert _mapping_versions(engine) == {MAPPING_VERSION: 4}
+    finally:
+        engine.dispose()

@@ -12,7 +12,9 @@ source passes through them:
 - ``extract``: one DICOM JSON instance -> its record (UIDs, search
   attributes, one image per frame);
 - ``report``: the run's tally and report;
-- ``pipeline``: the run itself (workers, batches, reconnects, prune).
+- ``pipeline``: the run itself (workers, batches, reconnects, prune);
+- ``recompute``: stale stored answers recomputed from the stored DICOM JSON
+  (:func:`reindex`, its :class:`ReindexReport`, :func:`stale_instances`).
 
 The names load on first use, so that a worker importing ``read`` does not
 import the pipeline.
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from metastore.index.discovery import HEAD_SIZE, Kind, sniff
     from metastore.index.pipeline import DEFAULT_BATCH_SIZE, index_paths
+    from metastore.index.recompute import ReindexReport, reindex, stale_instances
     from metastore.index.report import IndexReport
     from metastore.index.sharding import parse_shard
 
@@ -34,9 +37,12 @@ __all__ = [
     "HEAD_SIZE",
     "IndexReport",
     "Kind",
+    "ReindexReport",
     "index_paths",
     "parse_shard",
+    "reindex",
     "sniff",
+    "stale_instances",
 ]
 
 _EXPORTS = {
@@ -47,6 +53,9 @@ _EXPORTS = {
     "IndexReport": "metastore.index.report",
     "index_paths": "metastore.index.pipeline",
     "parse_shard": "metastore.index.sharding",
+    "ReindexReport": "metastore.index.recompute",
+    "reindex": "metastore.index.recompute",
+    "stale_instances": "metastore.index.recompute",
 }
 
 

@@ -12,17 +12,25 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from metastore.errors import DicomError, IndexingError
-from metastore.imageid import ImageId
-from metastore.modules import instance_frame_modules, number_of_frames
+from metastore.modules import MAPPING_VERSION, instance_frame_modules, number_of_frames
 from metastore.records import ImageRecord, InstanceRecord, LazyImages, Source
 from metastore.types import DicomJson
 
-#: ``(study, series, instance) -> imageId`` of frame 1: how a source names its
-#: instances; frame N is ``.with_frame(N)``.
-ImageIdFactory = Callable[[str, str, str], ImageId]
+
+class FrameNames(Protocol):
+    """Names the frames of one instance: an :class:`ImageId` is one."""
+
+    def with_frame(self, frame: int) -> str:
+        """The imageId of 1-based frame ``frame``."""
+        ...
+
+
+#: ``(study, series, instance) -> names of its frames`` (an imageId of the
+#: instance): how a source names its instances; frame N is ``.with_frame(N)``.
+ImageIdFactory = Callable[[str, str, str], FrameNames]
 
 _DATE = re.compile(r"[0-9]{8}")
 _LEGACY_DATE = re.compile(r"[0-9]{4}\.[0-9]{2}\.[0-9]{2}")
@@ -256,6 +264,7 @@ def build_instance(
         number_of_frames=frames,
         dicom_json=instance,
         images=_FrameImages(instance, base, last, count) if lazy else images,
+        mapping_version=MAPPING_VERSION,
     )
 
 
@@ -268,7 +277,7 @@ class _FrameImages(LazyImages):
 
     __slots__ = ("_base", "_count", "_instance", "_last")
 
-    def __init__(self, instance: DicomJson, base: ImageId, last: int, count: int):
+    def __init__(self, instance: DicomJson, base: FrameNames, last: int, count: int):
         self._instance = instance
         self._base = base
         self._last = last
@@ -288,8 +297,8 @@ class _FrameImages(LazyImages):
     def first_image_id(self) -> str:
         return self._base.with_frame(1)
 
-    def __getstate__(self) -> tuple[DicomJson, ImageId, int, int]:
+    def __getstate__(self) -> tuple[DicomJson, FrameNames, int, int]:
         return self._instance, self._base, self._last, self._count
 
-    def __setstate__(self, state: tuple[DicomJson, ImageId, int, int]) -> None:
+    def __setstate__(self, state: tuple[DicomJson, FrameNames, int, int]) -> None:
         self._instance, self._base, self._last, self._count = state

@@ -59,6 +59,7 @@ from metastore.types import DicomJson, ModuleValue
 
 __all__ = [
     "ANSWERED_TYPES",
+    "MAPPING_VERSION",
     "MODULE_TYPES",
     "Builder",
     "Frame",
@@ -74,6 +75,15 @@ __all__ = [
     "to_lower_camel_tag",
     "to_upper_camel_tag",
 ]
+
+#: The identity of this mapping: every stored instance records the version
+#: whose answers it holds (``instances.mapping_version``), and ``metastore
+#: reindex`` recomputes the instances stored by any other.  Move it with
+#: every change that alters an answer, and only then: the Cornerstone
+#: version, then a revision.  ``tests/test_mapping_version.py`` fails when
+#: the answers over the fixture corpus change while it stays put (record
+#: the new digest with ``scripts/mapping_digest.py --update``).
+MAPPING_VERSION = "5.14-1"
 
 #: A module builder: ``(frame, image_id) -> value``.
 Builder = Callable[[Frame, str], ModuleAnswer | None]

@@ -4,7 +4,8 @@ This module owns :class:`DatabaseProvider`, the read path that Cornerstone-
 style lookups hit: a bounded in-process cache of every module of an image,
 filled one image (or one whole series) per query.  It imports only
 :mod:`metastore.store.api`, :mod:`metastore.imageid`,
-:mod:`metastore.moduletypes` and :mod:`metastore.types`.
+:mod:`metastore.moduletypes` and :mod:`metastore.types` (and
+:mod:`metastore.modules`' version, when asked how many answers are stale).
 """
 
 from __future__ import annotations
@@ -202,6 +203,18 @@ class DatabaseProvider:
         with self._lock:
             self._cache = {}
             self._shared.clear()
+
+    def stale_instances(self) -> int:
+        """How many stored instances hold answers of an older mapping.
+
+        The provider answers them as stored (a stale answer beats none);
+        ``metastore reindex`` recomputes them.  One count over an index,
+        asked afresh each call.
+        """
+        # Here, not at the top: the mapping is not needed to answer lookups.
+        from metastore.modules import MAPPING_VERSION
+
+        return self.store.stale_instances(MAPPING_VERSION)
 
     def cache_info(self) -> dict[str, int]:
         """``{"images": cached images, "cache_size": limit}``."""

@@ -26,7 +26,7 @@ import sqlalchemy.dialects.sqlite  # the default backend's, loaded with the stor
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from metastore.records import ErrorRecord, InstanceRecord, LazyImages
+from metastore.records import ErrorRecord, InstanceRecord, LazyImages, StoredInstance
 from metastore.store import codec
 from metastore.store import encode as store_encode
 from metastore.store import read as store_read
@@ -81,6 +81,12 @@ def _store_query() -> ModuleType:
     return store_query
 
 
+def _store_rewrite() -> ModuleType:
+    from metastore.store import rewrite as store_rewrite
+
+    return store_rewrite
+
+
 def _store_write() -> ModuleType:
     from metastore.store import write as store_write
 
@@ -90,12 +96,14 @@ def _store_write() -> ModuleType:
 if TYPE_CHECKING:
     from metastore.store import prune as store_prune
     from metastore.store import query as store_query
+    from metastore.store import rewrite as store_rewrite
     from metastore.store import schema as t
     from metastore.store import write as store_write
 else:
     t = _OnFirstUse("t", _schema)
     store_prune = _OnFirstUse("store_prune", _store_prune)
     store_query = _OnFirstUse("store_query", _store_query)
+    store_rewrite = _OnFirstUse("store_rewrite", _store_rewrite)
     store_write = _OnFirstUse("store_write", _store_write)
 
 log = logging.getLogger(__name__)
@@ -436,6 +444,80 @@ class Store:
             lambda conn: store_prune.prune(conn, roots, seen, owns, keep),
             exclusive=True,
         )
+
+    # -- mapping versions and reindex ---------------------------------------
+
+    def stale_instances(self, current: str) -> int:
+        """How many instances hold modules computed by another mapping.
+
+        Args:
+            current: the running mapping's version
+                (``metastore.modules.MAPPING_VERSION``); instances stored
+                by any other, or by an unknown one (before schema revision
+                0004), are stale.
+        """
+        with self._read() as conn:
+            return store_rewrite.count_stale(conn, current)
+
+    def instances_to_reindex(
+        self, current: str | None, *, after: int = 0, limit: int = 100
+    ) -> list[StoredInstance]:
+        """The next ``limit`` instances to recompute, by ``instances.id``.
+
+        Each with its stored DICOM JSON, source and the imageIds of its
+        stored frames: all :meth:`replace_modules` needs, no source file.
+
+        Args:
+            current: only instances stale against this mapping version;
+                ``None``: every instance.
+            after: only ids above this (the last id of the previous call).
+            limit: at most this many.
+        """
+        with self._read() as conn:
+            return store_rewrite.read_instances(conn, current, after, limit)
+
+    def replace_modules(
+        self, pairs: Sequence[tuple[StoredInstance, InstanceRecord]]
+    ) -> tuple[store_rewrite.Replaced, list[ErrorRecord]]:
+        """Replace the modules of stored instances, in one transaction.
+
+        Each pair is an instance as :meth:`instances_to_reindex` read it and
+        its record recomputed from that DICOM JSON (same SOP Instance UID,
+        frames named by the stored imageIds).  An instance deleted or
+        written again since it was read is left alone.  Images keep their
+        rows; frames that became images are added, those no longer images
+        deleted; each instance records the record's ``mapping_version``.
+        Concurrent readers see the old modules of an image or the new ones,
+        never a mix.  Replaced values stay until :meth:`sweep`.
+
+        Returns:
+            What was done (instances replaced, left alone, images added,
+            removed and taken by another instance), and the records refused
+            as :meth:`write_batch` would refuse them.
+        """
+        stored = {old.sop_instance_uid: old for old, _ in pairs}
+        for old, new in pairs:
+            if new.sop_instance_uid != old.sop_instance_uid:
+                raise ValueError(
+                    f"record {new.sop_instance_uid} is not instance "
+                    f"{old.sop_instance_uid}"
+                )
+        batch = store_encode.prepare([new for _, new in pairs], [])
+
+        def work(conn: Connection) -> store_rewrite.Replaced:
+            type_ids = store_write.ensure_module_types(conn, batch.module_types)
+            return store_rewrite.replace(conn, batch, type_ids, stored)
+
+        return self._write(work), batch.errors
+
+    def sweep(self) -> None:
+        """Delete module values and imageId prefixes no row refers to any more.
+
+        What :meth:`prune` sweeps after deleting, without deleting anything
+        else first: after :meth:`replace_modules`.  Exclusive of writers, like
+        prune.
+        """
+        self._write(store_rewrite.sweep, exclusive=True)
 
     def errors(self) -> list[ErrorRecord]:
         """The recorded errors, oldest first."""

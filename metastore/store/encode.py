@@ -32,6 +32,8 @@ MAX_SEARCH = 400
 #: Longest error location stored, in UTF-8 bytes (``index_errors.location``
 #: is indexed; a path deeper than this is reported with its start).
 MAX_ERROR_LOCATION = 2000
+#: Longest ``InstanceRecord.mapping_version`` (``instances.mapping_version``).
+MAX_MAPPING_VERSION = 32
 ERROR_KINDS = frozenset({"unreadable", "invalid", "duplicate"})
 
 
@@ -194,6 +196,11 @@ def _invalid_reason(record: InstanceRecord) -> str | None:
             return f"{name} longer than {MAX_UID} characters: {uid!r}"
     if record.sop_class_uid is not None and len(record.sop_class_uid) > MAX_UID:
         return f"sop_class_uid longer than {MAX_UID} characters"
+    version = record.mapping_version
+    if version is not None and (
+        len(version) > MAX_MAPPING_VERSION or not is_storable(version)
+    ):
+        return f"mapping_version is not a short text: {version!r}"
     identifiers = [
         ("study_instance_uid", record.study_instance_uid),
         ("series_instance_uid", record.series_instance_uid),

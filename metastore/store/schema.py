@@ -119,6 +119,12 @@ class Instance(Base):
     #: against (a sibling's DICOM JSON), if any.  Not a declared foreign key:
     #: see :class:`ModuleValueRow`.
     dicom_json_base_id: Mapped[int | None] = mapped_column(Integer)
+    #: ``metastore.modules.MAPPING_VERSION`` of the mapping that computed
+    #: this instance's stored modules; ``None``: unknown (stored before
+    #: revision 0004).  An instance at any other version than the running
+    #: metastore's is *stale*: ``metastore reindex`` recomputes it.  Indexed,
+    #: so that counting the stale ones reads the index, not the DICOM JSON.
+    mapping_version: Mapped[str | None] = mapped_column(String(32), index=True)
 
 
 class ImageIdPrefix(Base):

@@ -64,6 +64,7 @@ INSTANCE_COLUMNS = (
     "source_id",
     "dicom_json",
     "dicom_json_base_id",
+    "mapping_version",
 )
 SERIES_FIELDS = (
     "modality",
@@ -470,6 +471,7 @@ def write(
                     None
                     if item.dicom_json_base is None
                     else base_ids[item.dicom_json_base],
+                    item.record.mapping_version,
                 )
                 for item in sorted(
                     batch.instances, key=lambda item: item.record.sop_instance_uid

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from metastore.errors import MetastoreError
+from metastore.store import Store
 from metastore.store.db import database_files, redact, secrets
 from metastore.web.app import PREFIX, create_app
 from metastore.web.security import LOOPBACK_NAMES, SecretFilter, is_loopback, log
@@ -45,6 +46,23 @@ def _check_database(url: str) -> None:
         raise ServeError(
             f"no database at {files[0]}: index an archive first "
             "(metastore index ARCHIVE --db ...)"
+        )
+
+
+def _note_stale(store: Store) -> None:
+    """One log line when the store holds answers of an older mapping.
+
+    What is served (DICOM JSON, frames) does not depend on them, but the
+    store's module answers do: say how to bring them up to date.
+    """
+    from metastore.index import stale_instances
+
+    stale = stale_instances(store)
+    if stale:
+        log.warning(
+            "%d instances hold answers of an older metastore mapping: "
+            "metastore reindex brings them up to date",
+            stale,
         )
 
 
@@ -79,6 +97,7 @@ def run(
         )
     allowed = None if token or insecure else {*LOOPBACK_NAMES, host}
     app = create_app(url, token=token, allowed_hosts=allowed)
+    _note_stale(app.state.store)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
