@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "metastore.registry": 1,
     "metastore.values": 2,
     "metastore.dicomjson": 2,
+    "metastore.attributes": 2,
     "metastore._vr": 2,
     "metastore._sq": 2,
     "metastore.frames": 3,
@@ -54,6 +55,7 @@ LAYERS: dict[str, int] = {
 #: Third-party imports that must stay out of some layers.
 FORBIDDEN = {
     "sqlalchemy": (
+        "metastore.attributes",
         "metastore.values",
         "metastore.frames",
         "metastore.modules",
@@ -62,6 +64,7 @@ FORBIDDEN = {
         "metastore.imageid",
     ),
     "pydicom": (
+        "metastore.attributes",
         "metastore.schema",
         "metastore.db",
         "metastore.registry",
