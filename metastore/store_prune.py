@@ -42,7 +42,10 @@ def prune(
         for (loc,) in conn.execute(sa.select(err).where(_under(err, root))):
             if gone(loc):
                 stale_errors.append(loc)
-    count = store_write.delete_instances_of_sources(conn, stale)
+    count, emptied = store_write.delete_instances_of_sources(conn, stale)
+    # A series or study that lost the instance its attributes came from takes
+    # those of its lowest instance left; one left without any goes.
+    store_write.settle(conn, emptied, written={}, lost=emptied)
     for part in store_write.chunks(sorted(set(stale))):
         conn.execute(sa.delete(t.sources).where(t.sources.c.id.in_(part)))
     for part in store_write.chunks(sorted(set(stale_errors))):
