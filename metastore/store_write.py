@@ -769,7 +769,10 @@ def settle(
     _update(conn, se, updates)
     _delete_unused(conn, se, [id_ for id_ in rows if id_ not in lowest], t.instances)
 
+    # (and every study the batch named: a record's study may hold none of
+    # its series, when the series is another study's)
     studies = {row.study_id for row in rows.values()} | recheck
+    studies |= set((study_ids or {}).values())
     rows = _locked(conn, st, [st.c[f] for f in STUDY_FIELDS], studies)
     lowest = _lowest_sops(conn, st, sorted(rows))
     recheck = {id_ for id_ in recheck if id_ in lowest}
