@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pydicom
 import sqlalchemy as sa
 from dicom_samples import EMRI, copy, dicom_json, junk, write_ct, write_json, zip_of
 
@@ -64,6 +65,29 @@ def build_archive(root: Path) -> Path:
     )
     junk(root / "c" / "junk.bin")
     (root / "a" / "README.txt").write_text("not DICOM\n")
+    return root
+
+
+def build_archive_with_duplicates(root: Path) -> Path:
+    """:func:`build_archive` plus two copies of stored instances, refused.
+
+    ``a/ct03x.dcm`` copies ``a/ct03.dcm`` under another study and series,
+    ``b/ct02y.dcm`` copies ``b/ct02.dcm`` as is; both name another patient,
+    modality and study description.  They fall into the first batches, so a
+    run killed later reads them again.
+    """
+    build_archive(root)
+    for original, name, uids in (
+        ("a/ct03.dcm", "a/ct03x.dcm", ("1.2.826.0.1.3680043.8.498.77.9", "9")),
+        ("b/ct02.dcm", "b/ct02y.dcm", None),
+    ):
+        ds = pydicom.dcmread(root / original)
+        if uids is not None:
+            ds.StudyInstanceUID = uids[0]
+            ds.SeriesInstanceUID = f"{uids[0]}.{uids[1]}"
+        ds.PatientID, ds.PatientName, ds.Modality = "WRONG", "Intruder^Eve", "MR"
+        ds.StudyDescription = "INTRUDER"
+        ds.save_as(root / name, enforce_file_format=True)
     return root
 
 
@@ -163,6 +187,16 @@ def export(url: str) -> list[tuple[str, Any]]:
     """Every image with its modules, by imageId."""
     with Store(url) as store:
         return list(store.export())
+
+
+def searched(url: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every study and series a search finds, by UID (the same on both backends)."""
+    with Store(url) as store:
+        studies, series = store.query("study"), store.query("series")
+    return (
+        sorted(studies, key=lambda s: s["study_instance_uid"]),
+        sorted(series, key=lambda s: s["series_instance_uid"]),
+    )
 
 
 def counts(url: str) -> dict[str, int | None]:

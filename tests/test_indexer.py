@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pydicom
 import pytest
 from dicom_samples import (
     CT,
@@ -22,6 +23,7 @@ from dicom_samples import (
     write_json,
     zip_of,
 )
+from reliability import problems, searched
 
 from metastore.index import IndexReport, index_paths
 from metastore.index import pipeline as indexer
@@ -130,18 +132,133 @@ def test_prune_removes_a_file_that_is_no_longer_dicom(
 def test_same_sop_instance_in_two_files_is_stored_once(
     store: Store, tmp_path: Path
 ) -> None:
-    """A second file with the same SOP Instance UID is a reported duplicate."""
+    """A second file with the same SOP Instance UID is a reported duplicate.
+
+    Its source holds nothing else, so it was not indexed: skipped, not failed.
+    """
     tmp_path = tmp_path / "src"  # the SQLite database lives in tmp_path
     copy(CT, tmp_path / "a.dcm")
     copy(CT, tmp_path / "b.dcm")
     report = index_paths(store, [tmp_path], workers=1)
-    assert (report.indexed, report.duplicates, report.exit_status) == (2, 1, 0)
+    assert (report.indexed, report.skipped, report.duplicates) == (1, 1, 1)
+    assert report.exit_status == 0
     (error,) = report.errors
     assert (error.location, error.kind) == (str(tmp_path / "b.dcm"), "duplicate")
     assert store.stats()["instances"] == 1
     assert [row["location"] for row in store.query("instance")] == [
         str(tmp_path / "a.dcm")
     ]
+
+
+def intruder_copy(source: Path, dest: Path) -> Path:
+    """A copy of ``source`` with its patient, modality and study changed."""
+    ds = pydicom.dcmread(source)
+    ds.PatientID, ds.PatientName, ds.Modality = "WRONG", "Intruder^Eve", "MR"
+    ds.StudyDescription, ds.AccessionNumber = "INTRUDER", "X999"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(dest, enforce_file_format=True)
+    return dest
+
+
+def test_a_duplicate_never_rewrites_the_study_it_copies(
+    store: Store, tmp_path: Path
+) -> None:
+    """Issue 9.1: index a/ct.dcm, then b/ct.dcm (same SOP, another patient), twice."""
+    a = copy(CT, tmp_path / "src" / "a" / "ct.dcm")
+    intruder_copy(a, tmp_path / "src" / "b" / "ct.dcm")
+    index_paths(store, [a.parent], workers=1)
+    before = store.query("study"), store.query("series")
+    for _ in range(2):  # a duplicate is read again on every run
+        report = index_paths(store, [tmp_path / "src" / "b"], workers=1)
+        assert (report.indexed, report.skipped, report.duplicates) == (0, 1, 1)
+        assert (store.query("study"), store.query("series")) == before
+    [study] = store.query("study", patient_id="1CT1")
+    assert (study["patient_name"], study["modalities"]) == (
+        "CompressedSamples^CT1",
+        ["CT"],
+    )
+    assert store.query("study", patient_id="WRONG") == []
+
+
+def test_removing_the_lowest_instance_gives_the_next_ones_attributes(
+    db_url: str, tmp_path: Path
+) -> None:
+    """After a rewrite or a prune, study and series equal a clean run's.
+
+    Instances 1, 2 and 3 of one series disagree on patient and modality; the
+    lowest SOP Instance UID stored wins.  Instance 1's file is rewritten as
+    instance 9, then instance 2's file is deleted and pruned: each time the
+    store answers as a clean index of what is left.
+    """
+    src = tmp_path / "src"
+    for n, modality in ((1, "CT"), (2, "MR"), (3, "PT")):
+        write_ct(src / f"{n}.dcm", n, patient_name=f"Patient^{n}", modality=modality)
+    steps = [
+        (lambda: None, "Patient^1", "CT"),
+        (
+            lambda: touch_later(write_ct(src / "1.dcm", 9, patient_name="Patient^9")),
+            "Patient^2",
+            "MR",
+        ),
+        (lambda: (src / "2.dcm").unlink(), "Patient^3", "PT"),
+    ]
+    for n, (change, patient, modality) in enumerate(steps):
+        change()
+        with Store(db_url) as store:
+            index_paths(store, [src], workers=1, prune=True)
+        clean = f"sqlite:///{tmp_path / f'clean{n}.sqlite'}"
+        with Store(clean) as store:
+            index_paths(store, [src], workers=1)
+        got = searched(db_url)
+        assert got == searched(clean)
+        [study], [series] = got
+        assert (study["patient_name"], series["modality"]) == (patient, modality)
+    assert problems(db_url) == {}
+
+
+def test_pruning_the_series_of_the_lowest_instance_rereads_the_study(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A study of two series loses the one holding its lowest instance."""
+    src = tmp_path / "src"
+    write_ct(src / "s1" / "1.dcm", 1, series=1, patient_name="Patient^1")
+    write_ct(src / "s2" / "2.dcm", 2, series=2, patient_name="Patient^2")
+    with Store(db_url) as store:
+        index_paths(store, [src], workers=1)
+        assert [s["patient_name"] for s in store.query("study")] == ["Patient^1"]
+        shutil.rmtree(src / "s1")
+        index_paths(store, [src], workers=1, prune=True)
+        [study] = store.query("study")
+        assert (study["patient_name"], study["number_of_series"]) == ("Patient^2", 1)
+    assert problems(db_url) == {}
+
+
+def test_a_source_whose_only_instance_is_invalid_is_failed(
+    store: Store, tmp_path: Path
+) -> None:
+    """A SOP Instance UID longer than 64 characters: not indexed but failed."""
+    instance = dicom_json()
+    instance["00080018"] = {"vr": "UI", "Value": ["1." + "2" * 70]}
+    write_json(tmp_path / "src" / "long.json", instance)
+    report = index_paths(store, [tmp_path / "src"], workers=1)
+    assert counts(report) == {
+        "files_seen": 1,
+        "indexed": 0,
+        "unchanged": 0,
+        "skipped": 0,
+        "failed": 1,
+    }
+    assert [e.kind for e in report.errors] == ["invalid"]
+    assert report.exit_status == 1
+
+
+def test_a_source_named_again_is_read_once(store: Store, tmp_path: Path) -> None:
+    """The same file three times, or a file and its folder: one source seen."""
+    ct = copy(CT, tmp_path / "src" / "ct.dcm")
+    report = index_paths(store, [ct, ct, ct], workers=1)
+    assert (report.files_seen, report.indexed, report.instances) == (1, 1, 1)
+    again = index_paths(store, [ct, tmp_path / "src", str(ct)], workers=1)
+    assert (again.files_seen, again.unchanged) == (1, 1)
 
 
 def test_damaged_archive_indexes_every_valid_image(

@@ -7,16 +7,10 @@ from typing import Any
 import pytest
 from dicom_samples import CT, dicom_json
 
+from metastore.attributes import date_value, int_value, person_name_text, text_value
 from metastore.errors import IndexingError
 from metastore.imageid import parse_image_id, wadors_image_id
-from metastore.index.extract import (
-    MAX_FRAMES,
-    build_instance,
-    date_value,
-    int_value,
-    person_name_text,
-    text_value,
-)
+from metastore.index.extract import MAX_FRAMES, build_instance
 from metastore.records import Source
 
 SOURCE = Source("/data/x.json", 10, 20)

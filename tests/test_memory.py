@@ -35,6 +35,7 @@ from reliability import (
     export,
     module_rows_sql,
     problems,
+    searched,
 )
 
 from metastore.imageid import parse_image_id
@@ -452,6 +453,85 @@ def test_streamed_json_stores_what_whole_json_stores(
     ]
     assert streamed[1:4] == whole[1:4]
     assert streamed[4] == {**whole[4], "module_values": streamed[4]["module_values"]}
+
+
+def test_a_streamed_file_changes_nothing_stored_for_its_duplicates(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Issue 9.1 in a file too large to read whole (1 200 instances, streamed):
+    its copies of instances stored from another file, one under their study
+    with another patient and modality, two under another study and series,
+    in different parts, are reported and change nothing stored; the rest is
+    stored as a clean index of the file without them stores it."""
+    intruder = {
+        "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Intruder^Eve"}]},
+        "00100020": {"vr": "LO", "Value": ["WRONG"]},
+        "00080060": {"vr": "CS", "Value": ["MR"]},
+    }
+    elsewhere = {
+        "0020000D": {"vr": "UI", "Value": ["9.9"]},
+        "0020000E": {"vr": "UI", "Value": ["9.9.9"]},
+    }
+    # n = 0 is the lowest SOP Instance UID of the study: its attributes rule
+    stored = [tiny_instance(n) for n in (0, 5000, 5001)]
+    stored[0]["00100010"] = {"vr": "PN", "Value": [{"Alphabetic": "Stored^Pat"}]}
+    first = write_json(tmp_path / "in" / "a" / "stored.json", stored)
+    items = [tiny_instance(n, series=n // 400) for n in range(1, 1201)]
+    clean_path = write_json(tmp_path / "clean" / "b" / "big.json", items)
+    copies = [stored[0] | intruder, *(s | intruder | elsewhere for s in stored[1:])]
+    items[100:100] = copies[:1]  # the first part
+    items[800:800] = copies[1:]  # the second
+    path = write_json(tmp_path / "in" / "b" / "big.json", items)
+    [entry] = discover([path])
+    assert not isinstance(entry, ErrorRecord)
+    assert read_entry(entry, ROOT, ReadCache()).status == "stream"
+    sops = [c["00080018"]["Value"][0] for c in copies]
+
+    with Store(db_url) as store:
+        index_paths(store, [first], workers=1, wadors_root=ROOT)
+        before = [store.dicom_json(sop) for sop in sops]
+        report = index_paths(store, [path], workers=1, wadors_root=ROOT)
+        assert (report.indexed, report.instances, report.duplicates) == (1, 1203, 3)
+        assert {(e.location, e.kind) for e in report.errors} == {
+            (str(path), "duplicate")
+        }
+        assert [store.dicom_json(sop) for sop in sops] == before
+        where = {r["sop_instance_uid"]: r["location"] for r in store.query("instance")}
+        assert {where[sop] for sop in sops} == {str(first)}
+        assert store.query("study", patient_id="WRONG") == []
+        assert store.query("series", modality="MR") == []
+        assert store.query("study", study_instance_uid="9.9") == []
+        [study] = store.query("study")
+        assert study["patient_name"] == "Stored^Pat"
+    clean_url = f"sqlite:///{tmp_path / 'clean.sqlite'}"
+    with Store(clean_url) as store:
+        index_paths(store, [first], workers=1, wadors_root=ROOT)
+        index_paths(store, [clean_path], workers=1, wadors_root=ROOT)
+    assert searched(db_url) == searched(clean_url)
+    assert export(db_url) == export(clean_url)
+    assert problems(db_url) == {}
+
+
+def test_a_streamed_file_of_duplicates_only_is_skipped(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A streamed copy of a streamed file: skipped (not indexed, not failed),
+    nothing stored changes, and with --prune its duplicates stay reported."""
+    monkeypatch.setattr(reading, "EAGER_INSTANCES", 20)
+    folder = tmp_path / "in"
+    original = many_instances_json(folder / "a.json", 60)
+    with Store(db_url) as store:
+        assert index_paths(store, [folder], workers=1).indexed == 1
+        before, rows = export(db_url), counts(db_url)
+        (folder / "b.json").write_bytes(original.read_bytes())
+        report = index_paths(store, [folder], workers=1, prune=True)
+        assert (report.unchanged, report.skipped, report.indexed) == (1, 1, 0)
+        assert (report.failed, report.duplicates) == (0, 60)
+        assert {e.location for e in store.errors()} == {str(folder / "b.json")}
+        assert len(store.errors()) == 60
+        assert set(store.known_sources()) == {str(original)}
+    assert (export(db_url), counts(db_url)) == (before, rows | {"errors": 60})
+    assert problems(db_url) == {}
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ from reliability import (
     BATCH,
     PATIENCE,
     build_archive,
+    build_archive_with_duplicates,
     command,
     counts,
     export,
@@ -32,6 +33,7 @@ from reliability import (
     problems,
     processes_mentioning,
     run,
+    searched,
     start,
     start_paused,
     wait_for,
@@ -51,14 +53,44 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_archive(tmp_path_factory.mktemp("nothing-lost") / "archive")
 
 
-@pytest.fixture(scope="module")
-def clean(archive: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Export and row counts of one clean, uninterrupted run over the archive."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('clean') / 'clean.sqlite'}"
+def clean_run(archive: Path, url: str) -> dict[str, Any]:
+    """Export, row counts and search results of one clean run over ``archive``."""
     with Store(url) as store:
         report = index_paths(store, [archive], workers=1, batch_size=BATCH)
     assert report.ok and report.indexed > 30
-    return {"export": export(url), "counts": counts(url), "report": report}
+    assert problems(url) == {}
+    return {
+        "export": export(url),
+        "counts": counts(url),
+        "searched": searched(url),
+        "report": report,
+    }
+
+
+@pytest.fixture(scope="module")
+def clean(archive: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Export and row counts of one clean, uninterrupted run over the archive."""
+    return clean_run(
+        archive, f"sqlite:///{tmp_path_factory.mktemp('clean') / 'clean.sqlite'}"
+    )
+
+
+@pytest.fixture(scope="module")
+def duplicated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The archive with two refused copies of stored instances (read-only)."""
+    root = tmp_path_factory.mktemp("duplicated") / "archive"
+    return build_archive_with_duplicates(root)
+
+
+@pytest.fixture(scope="module")
+def clean_duplicated(
+    duplicated: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """:func:`clean` of the archive with duplicates."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('clean-dup') / 'clean.sqlite'}"
+    result = clean_run(duplicated, url)
+    assert (result["report"].duplicates, result["report"].skipped) == (2, 4)
+    return result
 
 
 @pytest.fixture
@@ -76,6 +108,7 @@ def assert_like_clean(url: str, clean: dict[str, Any]) -> None:
     """The store equals the clean run and breaks no invariant."""
     assert export(url) == clean["export"]
     assert counts(url) == clean["counts"]
+    assert searched(url) == clean["searched"]
     assert problems(url) == {}
 
 
@@ -90,6 +123,7 @@ def assert_like_clean_values_aside(url: str, clean: dict[str, Any]) -> None:
     got.pop("module_values")
     want.pop("module_values")
     assert got == want
+    assert searched(url) == clean["searched"]
     assert problems(url, garbage=False) == {}
 
 
@@ -106,6 +140,30 @@ def test_killed_indexer_resumes_to_a_clean_store(
     db_url: str, archive: Path, clean: dict[str, Any], where: str
 ) -> None:
     """SIGKILL between or inside batches; the rerun ends identical to a clean run."""
+    kill_and_rerun(db_url, archive, clean, where)
+
+
+@pytest.mark.parametrize("where", ["between-batches", "mid-batch"])
+def test_killed_indexer_with_duplicates_resumes_to_a_clean_store(
+    db_url: str, duplicated: Path, clean_duplicated: dict[str, Any], where: str
+) -> None:
+    """The same with refused copies in the committed batches (read again by the
+    rerun): no row differs, module values included, and no study or series is
+    left without an instance or takes a refused copy's attributes."""
+    kill_and_rerun(db_url, duplicated, clean_duplicated, where)
+    studies, series = searched(db_url)
+    assert "Intruder^Eve" not in {s["patient_name"] for s in studies}
+    assert "INTRUDER" not in {s["study_description"] for s in studies}
+    copied = "1.2.826.0.1.3680043.8.498.77."  # write_ct's studies, all CT
+    assert {
+        s["modality"] for s in series if s["study_instance_uid"].startswith(copied)
+    } == {"CT"}
+
+
+def kill_and_rerun(
+    db_url: str, archive: Path, clean: dict[str, Any], where: str
+) -> None:
+    """Kill an indexer of ``archive`` at ``where``, rerun it, compare with ``clean``."""
     if where == "between-batches":
         hook = {"METASTORE_TEST_KILL_AFTER_BATCHES": "3"}
     else:  # batch 4 has its instances and images, not yet its module rows

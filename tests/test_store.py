@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import random
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +14,7 @@ from metastore.errors import SchemaNotAtHeadError, StoreError
 from metastore.records import ErrorRecord, ImageRecord, InstanceRecord, Source
 from metastore.store import Store
 from metastore.store import schema as t
+from metastore.store.encode import duplicate
 
 STUDY = "1.2.826.0.1.1"
 SERIES = "1.2.826.0.1.1.1"
@@ -74,12 +77,34 @@ def make_instance(
         series_description="AXIAL",
         instance_number=1,
         number_of_frames=frames,
-        dicom_json={
-            "00080018": {"vr": "UI", "Value": [sop]},
-            "00280008": {"vr": "IS", "Value": [frames]},
-        },
+        # what metastore.attributes reads the search attributes back from
+        dicom_json=_dicom_json(
+            {
+                "00080018": ("UI", sop),
+                "00280008": ("IS", frames),
+                "0020000D": ("UI", study),
+                "0020000E": ("UI", series),
+                "00100020": ("LO", patient_id),
+                "00100010": ("PN", patient_name and {"Alphabetic": patient_name}),
+                "00080020": ("DA", study_date),
+                "00080030": ("TM", "120000"),
+                "00080050": ("SH", accession_number),
+                "00081030": ("LO", description),
+                "00080060": ("CS", modality),
+                "00200011": ("IS", 1),
+                "0008103E": ("LO", "AXIAL"),
+            }
+        ),
         images=images,
     )
+
+
+def _dicom_json(elements: dict[str, tuple[str, Any]]) -> dict[str, Any]:
+    """DICOM JSON of ``{tag: (vr, value)}``; a ``None`` value is an empty element."""
+    return {
+        tag: {"vr": vr} if value is None else {"vr": vr, "Value": [value]}
+        for tag, (vr, value) in elements.items()
+    }
 
 
 def count(store: Store, table: sa.Table) -> int:
@@ -166,6 +191,244 @@ def test_duplicate_within_one_batch(store: Store) -> None:
     )
     assert [e.kind for e in found] == ["duplicate"]
     assert count(store, t.instances) == 1
+
+
+def searched(store: Store) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """What a search finds: every study and every series."""
+    return store.query("study"), store.query("series")
+
+
+def rows(store: Store) -> dict[str, int | None]:
+    """Rows per table, but for the errors recorded (and the database size)."""
+    stats = store.stats()
+    del stats["errors"], stats["database_bytes"]
+    return stats
+
+
+INTRUDER = {
+    "patient_id": "WRONG",
+    "patient_name": "Intruder^Eve",
+    "modality": "MR",
+    "accession_number": "X999",
+    "description": "INTRUDER",
+}
+
+
+def test_a_duplicate_changes_nothing_stored(store: Store) -> None:
+    """A refused copy with other attributes leaves study and series as they were.
+
+    docs/guarantees.md "Duplicates": a duplicate is read again on every run,
+    so it is written twice here.
+    """
+    store.write_batch([make_instance("/a/ct.dcm", "1.1")])
+    before, counted = searched(store), rows(store)
+    intruder = make_instance("/b/ct.dcm", "1.1", **INTRUDER)
+    for _ in range(2):
+        found = store.write_batch([intruder])
+        assert [(e.location, e.kind) for e in found] == [("/b/ct.dcm", "duplicate")]
+        assert searched(store) == before
+        assert rows(store) == counted
+    [study] = store.query("study", patient_id="PID1")
+    assert (study["patient_name"], study["modalities"]) == ("Doe^John", ["CT"])
+    assert store.query("study", patient_id="WRONG") == []
+
+
+def test_duplicates_under_other_uids_leave_no_row_behind(db_url: str) -> None:
+    """Copies naming another study and series add no study, series or value."""
+    from reliability import problems
+
+    with Store(db_url) as store:
+        store.write_batch([make_instance(f"/a/{n}.dcm", f"1.{n}") for n in (1, 2)])
+        before, counted = searched(store), rows(store)
+        copies = [
+            make_instance(f"/b/{n}.dcm", f"1.{n}", study="9.9", series="9.9.9")
+            for n in (1, 2)
+        ]
+        found = store.write_batch(copies)
+        assert [e.kind for e in found] == ["duplicate", "duplicate"]
+        assert (searched(store), rows(store)) == (before, counted)
+    assert problems(db_url) == {}
+
+
+def test_a_location_rewritten_as_a_duplicate_loses_what_it_held(store: Store) -> None:
+    """A changed file now holding a copy of another instance: its old one goes."""
+    store.write_batch(
+        [make_instance("/a/1.dcm", "1.1"), make_instance("/b/2.dcm", "1.2")]
+    )
+    copy = make_instance("/b/2.dcm", "1.1", mtime_ns=7)
+    assert [e.kind for e in store.write_batch([copy])] == ["duplicate"]
+    assert store.dicom_json("1.2") is None
+    assert set(store.known_sources()) == {"/a/1.dcm"}
+    # the same when the indexer screened it out and names it as replaced
+    store.write_batch([make_instance("/c/3.dcm", "1.3")])
+    store.write_batch([], [duplicate(copy, "/a/1.dcm")], replaced=["/c/3.dcm"])
+    assert store.dicom_json("1.3") is None
+    assert store.stats()["instances"] == store.stats()["series"] == 1
+
+
+def differing(n: int, **changes: Any) -> InstanceRecord:
+    """Instance ``1.n`` of one study and series, with attributes of its own."""
+    attributes: dict[str, Any] = {
+        "patient_id": f"P{n}",
+        "patient_name": f"Name^{n}",
+        "modality": ("CT", "MR", "PT")[n % 3],
+        "accession_number": f"A{n}",
+        "description": f"STUDY {n}",
+    }
+    return make_instance(f"/s/{n}.dcm", f"1.{n}", **(attributes | changes))
+
+
+@pytest.mark.parametrize(
+    "batches",
+    [[[3, 1, 2]], [[3], [1], [2]], [[2], [3, 1]], [[1], [2, 3]]],
+    ids=["one-batch", "one-each", "lowest-last", "lowest-first"],
+)
+def test_attributes_are_those_of_the_lowest_sop_instance_uid(
+    store: Store, batches: list[list[int]]
+) -> None:
+    """However instances come in, study and series show the lowest one's attributes.
+
+    Whole: an attribute the lowest instance lacks is not taken from another.
+    """
+    for batch in batches:
+        store.write_batch(
+            [differing(n, description=None if n == 1 else "X") for n in batch]
+        )
+    [study] = store.query("study")
+    assert (study["patient_id"], study["patient_name"]) == ("P1", "Name^1")
+    assert (study["accession_number"], study["study_description"]) == ("A1", None)
+    assert study["modalities"] == ["MR"]
+    assert study["number_of_instances"] == 3
+
+
+def _random_archive(rng: random.Random) -> list[InstanceRecord]:
+    """Instances of 3 studies with random attributes; series "9.9" is in several."""
+    out: dict[str, InstanceRecord] = {}
+    for n in range(rng.randint(5, 25)):
+        study = rng.choice(["1.1", "1.2", "1.3"])
+        sop = f"5.{rng.randint(1, 40)}"
+        out.setdefault(
+            sop,
+            make_instance(
+                f"/r/{n}.dcm",
+                sop,
+                study=study,
+                series=rng.choice([f"{study}.1", f"{study}.2", "9.9"]),
+                patient_id=rng.choice(["A", "B", None]),
+                patient_name=rng.choice(["X^Y", "Z", None]),
+                modality=rng.choice(["CT", "MR", None]),
+                description=rng.choice(["d1", "d2", None]),
+            ),
+        )
+    return list(out.values())
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_any_history_ends_as_a_clean_write_of_what_is_left(
+    db_url: str, tmp_path: Path, seed: int
+) -> None:
+    """Random order, batches, prunes and rewrites: studies and series as one write.
+
+    Each instance has attributes of its own, and series "9.9" is named by
+    several studies (not conformant, but found in the wild).
+    """
+    from reliability import problems, searched
+
+    rng = random.Random(seed)
+    records = _random_archive(rng)
+    with Store(db_url) as store:
+        order = rng.sample(records, len(records))
+        while order:
+            cut = rng.randint(1, 6)
+            store.write_batch(order[:cut])
+            order = order[cut:]
+        gone = {r.source.location for r in records if rng.random() < 0.3}
+        store.prune(["/r"], {r.source.location for r in records} - gone)
+        left = [r for r in records if r.source.location not in gone]
+        for n in rng.sample(range(len(left)), min(3, len(left))):
+            r = left[n]
+            left[n] = make_instance(
+                r.source.location,
+                "4." + r.sop_instance_uid[2:],  # new, and maybe the lowest
+                study=r.study_instance_uid,
+                series=r.series_instance_uid,
+                patient_id="NEW",
+                mtime_ns=9,
+            )
+            store.write_batch([left[n]])
+    clean = f"sqlite:///{tmp_path / 'clean.sqlite'}"
+    with Store(clean) as store:
+        store.write_batch(left)
+    assert searched(db_url) == searched(clean)
+    assert problems(db_url, garbage=False) == {}
+
+
+def test_an_empty_series_or_study_is_deleted_with_its_last_instance(
+    db_url: str,
+) -> None:
+    """A location written again under other UIDs takes its series and study along."""
+    from reliability import problems
+
+    with Store(db_url) as store:
+        store.write_batch([make_instance("/a/1.dcm", "1.1")])
+        moved = make_instance(
+            "/a/1.dcm", "1.1", study="2.2", series="2.2.2", mtime_ns=5
+        )
+        store.write_batch([moved])
+        assert [s["study_instance_uid"] for s in store.query("study")] == ["2.2"]
+        assert [s["series_instance_uid"] for s in store.query("series")] == ["2.2.2"]
+    # (the old values stay until a prune sweeps them: docs/store.md)
+    assert problems(db_url, garbage=False) == {}
+
+
+def test_a_stream_screens_and_settles_as_a_batch(db_url: str, tmp_path: Path) -> None:
+    """``write_stream`` refuses duplicates before encoding and settles per part.
+
+    One large source streamed two records a part: copies of stored
+    instances (one with other attributes under the stored study, two under
+    another study and series, in one part) change nothing and leave no row
+    (no study, series or base); the part holding the lowest SOP Instance
+    UID gives study and series their attributes, as one clean write does.
+    """
+    from reliability import problems
+
+    big = "/big.json"
+    stored = [make_instance("/a/1.dcm", "1.5"), make_instance("/a/2.dcm", "1.8")]
+    mine = [differing(n) for n in (7, 3, 9)]
+    mine = [make_instance(big, r.sop_instance_uid, **_attributes(r)) for r in mine]
+    copies = [
+        make_instance(big, "1.5", **INTRUDER),
+        make_instance(big, "1.5", study="9.9", series="9.9.9", **INTRUDER),
+        make_instance(big, "1.8", study="9.9", series="9.9.9", **INTRUDER),
+    ]
+    # parts: [7, copy of 1.5], [copies under 9.9], [3, 9]
+    items = [mine[0], copies[0], copies[1], copies[2], mine[1], mine[2]]
+    with Store(db_url) as store:
+        store.write_batch(stored)
+        found = store.write_stream(lambda: iter(items), part_size=2)
+        assert [(e.location, e.kind) for e in found] == [(big, "duplicate")] * 3
+        assert store.dicom_json("1.5") == stored[0].dicom_json
+        assert store.query("study", patient_id="WRONG") == []
+        assert store.query("series", series_instance_uid="9.9.9") == []
+        got = searched(store)
+    clean = f"sqlite:///{tmp_path / 'clean.sqlite'}"
+    with Store(clean) as store:
+        store.write_batch([*stored, *mine])
+        assert got == searched(store)
+    [study] = got[0]
+    assert (study["patient_id"], study["number_of_instances"]) == ("P3", 5)
+    assert problems(db_url) == {}
+
+
+def _attributes(record: InstanceRecord) -> dict[str, Any]:
+    """The :func:`make_instance` arguments giving ``record``'s attributes."""
+    return {
+        "patient_id": record.patient_id,
+        "patient_name": record.patient_name,
+        "modality": record.modality,
+        "accession_number": record.accession_number,
+        "description": record.study_description,
+    }
 
 
 def test_shared_module_values_are_stored_once(store: Store) -> None:
@@ -458,6 +721,14 @@ def test_query_unknown_level_is_an_error(searchable: Store) -> None:
         searchable.query("patient")
 
 
+def _varied(location: str, i: int, frames: int = 1) -> InstanceRecord:
+    """Instance ``1.i`` with a patient and modality of its own."""
+    modality = ("CT", "MR", "PT")[i % 3]
+    return make_instance(
+        location, f"1.{i}", frames=frames, patient_id=f"P{i}", modality=modality
+    )
+
+
 def _concurrent_writer(url: str, worker: int, rounds: int) -> int:
     """Write overlapping batches (and copies from other locations) to ``url``."""
     written = 0
@@ -465,16 +736,10 @@ def _concurrent_writer(url: str, worker: int, rounds: int) -> int:
         for round_ in range(rounds):
             # Each worker walks the same 12 instances in its own order.
             order = [(worker * 5 + round_ * 7 + i) % 12 for i in range(12)]
-            batch = [
-                make_instance(f"/c/{i}.dcm", f"1.{i}", frames=2) for i in order[:6]
-            ]
-            batch.append(
-                make_instance(f"/copy/{worker}/{order[0]}.dcm", f"1.{order[0]}")
-            )
+            batch = [_varied(f"/c/{i}.dcm", i, frames=2) for i in order[:6]]
+            batch.append(_varied(f"/copy/{worker}/{order[0]}.dcm", order[0]))
             store.write_batch(batch)
-            store.write_batch(
-                [make_instance(f"/c/{i}.dcm", f"1.{i}", frames=2) for i in order[6:]]
-            )
+            store.write_batch([_varied(f"/c/{i}.dcm", i, frames=2) for i in order[6:]])
             if worker == 0:
                 # Sweeps orphans while the others write (deletes no instance).
                 store.prune(["/c"], {f"/c/{i}.dcm" for i in range(12)})
@@ -484,7 +749,11 @@ def _concurrent_writer(url: str, worker: int, rounds: int) -> int:
 
 @pytest.mark.parametrize("workers", [4])
 def test_concurrent_writers_never_duplicate_or_fail(db_url: str, workers: int) -> None:
-    """Processes writing overlapping batches at once leave one row per thing."""
+    """Processes writing overlapping batches at once leave one row per thing.
+
+    The instances disagree on patient and modality: study and series end
+    with the lowest one's, whoever wrote last.
+    """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -508,10 +777,12 @@ def test_concurrent_writers_never_duplicate_or_fail(db_url: str, workers: int) -
                 conn.execute(sa.select(t.instances.c.sop_instance_uid)).scalars().all()
             )
         assert sorted(sops) == sorted(f"1.{i}" for i in range(12))
-        # 1 patient + 1 series + 1 None + one imagePlaneModule per frame stored.
+        # 12 patients + 3 series + 1 None + one imagePlaneModule per frame.
         with store.engine.connect() as conn:
             used = sa.select(sa.func.count(sa.distinct(t.image_modules.c.value_id)))
-            assert conn.execute(used).scalar() <= 3 + 24
+            assert conn.execute(used).scalar() <= 16 + 24
+        [study], [series] = store.query("study"), store.query("series")
+        assert (study["patient_id"], series["modality"]) == ("P0", "CT")
         assert stats["image_modules"] == 4 * stats["images"]
         assert set(store.series_image_modules(SERIES)) == {
             image_id for image_id, _ in store.export()

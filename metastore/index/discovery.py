@@ -188,8 +188,7 @@ def discover(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Entry | ErrorR
         read.
     """
     visited: set[tuple[int, int]] = set()
-    for given in paths:
-        path = os.path.abspath(os.fspath(given))
+    for path in distinct_paths(paths):
         try:
             st = os.stat(path)
         except OSError as exc:
@@ -199,6 +198,28 @@ def discover(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Entry | ErrorR
             yield from _walk(path, st, visited)
         elif stat.S_ISREG(st.st_mode):
             yield from _file(path, st)
+
+
+def distinct_paths(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
+    """The absolute paths of ``paths``, each once, less those inside a folder given.
+
+    A file named twice, or a file or folder inside a folder that is given
+    too, would otherwise be read, stored and counted more than once.  The
+    first of equal paths keeps its place.
+    """
+    given = list(dict.fromkeys(os.path.abspath(os.fspath(p)) for p in paths))
+    folders = {p for p in given if os.path.isdir(p)}
+    return [p for p in given if not _inside(p, folders)]
+
+
+def _inside(path: str, folders: set[str]) -> bool:
+    """Whether a parent folder of ``path`` (an absolute path) is in ``folders``."""
+    parent = os.path.dirname(path)
+    while parent != path:
+        if parent in folders:
+            return True
+        path, parent = parent, os.path.dirname(parent)
+    return False
 
 
 def _walk(

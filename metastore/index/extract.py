@@ -10,10 +10,15 @@ and imports nothing of the store.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+from metastore.attributes import (
+    first_value,
+    int_value,
+    search_attributes,
+    text_value,
+)
 from metastore.errors import DicomError, IndexingError
 from metastore.modules import MAPPING_VERSION, instance_frame_modules, number_of_frames
 from metastore.records import ImageRecord, InstanceRecord, LazyImages, Source
@@ -32,90 +37,10 @@ class FrameNames(Protocol):
 #: instance): how a source names its instances; frame N is ``.with_frame(N)``.
 ImageIdFactory = Callable[[str, str, str], FrameNames]
 
-_DATE = re.compile(r"[0-9]{8}")
-_LEGACY_DATE = re.compile(r"[0-9]{4}\.[0-9]{2}\.[0-9]{2}")
 # (tag, keyword) of the UIDs every stored instance needs.
 _STUDY_UID = ("0020000D", "StudyInstanceUID")
 _SERIES_UID = ("0020000E", "SeriesInstanceUID")
 _SOP_INSTANCE_UID = ("00080018", "SOPInstanceUID")
-
-
-def first_value(instance: DicomJson, tag: str) -> Any:
-    """Return the first item of a DICOM JSON attribute's ``Value``, or ``None``."""
-    element = instance.get(tag)
-    if not isinstance(element, dict):
-        return None
-    value = element.get("Value")
-    if isinstance(value, list) and value:
-        return value[0]
-    return None
-
-
-def text_value(instance: DicomJson, tag: str) -> str | None:
-    """Return the first value of a string attribute, or ``None`` if it is empty."""
-    value = first_value(instance, tag)
-    if value is None or isinstance(value, dict | list):
-        return None
-    # NUL as well as spaces: (0008,0018) SOPInstanceUID and other UI values
-    # are padded with NUL to an even length, and DICOM JSON from some servers
-    # keeps that padding ("1.2.3\u0000").
-    text = str(value).strip().strip("\x00").strip()
-    return text or None
-
-
-def int_value(instance: DicomJson, tag: str) -> int | None:
-    """Return the first value of an IS/US-like attribute as an ``int``, or ``None``."""
-    value = first_value(instance, tag)
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return int(value) if value.is_integer() else None
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            return None
-    return None
-
-
-def date_value(instance: DicomJson, tag: str) -> str | None:
-    """Return a DA attribute as ``YYYYMMDD`` (searchable, sortable), or ``None``.
-
-    The ACR-NEMA form ``YYYY.MM.DD`` that old files still carry is converted;
-    anything else that is not eight digits gives ``None``.
-    """
-    text = text_value(instance, tag)
-    if text is None:
-        return None
-    if _LEGACY_DATE.fullmatch(text):
-        text = text.replace(".", "")
-    return text if _DATE.fullmatch(text) else None
-
-
-def person_name_text(instance: DicomJson, tag: str) -> str | None:
-    """Return a PN attribute as Part 10 text: ``Alphabetic=Ideographic=Phonetic``.
-
-    Trailing empty groups are dropped as in Part 10; several values are joined
-    with a backslash.
-    """
-    element = instance.get(tag)
-    values = element.get("Value") if isinstance(element, dict) else None
-    if not isinstance(values, list):
-        return None
-    names = []
-    for value in values:
-        if isinstance(value, dict):
-            groups = [
-                str(value.get(k) or "")
-                for k in ("Alphabetic", "Ideographic", "Phonetic")
-            ]
-            names.append("=".join(groups).rstrip("="))
-        elif value is not None:
-            names.append(str(value))  # non-conformant: a plain string
-    text = "\\".join(names)
-    return text or None
 
 
 def instance_uids(instance: DicomJson) -> tuple[str, str, str]:
@@ -245,21 +170,24 @@ def build_instance(
         raise IndexingError(
             source.location, f"frame {frame + 1} of {frames}: {reason}"
         ) from None
+    # The store reads the same attributes again from the stored DICOM JSON
+    # (metastore.attributes), so they come from one function.
+    found = search_attributes(instance)
     return InstanceRecord(
         source=source,
         study_instance_uid=study,
         series_instance_uid=series,
         sop_instance_uid=sop_instance,
         sop_class_uid=uid_value(instance, "00080016"),
-        patient_id=text_value(instance, "00100020"),
-        patient_name=person_name_text(instance, "00100010"),
-        study_date=date_value(instance, "00080020"),
-        study_time=text_value(instance, "00080030"),
-        accession_number=text_value(instance, "00080050"),
-        study_description=text_value(instance, "00081030"),
-        modality=text_value(instance, "00080060"),
-        series_number=int_value(instance, "00200011"),
-        series_description=text_value(instance, "0008103E"),
+        patient_id=found.patient_id,
+        patient_name=found.patient_name,
+        study_date=found.study_date,
+        study_time=found.study_time,
+        accession_number=found.accession_number,
+        study_description=found.study_description,
+        modality=found.modality,
+        series_number=found.series_number,
+        series_description=found.series_description,
         instance_number=int_value(instance, "00200013"),
         number_of_frames=frames,
         dicom_json=instance,

@@ -68,6 +68,9 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH_SIZE = 500
 #: A batch is also written once it holds this many images (big multi-frames).
 BATCH_IMAGES = 20_000
+#: Instances collected past a full batch before they are screened (one
+#: query for many sources, even in a long run of duplicates).
+SCREEN_AT = 64
 #: Sources per worker task: enough to make inter-process traffic cheap.
 CHUNK_SIZE = 16
 #: Tasks queued per worker beyond the one it runs: bounds memory in flight.
@@ -89,20 +92,37 @@ class _Batches:
     """Collects outcomes and writes them to the store a batch at a time.
 
     All the instances of one source go into the same batch, so the store
-    replaces a changed source's rows in one transaction.
+    replaces a changed source's rows in one transaction.  A batch closes
+    after the source that brings it to ``batch_size`` instances (or
+    :data:`BATCH_IMAGES` images) *the store keeps*: what is collected is
+    screened first (``Store.screen``, one query for many sources), and the
+    instances it refuses (duplicates, invalid ones) are only reported.  So
+    which instances share a batch, and so how their values are encoded into
+    rows, does not depend on refused ones: a rerun after a crash, which
+    reads the refused sources again (they are not known), groups the rest
+    as a clean run did and ends with the same rows.
     """
 
     def __init__(self, store: Store, batch_size: int, tally: Tally) -> None:
         self._store, self._size, self._tally = store, max(1, batch_size), tally
+        #: The screened instances (the store keeps them), then the others.
         self._instances: list[InstanceRecord] = []
+        self._screened = 0
+        #: Images of the screened instances, and of the others.
+        self._images = self._new_images = 0
+        #: SOP Instance UID -> location of the screened instances.
+        self._sops: dict[str, str] = {}
         self._errors: list[ErrorRecord] = []
-        self._images = 0
-        #: Batches committed so far.
+        #: Sources whose instances were all duplicates: what they held goes.
+        self._replaced: list[str] = []
+        #: Write transactions committed so far.
         self.written = 0
         #: The sources of the current batch, when given to :meth:`add`.
         self._entries: dict[str, Entry] = {}
         #: Sources with duplicates (of those given to :meth:`add`): how many.
         self.duplicates: dict[str, tuple[Entry, int]] = {}
+        #: Those of them whose every instance was a duplicate (not indexed).
+        self.only_duplicates: set[str] = set()
 
     def add(
         self,
@@ -114,34 +134,141 @@ class _Batches:
             self._entries[entry.source.location] = entry
         for instance in instances:
             self._instances.append(instance)
-            self._images += len(instance.images)
+            self._new_images += len(instance.images)
         self._errors.extend(errors)
-        if (
-            len(self._instances) >= self._size
-            or len(self._errors) >= self._size
-            or self._images >= BATCH_IMAGES
+        new = len(self._instances) - self._screened
+        images = self._images + self._new_images
+        full = len(self._instances) >= self._size or images >= BATCH_IMAGES
+        if full and (
+            new >= min(self._size, SCREEN_AT)
+            or self._new_images >= BATCH_IMAGES // SCREEN_AT
         ):
-            self.flush()
+            self._screen()
+            while (cut := self._cut()) is not None:
+                self._write(cut)
+        if len(self._errors) >= self._size:
+            self._write_errors()
 
     def flush(self) -> None:
-        if not self._instances and not self._errors:
+        """Write everything collected (at the end of a run)."""
+        self._screen()
+        while (cut := self._cut()) is not None:
+            self._write(cut)
+        if self._instances or self._errors or self._replaced:
+            self._write(len(self._instances))
+
+    def _screen(self) -> None:
+        """Screen the instances added since the last time; drop the refused."""
+        new = self._instances[self._screened :]
+        if not new:
             return
-        instances, errors = self._instances, self._errors
+        earlier = self._sops
+        kept, refused = _reconnecting(
+            self._store, lambda: self._store.screen(new, earlier)
+        )
+        self._instances[self._screened :] = kept
+        self._screened = len(self._instances)
+        self._images += sum(len(r.images) for r in kept)
+        self._new_images = 0
+        self._sops.update((r.sop_instance_uid, r.source.location) for r in kept)
+        if refused:
+            self._refused(new, kept, refused)
+
+    def _refused(
+        self,
+        new: list[InstanceRecord],
+        kept: list[InstanceRecord],
+        refused: list[ErrorRecord],
+    ) -> None:
+        """Count and keep the errors of refused instances.
+
+        A source none of whose instances the store keeps was not indexed
+        after all: it is skipped if they were all duplicates (not a
+        problem), else failed.
+        """
+        self._tally.written(refused)
+        self._errors.extend(refused)
+        self._note_duplicates(refused)
+        kept_at = {r.source.location for r in kept}
+        problems = {e.location for e in self._errors if e.kind != "duplicate"}
+        duplicates = {e.location for e in refused if e.kind == "duplicate"}
+        for location in {r.source.location for r in new} - kept_at:
+            only_duplicates = location not in problems
+            self._tally.count("indexed", -1)
+            self._tally.count("skipped" if only_duplicates else "failed")
+            if location in duplicates:
+                self._replaced.append(location)
+            if only_duplicates and location in self._entries:
+                self.only_duplicates.add(location)
+            self._entries.pop(location, None)
+
+    def _cut(self) -> int | None:
+        """How many screened instances make the next batch, if that many are."""
+        images = 0
+        records = self._instances
+        for i in range(self._screened):
+            images += len(records[i].images)
+            if i + 1 >= self._size or images >= BATCH_IMAGES:
+                # the rest of this source's instances come along
+                location = records[i].source.location
+                end = i + 1
+                while end < self._screened and records[end].source.location == location:
+                    end += 1
+                return end
+        return None
+
+    def _write(self, cut: int) -> None:
+        """Write the first ``cut`` instances with the errors of their batch."""
+        instances = self._instances[:cut]
+        self._instances = self._instances[cut:]
+        self._screened = max(0, self._screened - cut)
+        self._images -= sum(len(r.images) for r in instances)
+        for instance in instances:
+            self._sops.pop(instance.sop_instance_uid, None)
+        # a location still collecting keeps its errors: writing it clears them
+        pending = {r.source.location for r in self._instances}
+        errors = [e for e in self._errors if e.location not in pending]
+        self._errors = [e for e in self._errors if e.location in pending]
+        self._commit(instances, errors)
+        for location in {r.source.location for r in instances}:
+            self._entries.pop(location, None)
+
+    def _write_errors(self) -> None:
+        """Write the errors collected for sources that have no instance to write."""
+        pending = {r.source.location for r in self._instances}
+        errors = [e for e in self._errors if e.location not in pending]
+        if errors:
+            self._errors = [e for e in self._errors if e.location in pending]
+            self._commit([], errors)
+
+    def _commit(
+        self, instances: list[InstanceRecord], errors: list[ErrorRecord]
+    ) -> None:
+        """One write transaction; count what it found.
+
+        The sources all of whose instances were duplicates go with it.
+        """
+        replaced, self._replaced = self._replaced, []
+        if not instances and not errors and not replaced:
+            return
         try:
             found = _reconnecting(
-                self._store, lambda: self._store.write_batch(instances, errors)
+                self._store,
+                lambda: self._store.write_batch(instances, errors, replaced),
             )
         except DataRefusedError:
-            found = self._write_each_source(instances, errors)
+            found = self._write_each_source(instances, errors, replaced)
         self._tally.written(found)
-        for error in found:
+        self._note_duplicates(found)
+        self.written += 1
+
+    def _note_duplicates(self, errors: list[ErrorRecord]) -> None:
+        """Remember the sources (under prune) that had duplicates, and how many."""
+        for error in errors:
             entry = self._entries.get(error.location)
             if error.kind == "duplicate" and entry is not None:
                 _, n = self.duplicates.get(error.location, (entry, 0))
                 self.duplicates[error.location] = (entry, n + 1)
-        self._instances, self._errors, self._images = [], [], 0
-        self._entries = {}
-        self.written += 1
 
     def stream(self, stream: SourceStream, *, keep: bool) -> str:
         """Write a source too large to hold (``status="stream"``) in its own batch.
@@ -150,6 +277,9 @@ class _Batches:
         copy of a duplicate is kept).  The source is read while it is
         written, a part at a time, in one transaction: it is stored whole or
         not at all.  ``keep``: remember it if it has duplicates (prune).
+        The store screens it as it screens a batch: a source none of whose
+        instances it keeps is skipped if they were all duplicates, else
+        failed (as in :meth:`_refused`).
 
         Returns:
             Its outcome: ``indexed``, ``failed`` or ``skipped``.
@@ -170,6 +300,13 @@ class _Batches:
             error = ErrorRecord(location, "invalid", why)
         else:
             status = "indexed" if stream.instances else "failed"
+            if status == "indexed" and not self._stored(location):
+                problems = stream.error_count or any(
+                    e.kind != "duplicate" for e in found
+                )
+                status = "failed" if problems else "skipped"
+                if status == "skipped" and keep:
+                    self.only_duplicates.add(location)
             self._tally.streamed(
                 status,
                 stream.instances,
@@ -187,8 +324,16 @@ class _Batches:
         self.add((), (error,))
         return "failed"
 
+    def _stored(self, location: str) -> bool:
+        """Whether the store holds ``location`` (it kept one of its instances)."""
+        known = functools.partial(self._store.known_sources, [location])
+        return location in _reconnecting(self._store, known)
+
     def _write_each_source(
-        self, instances: list[InstanceRecord], errors: list[ErrorRecord]
+        self,
+        instances: list[InstanceRecord],
+        errors: list[ErrorRecord],
+        replaced: list[str],
     ) -> list[ErrorRecord]:
         """Write a batch the database refused, one source per transaction.
 
@@ -214,7 +359,8 @@ class _Batches:
                 self._tally.count("instances", -len(group))
                 self._tally.count("images", -sum(len(i.images) for i in group))
         rest = [*errors, *refused]
-        found += _reconnecting(self._store, lambda: self._store.write_batch([], rest))
+        last = functools.partial(self._store.write_batch, [], rest, replaced)
+        found += _reconnecting(self._store, last)
         return [*refused, *found]
 
 
@@ -339,7 +485,9 @@ def _index(
                 batches.add(outcome.instances, outcome.errors, entry if keep else None)
             if status == "failed":
                 note_failed(outcome.location)
-            elif status != "skipped":  # a skipped source has no rows to keep
+            elif status != "skipped" or outcome.location in batches.only_duplicates:
+                # a skipped source has no rows to keep, but for the errors
+                # of its duplicates
                 note(outcome.location)
             if progress is not None and time.perf_counter() >= next_call:
                 progress(tally.report())
@@ -352,7 +500,9 @@ def _index(
             store, lambda: store.prune(root_locations, seen, owns=owns, keep=kept)
         )
         if pruned and batches.duplicates:
-            _store_orphaned_duplicates(store, batches.duplicates, root, tally)
+            _store_orphaned_duplicates(
+                store, batches.duplicates, batches.only_duplicates, root, tally
+            )
     report = tally.report()
     if progress is not None:
         progress(report)
@@ -409,6 +559,7 @@ def _remember(locations: set[str], location: str) -> None:
 def _store_orphaned_duplicates(
     store: Store,
     duplicates: dict[str, tuple[Entry, int]],
+    only_duplicates: set[str],
     root: str | None,
     tally: Tally,
 ) -> None:
@@ -419,7 +570,8 @@ def _store_orphaned_duplicates(
     from the archive), the duplicate is now the only copy.  Each source with
     duplicates is read again and written: what is still held elsewhere is
     reported as a duplicate again, the rest is stored, and the report
-    counts what the second write found instead of the first.
+    counts what the second write found instead of the first (a source
+    counted as skipped for holding duplicates only is indexed once stored).
     """
     zips = ReadCache()
     try:
@@ -438,6 +590,10 @@ def _store_orphaned_duplicates(
                 continue  # changed since it was read: the next run reads it
             tally.retract_duplicates(location, counted)
             tally.written(found)
+            known = functools.partial(store.known_sources, [location])
+            if location in only_duplicates and location in _reconnecting(store, known):
+                tally.count("skipped", -1)
+                tally.count("indexed")
     finally:
         zips.close()
 

@@ -15,7 +15,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
@@ -316,22 +316,34 @@ class Store:
         self,
         instances: Sequence[InstanceRecord],
         errors: Sequence[ErrorRecord] = (),
+        replaced: Sequence[str] = (),
     ) -> list[ErrorRecord]:
         """Store a batch of instances and errors in one transaction.
 
-        A location stored before is replaced (its old instances go first).  A
-        SOP Instance UID already stored from another location is not stored
-        again: it comes back as an ``ErrorRecord(kind="duplicate")`` and is
-        recorded with the other errors.  Module values are stored once per
-        distinct value.  Writing a location clears the errors recorded for it
-        before, then records this batch's.  A location stored under its
-        spelling from before names ending in ``!`` were escaped goes when
-        this batch writes the same rows under the new one
-        (``store_prune.adopt_legacy``).  Concurrent writers are safe.
+        A location stored before is replaced (its old instances go first),
+        also when everything it holds now is a duplicate.  A SOP Instance
+        UID already stored from another location is not stored again: it
+        comes back as an ``ErrorRecord(kind="duplicate")`` and is recorded
+        with the other errors; it changes nothing else (no study, series or
+        module value).  Module values are stored once per distinct value.
+        Writing a location clears the errors recorded for it before, then
+        records this batch's.  A location stored under its spelling from
+        before names ending in ``!`` were escaped goes when this batch
+        writes the same rows under the new one (``store_prune.adopt_legacy``).
+        Concurrent writers are safe.
+
+        A study's and a series' attributes are those of their stored
+        instance with the lowest SOP Instance UID (``store_write.settle``);
+        when that instance goes, they are read again from the DICOM JSON of
+        the next one, so a record's search attributes must be those its
+        DICOM JSON gives (as ``metastore.index.extract`` builds them).
 
         Args:
             instances: the records to store.
             errors: sources that failed to index, recorded as they are.
+            replaced: locations whose instances were all refused as
+                duplicates by :meth:`screen` (so not in ``instances``): what
+                they held before goes.
 
         Returns:
             The errors this write found itself (duplicates, invalid UIDs),
@@ -345,7 +357,8 @@ class Store:
             StoreError: the database failed (after retrying transient errors).
             ValueError: an error record has an unknown ``kind``.
         """
-        batch = store_encode.prepare(instances, errors)
+        stored_at = self._stored_at(instances)
+        batch = store_encode.prepare(instances, errors, stored_at, replaced)
         found = batch.errors[len(errors) :]
 
         def work(conn: Connection) -> list[ErrorRecord]:
@@ -370,7 +383,10 @@ class Store:
         while the transaction makes the source all or nothing, as
         :meth:`write_batch` does.  Rows stored before for the same locations
         are replaced; a SOP Instance UID seen twice from one location keeps
-        its first record.
+        its first record.  Each part is screened against the store as
+        :meth:`write_batch` screens a batch (in the transaction, so it sees
+        the earlier parts): a duplicate changes nothing stored, and studies
+        and series take the attributes of their lowest stored instance.
 
         Args:
             items: Makes the records (called again when the transaction is
@@ -396,7 +412,8 @@ class Store:
             type_ids: dict[str, int] = {}
             found: list[ErrorRecord] = []
             for instances, errors in _stream_parts(items(), max(1, part_size)):
-                batch = store_encode.prepare(instances, errors)
+                stored_at = _stored_at(conn, instances)
+                batch = store_encode.prepare(instances, errors, stored_at)
                 found += batch.errors[len(errors) :]
                 missing = batch.module_types - type_ids.keys()
                 if missing:
@@ -405,6 +422,35 @@ class Store:
             return found
 
         return self._write(work)
+
+    def screen(
+        self,
+        instances: Sequence[InstanceRecord],
+        earlier: Mapping[str, str] | None = None,
+    ) -> tuple[list[InstanceRecord], list[ErrorRecord]]:
+        """Which of ``instances`` a :meth:`write_batch` of them would store.
+
+        Reads the store, writes nothing.  Returns the records it would store
+        (their search attributes made storable) and an error for each of the
+        others: ``invalid`` (a UID longer than 64 characters...), or
+        ``duplicate`` (a SOP Instance UID stored from another location, or
+        seen earlier in ``instances``, or in ``earlier``, from another
+        location).  The indexer screens what it collects before it decides a
+        batch is full, so that only instances the store keeps count towards
+        its size.
+
+        Args:
+            instances: the records to screen.
+            earlier: ``{SOP Instance UID: location}`` of the records screened
+                before for the same batch.
+        """
+        stored_at = self._stored_at(instances)
+        return store_encode.screen(instances, stored_at, earlier)
+
+    def _stored_at(self, instances: Sequence[InstanceRecord]) -> dict[str, str]:
+        """``{SOP Instance UID: location}`` of those of ``instances`` stored."""
+        with self._read() as conn:
+            return _stored_at(conn, instances)
 
     def prune(
         self,
@@ -824,6 +870,28 @@ def _by_name(values: dict[str, ModuleValue]) -> dict[str, ModuleValue]:
     order on PostgreSQL (changed by any rewrite or concurrent writer).
     """
     return {name: values[name] for name in sorted(values)}
+
+
+def _stored_at(conn: Connection, instances: Sequence[InstanceRecord]) -> dict[str, str]:
+    """``{SOP Instance UID: location}`` of those of ``instances`` stored."""
+    sops = [
+        r.sop_instance_uid
+        for r in instances
+        if len(r.sop_instance_uid) <= store_encode.MAX_UID
+        and store_encode.is_storable(r.sop_instance_uid)
+    ]
+    if not sops:
+        return {}
+    ins, src = t.instances, t.sources
+    found: dict[str, str] = {}
+    for where in store_write.key_in(conn, ins.c.sop_instance_uid, sorted(set(sops))):
+        stmt = (
+            sa.select(ins.c.sop_instance_uid, src.c.location)
+            .join(src, src.c.id == ins.c.source_id)
+            .where(where)
+        )
+        found.update((sop, loc) for sop, loc in conn.execute(stmt))
+    return found
 
 
 def _stream_parts(

@@ -14,10 +14,12 @@ import hashlib
 import json
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+from metastore.attributes import SearchAttributes
+from metastore.locations import legacy_location
 from metastore.records import ErrorRecord, ImageRecord, InstanceRecord, LazyImages
 from metastore.store import codec
 
@@ -89,6 +91,10 @@ class Prepared:
     bases: dict[bytes, bytes]
     module_types: set[str]
     errors: list[ErrorRecord]
+    #: Locations written with nothing to store, all their instances being
+    #: duplicates: what they held before goes all the same (their content
+    #: changed, and it is not what they hold now).
+    replaced: set[str] = field(default_factory=set)
 
 
 def int32(value: int | None) -> int | None:
@@ -143,7 +149,12 @@ def storable(text: str) -> str:
     return text if is_storable(text) else _UNSTORABLE.sub("\ufffd", text)
 
 
-def _storable_record(record: InstanceRecord) -> InstanceRecord:
+#: A record, or the search attributes read back from a stored instance: the
+#: store takes a study's and a series' attributes from either.
+Searchable = TypeVar("Searchable", InstanceRecord, SearchAttributes)
+
+
+def storable_attributes(record: Searchable) -> Searchable:
     """``record`` with its search attributes made :func:`storable`.
 
     Each is cut to :data:`MAX_SEARCH` characters, and (0008,0060) Modality
@@ -317,14 +328,74 @@ def _canonical_json(instance: Any) -> tuple[bytes, int]:
     return codec.canonical(instance)
 
 
-def prepare(
-    instances: Sequence[InstanceRecord], errors: Sequence[ErrorRecord]
-) -> Prepared:
-    """Validate and encode a batch (pure Python, outside the transaction).
+def screen(
+    instances: Sequence[InstanceRecord],
+    stored_at: Mapping[str, str],
+    earlier: Mapping[str, str] | None = None,
+) -> tuple[list[InstanceRecord], list[ErrorRecord]]:
+    """Split a batch into the records a write stores and errors for the rest.
 
-    Within the batch, a SOP Instance UID seen again from another location is
-    a duplicate; seen again from the same location, the first record wins
-    (as when the two come in separate parts of ``Store.write_stream``).
+    The records kept have their search attributes made storable.  Refused:
+
+    - an invalid record (:func:`_invalid_reason`);
+    - a SOP Instance UID seen earlier in the batch from another location (a
+      duplicate: the first wins); from the same location, the first record
+      wins and the others are dropped without an error (as when the two come
+      in separate parts of ``Store.write_stream``); ``earlier`` (SOP Instance
+      UID -> location) holds those of the batch's records screened before
+      (the earlier parts of a stream);
+    - a SOP Instance UID stored from another location (``stored_at``: SOP
+      Instance UID -> location), unless the batch writes that location
+      again (its old instances go first, so the UID is free then) or it is
+      the record's location as spelled before (``legacy_location``: the
+      write adopts it, ``store.prune.adopt_legacy``, or finds the
+      duplicate in its transaction).
+
+    Refused records are left out before anything is encoded, so they leave
+    nothing behind and do not change how the stored ones are encoded.
+    """
+    errors: list[ErrorRecord] = []
+    first_at = dict(earlier or {})
+    # (a location all of whose records turn out invalid is not written after
+    # all: the transaction then finds the duplicate, as it finds any race)
+    rewritten = {r.source.location for r in instances} | set(first_at.values())
+    by_sop: dict[str, InstanceRecord] = {}
+    for record in map(storable_attributes, instances):
+        reason = _invalid_reason(record)
+        if reason is not None:
+            location = storable(record.source.location)
+            errors.append(ErrorRecord(location, "invalid", reason))
+            continue
+        sop, location = record.sop_instance_uid, record.source.location
+        first = first_at.get(sop)
+        if first is not None:
+            if first != location:
+                errors.append(duplicate(record, first))
+            continue
+        elsewhere = stored_at.get(sop)
+        if (
+            elsewhere not in (None, location, legacy_location(location))
+            and elsewhere not in rewritten
+        ):
+            errors.append(duplicate(record, elsewhere))
+            continue
+        first_at[sop] = location
+        by_sop[sop] = record
+    return list(by_sop.values()), errors
+
+
+def prepare(
+    instances: Sequence[InstanceRecord],
+    errors: Sequence[ErrorRecord],
+    stored_at: Mapping[str, str] | None = None,
+    replaced: Iterable[str] = (),
+) -> Prepared:
+    """Validate, screen and encode a batch (pure Python, outside the transaction).
+
+    :func:`screen` decides what is stored (``stored_at``: where the batch's
+    SOP Instance UIDs are stored already); the rest becomes errors.  The
+    locations of duplicates with nothing stored, and ``replaced``, lose what
+    they held (``Prepared.replaced``).
     """
     for error in errors:
         if error.kind not in ERROR_KINDS:
@@ -333,22 +404,13 @@ def prepare(
                 f"not {error.kind!r}"
             )
     out_errors = [_storable_error(error) for error in errors]
-    by_sop: dict[str, InstanceRecord] = {}
-    for record in map(_storable_record, instances):
-        reason = _invalid_reason(record)
-        if reason is not None:
-            location = storable(record.source.location)
-            out_errors.append(ErrorRecord(location, "invalid", reason))
-            continue
-        first = by_sop.get(record.sop_instance_uid)
-        if first is not None:
-            if first.source.location != record.source.location:
-                out_errors.append(duplicate(record, first.source.location))
-            continue
-        by_sop[record.sop_instance_uid] = record
-    batch = Prepared([], {}, {}, set(), out_errors)
+    kept, refused = screen(instances, stored_at or {})
+    out_errors.extend(refused)
+    batch = Prepared([], {}, {}, set(), out_errors, set(replaced))
+    batch.replaced |= {e.location for e in refused if e.kind == "duplicate"}
+    batch.replaced -= {record.source.location for record in kept}
     by_series: dict[str, list[InstanceRecord]] = {}
-    for record in by_sop.values():
+    for record in kept:
         by_series.setdefault(record.series_instance_uid, []).append(record)
     for records in by_series.values():
         _encode_series(records, batch)

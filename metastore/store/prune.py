@@ -63,7 +63,11 @@ def adopt_legacy(conn: Connection, instances: Sequence[EncodedInstance]) -> None
                 adopted[source_id] = old
     if not adopted:
         return
-    store_write.delete_instances_of_sources(conn, list(adopted))
+    _, emptied = store_write.delete_instances_of_sources(conn, list(adopted))
+    # The write that follows stores these instances again, but it need not
+    # hold every one (a file rewritten under another SOP Instance UID): the
+    # series and studies they were in are settled as after a prune.
+    store_write.settle(conn, emptied, written={}, lost=emptied)
     for part in store_write.chunks(sorted(adopted)):
         conn.execute(sa.delete(src).where(src.c.id.in_(part)))
     for part in store_write.chunks(sorted(adopted.values())):
@@ -122,7 +126,10 @@ def prune(
         for (loc,) in conn.execute(sa.select(err).where(_under(err, root))):
             if gone(loc) and _within(loc, inside):
                 stale_errors.append(loc)
-    count = store_write.delete_instances_of_sources(conn, stale)
+    count, emptied = store_write.delete_instances_of_sources(conn, stale)
+    # A series or study that lost the instance its attributes came from takes
+    # those of its lowest instance left; one left without any goes.
+    store_write.settle(conn, emptied, written={}, lost=emptied)
     for part in store_write.chunks(sorted(set(stale))):
         conn.execute(sa.delete(t.sources).where(t.sources.c.id.in_(part)))
     for part in store_write.chunks(sorted(set(stale_errors))):

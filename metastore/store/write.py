@@ -9,7 +9,7 @@ store and imports no pydicom.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
@@ -19,7 +19,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from metastore.records import ErrorRecord, LazyImages
+from metastore.attributes import SearchAttributes, search_attributes
+from metastore.records import ErrorRecord, InstanceRecord, LazyImages
+from metastore.store import codec
 from metastore.store import schema as t
 from metastore.store.db import announce_statement
 from metastore.store.encode import (
@@ -32,6 +34,7 @@ from metastore.store.encode import (
     int32,
     int64,
     split_image_id,
+    storable_attributes,
 )
 
 #: Bound parameters per IN list (well under SQLite's 32766 and PostgreSQL's 65535).
@@ -305,19 +308,14 @@ def ensure_module_types(conn: Connection, names: Iterable[str]) -> dict[str, int
     return ids
 
 
-def _upsert_keyed(
-    conn: Connection,
-    table: sa.Table,
-    key: str,
-    rows: dict[str, dict[str, Any]],
-    fields: Sequence[str],
+def _insert_keyed(
+    conn: Connection, table: sa.Table, key: str, rows: dict[str, dict[str, Any]]
 ) -> dict[str, int]:
-    """Insert-or-ignore ``rows`` keyed by UID, then fill in changed fields.
+    """Insert the ``rows`` (keyed by UID) not stored yet; return every row's id.
 
-    ``DO NOTHING`` first (no row lock when nothing changed, which is the
-    common case for a study seen in many batches), then an ``UPDATE`` of the
-    few rows whose attributes differ, keeping stored values where the new
-    ones are missing.
+    ``DO NOTHING``: a stored row is left as it is (no row lock, no new row
+    version); :func:`settle` decides its attributes once the batch's
+    instances are in.
     """
     if not rows:
         return {}
@@ -329,23 +327,7 @@ def _upsert_keyed(
         [tuple(rows[uid][c] for c in columns) for uid in sorted(rows)],
         conflict=key,
     )
-    key_col = table.c[key]
-    stored = select_map(
-        conn, key_col, [table.c.id, *(table.c[f] for f in fields)], rows
-    )
-    updates = []
-    for uid, new in sorted(rows.items()):
-        old = stored[uid]
-        merged = {f: new[f] if new[f] is not None else getattr(old, f) for f in fields}
-        if any(merged[f] != getattr(old, f) for f in fields):
-            updates.append({"_id": old.id, **merged})
-    if updates:
-        stmt = (
-            sa.update(table)
-            .where(table.c.id == sa.bindparam("_id"))
-            .values({f: sa.bindparam(f) for f in fields})
-        )
-        conn.execute(stmt, updates)
+    stored = select_map(conn, table.c[key], [table.c.id], rows)
     return {uid: row.id for uid, row in stored.items()}
 
 
@@ -361,6 +343,42 @@ class WriteState:
     replaced: set[int] = field(default_factory=set)
     #: Locations whose errors recorded before this transaction are cleared.
     cleared: set[str] = field(default_factory=set)
+
+
+#: What a study's and a series' attributes are taken from: a record being
+#: written, or the attributes read back from a stored instance.
+Searchable = InstanceRecord | SearchAttributes
+
+
+def study_values(found: Searchable) -> dict[str, Any]:
+    """The :data:`STUDY_FIELDS` of a study whose attributes are ``found``'s."""
+    return {
+        "patient_id": found.patient_id,
+        "patient_id_key": fold(found.patient_id),
+        "patient_name": found.patient_name,
+        "patient_name_key": fold(found.patient_name),
+        "study_date": found.study_date,
+        "study_time": found.study_time,
+        "accession_number": found.accession_number,
+        "accession_number_key": fold(found.accession_number),
+        "study_description": found.study_description,
+        "study_description_key": fold(found.study_description),
+    }
+
+
+def series_values(found: Searchable) -> dict[str, Any]:
+    """The :data:`SERIES_FIELDS` of a series whose attributes are ``found``'s."""
+    return {
+        "modality": found.modality,
+        "series_number": int32(found.series_number),
+        "series_description": found.series_description,
+        "series_description_key": fold(found.series_description),
+    }
+
+
+def _lowest_first(records: Iterable[InstanceRecord]) -> list[InstanceRecord]:
+    """``records`` by SOP Instance UID, highest first (so the lowest wins a dict)."""
+    return sorted(records, key=lambda r: r.sop_instance_uid, reverse=True)
 
 
 def write(
@@ -387,37 +405,24 @@ def write(
     new_errors: list[ErrorRecord] = []
     records = [item.record for item in batch.instances]
 
-    studies: dict[str, dict[str, Any]] = {}
-    series: dict[str, dict[str, Any]] = {}
-    for r in records:
-        studies[r.study_instance_uid] = {
-            "study_instance_uid": r.study_instance_uid,
-            "patient_id": r.patient_id,
-            "patient_id_key": fold(r.patient_id),
-            "patient_name": r.patient_name,
-            "patient_name_key": fold(r.patient_name),
-            "study_date": r.study_date,
-            "study_time": r.study_time,
-            "accession_number": r.accession_number,
-            "accession_number_key": fold(r.accession_number),
-            "study_description": r.study_description,
-            "study_description_key": fold(r.study_description),
-        }
-    study_ids = _upsert_keyed(
-        conn, t.studies, "study_instance_uid", studies, STUDY_FIELDS
-    )
-    for r in records:
-        series[r.series_instance_uid] = {
+    # Rows for the studies and series not stored yet, with the attributes of
+    # the batch's lowest SOP Instance UID in each (what settle() keeps when
+    # they are new); stored rows are left for settle() to decide.
+    studies = {
+        r.study_instance_uid: {"study_instance_uid": r.study_instance_uid}
+        | study_values(r)
+        for r in _lowest_first(records)
+    }
+    study_ids = _insert_keyed(conn, t.studies, "study_instance_uid", studies)
+    series = {
+        r.series_instance_uid: {
             "series_instance_uid": r.series_instance_uid,
             "study_id": study_ids[r.study_instance_uid],
-            "modality": r.modality,
-            "series_number": int32(r.series_number),
-            "series_description": r.series_description,
-            "series_description_key": fold(r.series_description),
         }
-    series_ids = _upsert_keyed(
-        conn, t.series, "series_instance_uid", series, SERIES_FIELDS
-    )
+        | series_values(r)
+        for r in _lowest_first(records)
+    }
+    series_ids = _insert_keyed(conn, t.series, "series_instance_uid", series)
 
     # Sources: one row per location, refreshed on every successful write.
     sources = {r.source.location: r.source for r in records}
@@ -436,11 +441,20 @@ def write(
     # DO UPDATE returns every row, inserted or not.
     source_ids: dict[str, int] = {row.location: row.id for row in upserted}
 
-    # Re-indexed locations: their previous instances go first (once per
-    # transaction: a later part keeps what the earlier ones wrote).
+    # Re-indexed locations: their previous instances go first, also those of
+    # locations whose new content was all refused as duplicates; once per
+    # transaction (a later part of a stream keeps what the earlier ones wrote).
+    emptied = [
+        row.id
+        for row in select_map(
+            conn, t.sources.c.location, [t.sources.c.id], batch.replaced
+        ).values()
+        if row.id not in state.replaced
+    ]
     fresh = [sid for sid in source_ids.values() if sid not in state.replaced]
-    delete_instances_of_sources(conn, fresh)
-    state.replaced.update(fresh)
+    replaced = _instances_of_sources(conn, [*fresh, *emptied])
+    delete_instances(conn, [id_ for id_, _, _ in replaced])
+    state.replaced.update(fresh, emptied)
 
     # Bases of the DICOM JSON (the module values' bases come with them).
     base_ids = write_rows(
@@ -514,6 +528,20 @@ def write(
             new_errors.append(duplicate(item.record, location))
         # else: a concurrent writer stored this very location: nothing to do.
 
+    # Studies and series take the attributes of their lowest stored instance;
+    # those the batch created for duplicates only (or emptied) go again.  A
+    # series lost an instance if one of it was deleted and not written again.
+    written = {item.record.sop_instance_uid: item.record for item, _ in to_write}
+    back = {(series_ids[r.series_instance_uid], sop) for sop, r in written.items()}
+    lost = {series_id for _, series_id, sop in replaced if (series_id, sop) not in back}
+    settle(
+        conn,
+        {*series_ids.values(), *(series_id for _, series_id, _ in replaced)},
+        written=written,
+        lost=lost,
+        study_ids=study_ids,
+    )
+
     new_errors += write_frames(conn, batch, to_write, type_ids)
     for item, instance_id in to_write:
         if isinstance(item.record.images, LazyImages):
@@ -534,7 +562,7 @@ def write(
         [(e.location, e.kind, e.reason, now) for e in all_errors],
     )
     # A location whose every instance was a duplicate is not "stored".
-    drop_empty_sources(conn, list(source_ids.values()))
+    drop_empty_sources(conn, [*source_ids.values(), *emptied])
     return new_errors
 
 
@@ -708,14 +736,36 @@ def write_rows(
     return known
 
 
-def delete_instances_of_sources(conn: Connection, source_ids: Sequence[int]) -> int:
-    """Delete the instances of ``source_ids`` with their images; return the count."""
+def delete_instances_of_sources(
+    conn: Connection, source_ids: Sequence[int]
+) -> tuple[int, set[int]]:
+    """Delete the instances of ``source_ids`` with their images.
+
+    Returns:
+        How many instances were deleted, and the ids of the series they were
+        in (for :func:`settle`).
+    """
     count = 0
-    for where in key_in(conn, t.instances.c.source_id, sorted(source_ids)):
-        old = sa.select(t.instances.c.id).where(where)
-        instance_ids = list(conn.execute(old).scalars())
-        count += delete_instances(conn, instance_ids)
-    return count
+    series: set[int] = set()
+    ins = t.instances
+    for where in key_in(conn, ins.c.source_id, sorted(source_ids)):
+        old = conn.execute(sa.select(ins.c.id, ins.c.series_id).where(where)).all()
+        series.update(row.series_id for row in old)
+        count += delete_instances(conn, [row.id for row in old])
+    return count, series
+
+
+def _instances_of_sources(
+    conn: Connection, source_ids: Sequence[int]
+) -> list[tuple[int, int, str]]:
+    """``(id, series_id, sop_instance_uid)`` of the instances of ``source_ids``."""
+    ins = t.instances
+    columns = (ins.c.id, ins.c.series_id, ins.c.sop_instance_uid)
+    return [
+        (id_, series_id, sop)
+        for where in key_in(conn, ins.c.source_id, sorted(source_ids))
+        for id_, series_id, sop in conn.execute(sa.select(*columns).where(where))
+    ]
 
 
 def delete_instances(conn: Connection, instance_ids: Sequence[int]) -> int:
@@ -735,3 +785,186 @@ def drop_empty_sources(conn: Connection, source_ids: Sequence[int]) -> None:
     used = sa.select(t.instances.c.id).where(t.instances.c.source_id == t.sources.c.id)
     for where in key_in(conn, t.sources.c.id, sorted(source_ids)):
         conn.execute(sa.delete(t.sources).where(where, ~used.exists()))
+
+
+def settle(
+    conn: Connection,
+    series_ids: Collection[int],
+    *,
+    written: Mapping[str, InstanceRecord],
+    lost: Collection[int] = (),
+    study_ids: Mapping[str, int] | None = None,
+) -> None:
+    """Give series ``series_ids`` and their studies the attributes the rule says.
+
+    **The rule:** a series' attributes (its study included) and a study's
+    attributes are those of its stored instance with the lowest SOP Instance
+    UID (compared character by character, by code point).  A pure function
+    of what is stored, so the order sources come in, batch boundaries, a
+    crash and its rerun or concurrent writers cannot change it; a duplicate,
+    never stored, cannot either.  A series without instances and a study
+    without series are deleted.
+
+    Call it in the transaction that changed the instances of ``series_ids``
+    (every series a write touched, or a prune emptied).  The attributes of
+    an instance in ``written`` (SOP Instance UID -> the record just
+    inserted) come from the record.  Otherwise a row already holds its
+    lowest instance's attributes, unless that instance may have gone: for
+    the series in ``lost`` (they lost instances here) and their studies,
+    the attributes are read back from the lowest instance's stored DICOM
+    JSON (``metastore.attributes``, as the record was made).
+
+    PostgreSQL: the rows are locked (in id order) before their lowest
+    instance is looked up, so of two writers adding to one series the second
+    sees the first's instances once it gets the lock.
+    """
+    if not series_ids:
+        return
+    se, st = t.series, t.studies
+    known: dict[str, Searchable] = {}
+    known.update(written)
+    study_of = dict(study_ids or {})
+
+    columns = [se.c.study_id, *(se.c[f] for f in SERIES_FIELDS)]
+    rows = _locked(conn, se, columns, series_ids)
+    lowest = _lowest_sops(conn, se, sorted(rows))
+    # Studies whose lowest instance may be another now: they lost instances,
+    # or a series moved out of or into them.
+    recheck = {rows[id_].study_id for id_ in lost if id_ in rows}
+    sops = [lowest[id_] for id_ in lost if id_ in lowest]
+    _read_back(conn, [sop for sop in sops if sop not in known], known)
+    updates: list[dict[str, Any]] = []
+    for id_, row in sorted(rows.items()):
+        found = known.get(lowest.get(id_, ""))
+        if found is None:
+            continue  # no instance left (deleted below), or its attributes stand
+        wanted = {"study_id": _study_id(conn, found, study_of, row.study_id)}
+        wanted |= series_values(found)
+        if any(wanted[f] != getattr(row, f) for f in wanted):
+            updates.append({"_id": id_, **wanted})
+        if wanted["study_id"] != row.study_id:
+            recheck |= {row.study_id, wanted["study_id"]}
+    _update(conn, se, updates)
+    _delete_unused(conn, se, [id_ for id_ in rows if id_ not in lowest], t.instances)
+
+    # (and every study the batch named: a record's study may hold none of
+    # its series, when the series is another study's)
+    studies = {row.study_id for row in rows.values()} | recheck
+    studies |= set((study_ids or {}).values())
+    rows = _locked(conn, st, [st.c[f] for f in STUDY_FIELDS], studies)
+    lowest = _lowest_sops(conn, st, sorted(rows))
+    recheck = {id_ for id_ in recheck if id_ in lowest}
+    _read_back(
+        conn, [lowest[id_] for id_ in recheck if lowest[id_] not in known], known
+    )
+    updates = []
+    for id_, row in sorted(rows.items()):
+        found = known.get(lowest.get(id_, ""))
+        if found is None:
+            continue
+        wanted = study_values(found)
+        if any(wanted[f] != getattr(row, f) for f in wanted):
+            updates.append({"_id": id_, **wanted})
+    _update(conn, st, updates)
+    _delete_unused(conn, st, [id_ for id_ in rows if id_ not in lowest], se)
+
+
+def _locked(
+    conn: Connection, table: sa.Table, columns: Sequence[Any], ids: Collection[int]
+) -> dict[int, sa.Row[Any]]:
+    """``{id: row}`` of ``table``'s rows ``ids``, locked on PostgreSQL (in id order)."""
+    found: dict[int, sa.Row[Any]] = {}
+    for where in key_in(conn, table.c.id, sorted(ids)):
+        stmt = sa.select(table.c.id, *columns).where(where).order_by(table.c.id)
+        if is_postgres(conn):
+            stmt = stmt.with_for_update()
+        for row in conn.execute(stmt):
+            found[row.id] = row
+    return found
+
+
+def _lowest_sops(
+    conn: Connection, table: sa.Table, ids: Sequence[int]
+) -> dict[int, str]:
+    """``{series or study id: lowest SOP Instance UID stored in it}`` (by code point).
+
+    Rows without an instance are left out.
+    """
+    ins, se = t.instances, t.series
+    sop: sa.ColumnElement[str] = ins.c.sop_instance_uid
+    if is_postgres(conn):
+        sop = sop.collate("C")  # code point order, whatever the database's collation
+    if table is se:
+        group: sa.ColumnElement[int] = ins.c.series_id
+        source: Any = ins
+    else:
+        group = se.c.study_id
+        source = ins.join(se, se.c.id == ins.c.series_id)
+    found: dict[int, str] = {}
+    for where in key_in(conn, group, ids):
+        stmt = (
+            sa.select(group, sa.func.min(sop))
+            .select_from(source)
+            .where(where)
+            .group_by(group)
+        )
+        found.update((id_, uid) for id_, uid in conn.execute(stmt))
+    return found
+
+
+def _read_back(
+    conn: Connection, sops: Sequence[str], into: dict[str, Searchable]
+) -> None:
+    """Put the attributes of stored instances ``sops`` (from DICOM JSON) in ``into``."""
+    if not sops:
+        return
+    ins, base = t.instances, t.module_values.alias("base")
+    for where in key_in(conn, ins.c.sop_instance_uid, sorted(set(sops))):
+        stmt = (
+            sa.select(ins.c.sop_instance_uid, ins.c.dicom_json, base.c.value)
+            .outerjoin(base, base.c.id == ins.c.dicom_json_base_id)
+            .where(where)
+        )
+        for sop, blob, base_blob in conn.execute(stmt):
+            instance = codec.decode_dicom_json(
+                blob, None if base_blob is None else codec.inflate(base_blob)
+            )
+            into[sop] = storable_attributes(search_attributes(instance))
+
+
+def _study_id(
+    conn: Connection, found: Searchable, study_of: dict[str, int], current: int
+) -> int:
+    """The id of the study ``found`` is in (stored now if need be), else ``current``."""
+    uid = found.study_instance_uid
+    if uid is None:
+        return current
+    if uid not in study_of:
+        row = {"study_instance_uid": uid} | study_values(found)
+        study_of.update(
+            _insert_keyed(conn, t.studies, "study_instance_uid", {uid: row})
+        )
+    return study_of[uid]
+
+
+def _update(conn: Connection, table: sa.Table, updates: list[dict[str, Any]]) -> None:
+    """Set columns of rows by id: ``[{"_id": id, column: value, ...}, ...]``."""
+    if not updates:
+        return
+    columns = [name for name in updates[0] if name != "_id"]
+    stmt = (
+        sa.update(table)
+        .where(table.c.id == sa.bindparam("_id"))
+        .values({name: sa.bindparam(name) for name in columns})
+    )
+    conn.execute(stmt, updates)
+
+
+def _delete_unused(
+    conn: Connection, table: sa.Table, ids: Sequence[int], users: sa.Table
+) -> None:
+    """Delete rows ``ids`` of ``table`` (series, studies) no row of ``users`` is in."""
+    user = users.c.series_id if users is t.instances else users.c.study_id
+    used = sa.select(user).where(user == table.c.id).exists()
+    for where in key_in(conn, table.c.id, sorted(ids)):
+        conn.execute(sa.delete(table).where(where, ~used))
