@@ -244,14 +244,16 @@ class Store:
         raise AssertionError("unreachable")  # pragma: no cover
 
     @contextmanager
-    def _read(self) -> Iterator[Connection]:
+    def _read(self, *, for_write: bool = False) -> Iterator[Connection]:
         """A connection for reading; driver errors come out as :class:`StoreError`.
 
         Every read method runs its statements inside this block
-        (:func:`metastore.store.db.map_driver_errors`).
+        (:func:`metastore.store.db.map_driver_errors`).  ``for_write``: the
+        read is a write's first step (its errors say the write failed).
         """
+        failed = "write to" if for_write else "read from"
         with (
-            map_driver_errors(self.engine, f"read from {self.url} failed"),
+            map_driver_errors(self.engine, f"{failed} {self.url} failed"),
             self.engine.connect() as conn,
         ):
             yield conn
@@ -357,7 +359,7 @@ class Store:
             StoreError: the database failed (after retrying transient errors).
             ValueError: an error record has an unknown ``kind``.
         """
-        stored_at = self._stored_at(instances)
+        stored_at = self._stored_at(instances, for_write=True)
         batch = store_encode.prepare(instances, errors, stored_at, replaced)
         found = batch.errors[len(errors) :]
 
@@ -447,9 +449,11 @@ class Store:
         stored_at = self._stored_at(instances)
         return store_encode.screen(instances, stored_at, earlier)
 
-    def _stored_at(self, instances: Sequence[InstanceRecord]) -> dict[str, str]:
+    def _stored_at(
+        self, instances: Sequence[InstanceRecord], *, for_write: bool = False
+    ) -> dict[str, str]:
         """``{SOP Instance UID: location}`` of those of ``instances`` stored."""
-        with self._read() as conn:
+        with self._read(for_write=for_write) as conn:
             return _stored_at(conn, instances)
 
     def prune(
