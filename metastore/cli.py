@@ -107,6 +107,21 @@ def _write_json_lines(rows: Iterable[Any], out: IO[bytes]) -> None:
     out.flush()
 
 
+def _write_js_lines(rows: Iterable[Any], out: IO[bytes]) -> None:
+    """One JSON document per line, as JavaScript's ``JSON.stringify`` writes it.
+
+    For ``get`` and ``export``, whose output is diffed against a browser's
+    ``JSON.stringify(metaData.get(...))``: ``800`` not ``800.0``, ``-0`` as
+    ``0``, NaN as ``null`` (:mod:`metastore.jsjson`).
+    """
+    from metastore.jsjson import dumps
+
+    for row in rows:
+        out.write(dumps(row))
+        out.write(b"\n")
+    out.flush()
+
+
 def _stdlib_json_line(row: Any) -> bytes:
     """What orjson refuses, by the standard library: lone surrogates as
     ``\\ud800`` escapes (ASCII output), big integers as they are, NaN and
@@ -369,7 +384,7 @@ def get(module_type: str, image_id: str, url: str) -> None:
     if value is None:
         click.echo(f"no {module_type} for {image_id}", err=True)
         click.get_current_context().exit(1)
-    _write_json_lines([value], _stdout())
+    _write_js_lines([value], _stdout())
 
 
 @cli.command()
@@ -397,7 +412,7 @@ def export(modules: str | None, output: str, url: str) -> None:
         _refuse_database_file(output, url)
     with Store(url, read_only=True) as store, _open_output(output) as out:
         rows = ({"imageId": i, "modules": m} for i, m in store.export(types))
-        _write_json_lines(rows, out)
+        _write_js_lines(rows, out)
 
 
 def _refuse_database_file(output: str, url: str) -> None:
