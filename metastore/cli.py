@@ -5,6 +5,10 @@ Lines (NaN written as ``null``); ``query`` prints a table on a terminal.
 Errors metastore raises on purpose (bad imageId, unknown module type,
 unreachable database, schema behind head...) become one line on stderr and
 exit status 2, in one place: :class:`MetastoreGroup`.
+
+Start-up: ``metastore --help`` must not load SQLAlchemy, pydicom or the
+indexer, and ``get`` only the store's read side, so the library is imported
+inside the commands that use it (tests/test_cli_startup.py, issue 13).
 """
 
 from __future__ import annotations
@@ -18,21 +22,25 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
 import orjson
-from sqlalchemy.exc import SQLAlchemyError
 
 from metastore.errors import MetastoreError, ModuleError
-from metastore.imageid import check_wadors_root, parse_image_id
-from metastore.index import DEFAULT_BATCH_SIZE, IndexReport, index_paths, parse_shard
 from metastore.locations import location_of
-from metastore.modules import MODULE_TYPES
-from metastore.store import Store, db
-from metastore.testhooks import TestHooks
+
+if TYPE_CHECKING:
+    from metastore.index import IndexReport
+    from metastore.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: ``metastore.store.db.DEFAULT_URL`` and ``metastore.index.DEFAULT_BATCH_SIZE``,
+#: needed to build the options (``--help`` too) without importing SQLAlchemy
+#: and the indexer; tests/test_cli_startup.py checks they stay equal.
+DEFAULT_URL = "sqlite:///metastore.sqlite"
+DEFAULT_BATCH_SIZE = 500
 
 #: Exit status for bad input and an unusable database (click's usage status).
 EXIT_ERROR = 2
@@ -51,7 +59,13 @@ class MetastoreGroup(click.Group):
             return super().invoke(ctx)
         except MetastoreError as exc:
             raise _Failure(str(exc)) from None
-        except SQLAlchemyError as exc:  # a driver error the store did not wrap
+        except Exception as exc:
+            # A driver error the store did not wrap.  SQLAlchemy is imported
+            # only by the commands that use it: if it is not loaded, the
+            # error cannot be one of its own.
+            sa_exc = sys.modules.get("sqlalchemy.exc")
+            if sa_exc is None or not isinstance(exc, sa_exc.SQLAlchemyError):
+                raise
             first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
             reason = first[0] if first else str(exc)
             raise _Failure(_scrubbed(ctx, f"database error: {reason}")) from None
@@ -68,6 +82,8 @@ def _scrubbed(ctx: click.Context, message: str) -> str:
     metastore's own errors come redacted and scrubbed already (scrubbing
     them again would blot out a one-letter password inside ``***``).
     """
+    from metastore.store import db
+
     url = ctx.meta.get(_URL_KEY)
     return db.scrub(message, url) if isinstance(url, str) else message
 
@@ -87,7 +103,7 @@ def db_option(command: F) -> F:
         "--db",
         "url",
         envvar="METASTORE_DATABASE_URL",
-        default=db.DEFAULT_URL,
+        default=DEFAULT_URL,
         show_default=True,
         metavar="URL",
         help="Database URL (env METASTORE_DATABASE_URL).",
@@ -147,10 +163,14 @@ def _stdout() -> IO[bytes]:
 
 def _module_types(names: Iterable[str]) -> list[str]:
     """Check module type names; raise ModuleError naming the valid ones."""
+    # metastore.modules.MODULE_TYPES, without importing the mapping (~9 ms)
+    from metastore.moduletypes import ModuleType
+
+    known = [t.value for t in ModuleType]
     types = [name.strip() for name in names if name.strip()]
     for name in types:
-        if name not in MODULE_TYPES:
-            valid = ", ".join(MODULE_TYPES)
+        if name not in known:
+            valid = ", ".join(known)
             raise ModuleError(f"unknown module type {name!r}; valid types: {valid}")
     return types
 
@@ -167,7 +187,12 @@ def cli() -> None:
     \b
         metastore index scans/ --wadors-root https://pacs/dicomweb
     """
-    TestHooks.install()  # crash-test hooks; nothing unless METASTORE_TEST_* is set
+    # crash-test hooks: nothing unless METASTORE_TEST_* is set, and then
+    # imported only (they load SQLAlchemy and the store's writer)
+    if any(name.startswith("METASTORE_TEST_") for name in os.environ):
+        from metastore.testhooks import TestHooks
+
+        TestHooks.install()
 
 
 def _shard(
@@ -176,6 +201,8 @@ def _shard(
     """Parse ``--shard K/N``; a bad value is one line and exit status 2."""
     if value is None:
         return None
+    from metastore.index import parse_shard
+
     try:
         return parse_shard(value)
     except ValueError as exc:
@@ -188,6 +215,8 @@ def _wadors_root(
     """Check ``--wadors-root`` before the database is opened (exit status 2)."""
     if value is None:
         return None
+    from metastore.imageid import check_wadors_root
+
     try:
         return check_wadors_root(value)
     except ValueError as exc:
@@ -257,6 +286,9 @@ def index(
         metastore index /archive scans.zip --wadors-root https://pacs/dicomweb
         metastore index /archive --shard 2/3   # one of three workers
     """
+    from metastore.index import index_paths
+    from metastore.store import Store
+
     missing = [path for path in paths if _missing(path)]
     if missing and not prune:
         raise click.BadParameter(
@@ -377,6 +409,9 @@ def get(module_type: str, image_id: str, url: str) -> None:
         IMAGE_ID=$(metastore export | head -n 1 | jq -r .imageId)
         metastore get imagePlaneModule "$IMAGE_ID"
     """
+    from metastore.imageid import parse_image_id
+    from metastore.store import Store
+
     _module_types([module_type])
     parse_image_id(image_id)  # a malformed imageId is an error, not "no answer"
     with Store(url, read_only=True) as store:
@@ -407,6 +442,8 @@ def export(modules: str | None, output: str, url: str) -> None:
     \b
         metastore export --modules imagePlaneModule,voiLutModule -o modules.jsonl
     """
+    from metastore.store import Store
+
     types = _module_types(modules.split(",")) if modules else None
     if output != "-":
         _refuse_database_file(output, url)
@@ -424,6 +461,8 @@ def _refuse_database_file(output: str, url: str) -> None:
     yet, as resolved paths (a ``-wal`` created by the export would be taken
     for the database's).
     """
+    from metastore.store import db
+
     for path in db.database_files(url):
         same = os.path.realpath(output) == os.path.realpath(path)
         if not same and os.path.exists(output) and os.path.exists(path):
@@ -500,6 +539,8 @@ def query(
     \b
         metastore query studies --patient-name 'doe*' --date 20200101-20201231 --table
     """
+    from metastore.store import Store
+
     if dates is not None:
         date_from, date_to = date_from or dates[0], date_to or dates[1]
     with Store(url, read_only=True) as store:
@@ -553,6 +594,8 @@ def stats(url: str) -> None:
     \b
         metastore stats --db postgresql://user@host/pacs
     """
+    from metastore.store import Store
+
     with Store(url, read_only=True) as store:
         _write_json_lines([store.stats()], _stdout())
 
@@ -578,6 +621,8 @@ def upgrade(url: str) -> None:
     \b
         metastore db upgrade --db sqlite:///archive.sqlite
     """
+    from metastore.store import db
+
     engine = db.create_engine(url)
     try:
         db.upgrade(engine)
@@ -598,6 +643,8 @@ def current(url: str) -> None:
     \b
         metastore db current --db sqlite:///archive.sqlite
     """
+    from metastore.store import db
+
     engine = db.create_engine(url, read_only=True)
     try:
         # an unknown (newer) revision or a damaged version table is an error
