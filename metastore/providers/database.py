@@ -93,9 +93,11 @@ class DatabaseProvider:
     ``read_ahead`` images loads only the ``read_ahead`` images nearest the
     asked one in stack order (:meth:`metastore.store.Store.nearby_image_modules`),
     so walking such a series costs one query per ``read_ahead / 2`` images or
-    so.  ``read_ahead=0`` (or 1) loads only the asked image.  An unknown
-    imageId is cached too, as "no answer".  :meth:`load_series` fills the
-    cache for a whole series in one query, whatever its size.
+    so.  ``read_ahead=0`` (or 1) loads only the asked image: the better
+    choice for a caller that asks one image per series (thumbnails), to
+    whom read-ahead would only add work.  An unknown imageId is cached too,
+    as "no answer".  :meth:`load_series` fills the cache for a whole series
+    in one query, whatever its size.
 
     A hit is two dict lookups with no lock and no bookkeeping.  Memory is
     bounded by ``cache_size`` images: when a load would overflow it, the
