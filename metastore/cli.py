@@ -5,6 +5,10 @@ Lines (NaN written as ``null``); ``query`` prints a table on a terminal.
 Errors metastore raises on purpose (bad imageId, unknown module type,
 unreachable database, schema behind head...) become one line on stderr and
 exit status 2, in one place: :class:`MetastoreGroup`.
+
+Start-up: ``metastore --help`` must not load SQLAlchemy, pydicom or the
+indexer, and ``get`` only the store's read side, so the library is imported
+inside the commands that use it (tests/test_cli_startup.py, issue 13).
 """
 
 from __future__ import annotations
@@ -18,27 +22,25 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
 import orjson
 
 from metastore.errors import MetastoreError, ModuleError
-from metastore.imageid import check_wadors_root, parse_image_id
-from metastore.index import (
-    DEFAULT_BATCH_SIZE,
-    IndexReport,
-    ReindexReport,
-    index_paths,
-    parse_shard,
-    reindex,
-    stale_instances,
-)
 from metastore.locations import location_of
-from metastore.modules import MODULE_TYPES
-from metastore.store import Store, db
+
+if TYPE_CHECKING:
+    from metastore.index import IndexReport, ReindexReport
+    from metastore.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: ``metastore.store.db.DEFAULT_URL`` and ``metastore.index.DEFAULT_BATCH_SIZE``,
+#: needed to build the options (``--help`` too) without importing SQLAlchemy
+#: and the indexer; tests/test_cli_startup.py checks they stay equal.
+DEFAULT_URL = "sqlite:///metastore.sqlite"
+DEFAULT_BATCH_SIZE = 500
 
 #: Exit status for bad input and an unusable database (click's usage status).
 EXIT_ERROR = 2
@@ -74,7 +76,7 @@ def db_option(command: F) -> F:
         "--db",
         "url",
         envvar="METASTORE_DATABASE_URL",
-        default=db.DEFAULT_URL,
+        default=DEFAULT_URL,
         show_default=True,
         metavar="URL",
         help="Database URL (env METASTORE_DATABASE_URL).",
@@ -90,6 +92,21 @@ def _write_json_lines(rows: Iterable[Any], out: IO[bytes]) -> None:
         except TypeError:  # lone surrogates, integers past 64 bits
             line = _stdlib_json_line(row)
         out.write(line)
+    out.flush()
+
+
+def _write_js_lines(rows: Iterable[Any], out: IO[bytes]) -> None:
+    """One JSON document per line, as JavaScript's ``JSON.stringify`` writes it.
+
+    For ``get`` and ``export``, whose output is diffed against a browser's
+    ``JSON.stringify(metaData.get(...))``: ``800`` not ``800.0``, ``-0`` as
+    ``0``, NaN as ``null`` (:mod:`metastore.jsjson`).
+    """
+    from metastore.jsjson import dumps
+
+    for row in rows:
+        out.write(dumps(row))
+        out.write(b"\n")
     out.flush()
 
 
@@ -118,10 +135,14 @@ def _stdout() -> IO[bytes]:
 
 def _module_types(names: Iterable[str]) -> list[str]:
     """Check module type names; raise ModuleError naming the valid ones."""
+    # metastore.modules.MODULE_TYPES, without importing the mapping (~9 ms)
+    from metastore.moduletypes import ModuleType
+
+    known = [t.value for t in ModuleType]
     types = [name.strip() for name in names if name.strip()]
     for name in types:
-        if name not in MODULE_TYPES:
-            valid = ", ".join(MODULE_TYPES)
+        if name not in known:
+            valid = ", ".join(known)
             raise ModuleError(f"unknown module type {name!r}; valid types: {valid}")
     return types
 
@@ -146,6 +167,8 @@ def _shard(
     """Parse ``--shard K/N``; a bad value is one line and exit status 2."""
     if value is None:
         return None
+    from metastore.index import parse_shard
+
     try:
         return parse_shard(value)
     except ValueError as exc:
@@ -158,6 +181,8 @@ def _wadors_root(
     """Check ``--wadors-root`` before the database is opened (exit status 2)."""
     if value is None:
         return None
+    from metastore.imageid import check_wadors_root
+
     try:
         return check_wadors_root(value)
     except ValueError as exc:
@@ -227,6 +252,9 @@ def index(
         metastore index /archive scans.zip --wadors-root https://pacs/dicomweb
         metastore index /archive --shard 2/3   # one of three workers
     """
+    from metastore.index import index_paths, stale_instances
+    from metastore.store import Store
+
     missing = [path for path in paths if _missing(path)]
     if missing and not prune:
         raise click.BadParameter(
@@ -394,6 +422,9 @@ def reindex_command(
     \b
         metastore db upgrade && metastore reindex --db postgresql://user@host/pacs
     """
+    from metastore.index import reindex
+    from metastore.store import Store
+
     with Store(url, upgrade=upgrade) as store, _reindex_progress() as progress:
         report = reindex(
             store,
@@ -468,6 +499,9 @@ def get(module_type: str, image_id: str, url: str) -> None:
         IMAGE_ID=$(metastore export | head -n 1 | jq -r .imageId)
         metastore get imagePlaneModule "$IMAGE_ID"
     """
+    from metastore.imageid import parse_image_id
+    from metastore.store import Store
+
     _module_types([module_type])
     parse_image_id(image_id)  # a malformed imageId is an error, not "no answer"
     with Store(url, read_only=True) as store:
@@ -475,7 +509,7 @@ def get(module_type: str, image_id: str, url: str) -> None:
     if value is None:
         click.echo(f"no {module_type} for {image_id}", err=True)
         click.get_current_context().exit(1)
-    _write_json_lines([value], _stdout())
+    _write_js_lines([value], _stdout())
 
 
 @cli.command()
@@ -498,12 +532,14 @@ def export(modules: str | None, output: str, url: str) -> None:
     \b
         metastore export --modules imagePlaneModule,voiLutModule -o modules.jsonl
     """
+    from metastore.store import Store
+
     types = _module_types(modules.split(",")) if modules else None
     if output != "-":
         _refuse_database_file(output, url)
     with Store(url, read_only=True) as store, _open_output(output) as out:
         rows = ({"imageId": i, "modules": m} for i, m in store.export(types))
-        _write_json_lines(rows, out)
+        _write_js_lines(rows, out)
 
 
 def _refuse_database_file(output: str, url: str) -> None:
@@ -515,6 +551,8 @@ def _refuse_database_file(output: str, url: str) -> None:
     yet, as resolved paths (a ``-wal`` created by the export would be taken
     for the database's).
     """
+    from metastore.store import db
+
     for path in db.database_files(url):
         same = os.path.realpath(output) == os.path.realpath(path)
         if not same and os.path.exists(output) and os.path.exists(path):
@@ -591,6 +629,8 @@ def query(
     \b
         metastore query studies --patient-name 'doe*' --date 20200101-20201231 --table
     """
+    from metastore.store import Store
+
     if dates is not None:
         date_from, date_to = date_from or dates[0], date_to or dates[1]
     with Store(url, read_only=True) as store:
@@ -647,6 +687,9 @@ def stats(url: str) -> None:
     \b
         metastore stats --db postgresql://user@host/pacs
     """
+    from metastore.index import stale_instances
+    from metastore.store import Store
+
     with Store(url, read_only=True) as store:
         counts = {**store.stats(), "stale_instances": stale_instances(store)}
     _write_json_lines([counts], _stdout())
@@ -673,6 +716,8 @@ def upgrade(url: str) -> None:
     \b
         metastore db upgrade --db sqlite:///archive.sqlite
     """
+    from metastore.store import db
+
     engine = db.create_engine(url)
     try:
         db.upgrade(engine)
@@ -693,6 +738,8 @@ def current(url: str) -> None:
     \b
         metastore db current --db sqlite:///archive.sqlite
     """
+    from metastore.store import db
+
     engine = db.create_engine(url, read_only=True)
     try:
         # an unknown (newer) revision or a damaged version table is an error

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import quote, quote_from_bytes, unquote, unquote_to_bytes, urlsplit
-from urllib.request import url2pathname
 
 from metastore.errors import InvalidImageIdError
 
@@ -385,6 +384,10 @@ def file_location(image_id: str | ImageId) -> tuple[Path, str | None]:
         raise InvalidImageIdError(parsed.raw, "unexpected query or fragment")
     file_part, sep, member_part = parts.path.partition(_MEMBER_SEP)
     if os.name == "nt":  # pragma: no cover - exercised on Windows only
+        # imported here: urllib.request loads http.client and email (~10 ms
+        # of every `metastore get`), for a function POSIX never calls
+        from urllib.request import url2pathname
+
         path = Path(url2pathname(file_part))
     else:
         # as_uri() percent-encodes os.fsencode(path); invert exactly that.

@@ -50,7 +50,7 @@ def test_unknown_image_or_type_is_none(store: Store) -> None:
 
 def test_a_miss_caches_all_modules_of_the_image(store: Store) -> None:
     """After one lookup the image's other modules come from the cache."""
-    provider = DatabaseProvider(store)
+    provider = DatabaseProvider(store, read_ahead=0)
     first = image_ids(store)[0]
     provider.get("patientModule", first)
     assert provider.cache_info()["images"] == 1

@@ -2,8 +2,8 @@
 
 This module owns :class:`DatabaseProvider`, the read path that Cornerstone-
 style lookups hit: a bounded in-process cache of every module of an image,
-filled one image (or one whole series) per query.  It imports only
-:mod:`metastore.store.api`, :mod:`metastore.imageid`,
+filled one series (or the part of it nearest the image asked) per query.
+It imports only :mod:`metastore.store.api`, :mod:`metastore.imageid`,
 :mod:`metastore.moduletypes` and :mod:`metastore.types` (and
 :mod:`metastore.modules`' version, when asked how many answers are stale).
 """
@@ -75,6 +75,10 @@ def _base_and_frame(image_id: str) -> tuple[str, int]:
 #: the table starts again (values already cached stay shared).
 _SHARED_LIMIT = 20_000
 
+#: Images loaded by one miss unless told otherwise (``read_ahead``): a CT
+#: series of a few hundred slices in one query of a few tens of ms.
+DEFAULT_READ_AHEAD = 500
+
 #: The cached answer for an imageId the database does not know (no answer).
 _UNKNOWN: dict[str, ModuleValue] = {}
 
@@ -82,12 +86,24 @@ _UNKNOWN: dict[str, ModuleValue] = {}
 class DatabaseProvider:
     """Answers ``(type, image_id)`` with exactly what the store holds.
 
-    On a cache miss, every module of that image is loaded in one query and
-    cached, since Cornerstone asks for many types of one imageId in a row;
-    an unknown imageId is cached too, as "no answer".  :meth:`load_series`
-    fills the cache for a whole series in one query.  A hit is two dict
-    lookups with no lock and no bookkeeping; when the cache holds more than
-    ``cache_size`` images, the oldest half is dropped at once.
+    On a cache miss, every module of that image *and of its series* is
+    loaded in one query and cached (read-ahead), since viewers and pipelines
+    ask for many types of one imageId in a row, then for the next image of
+    the series: "for each image of a series, get 6 modules" costs one query
+    from a cold provider, not one per image.  A series of more than
+    ``read_ahead`` images loads only the ``read_ahead`` images nearest the
+    asked one in stack order (:meth:`metastore.store.Store.nearby_image_modules`),
+    so walking such a series costs one query per ``read_ahead / 2`` images or
+    so.  ``read_ahead=0`` (or 1) loads only the asked image: the better
+    choice for a caller that asks one image per series (thumbnails), to
+    whom read-ahead would only add work.  An unknown imageId is cached too,
+    as "no answer".  :meth:`load_series` fills the cache for a whole series
+    in one query, whatever its size.
+
+    A hit is two dict lookups with no lock and no bookkeeping.  Memory is
+    bounded by ``cache_size`` images: when a load would overflow it, the
+    oldest entries are dropped (the oldest half, or more if the load needs
+    the room), and a miss never loads more than ``cache_size`` images.
 
     The imageId must be the one the indexer stored, byte for byte.  Values
     are shared, not copied (several images of a series get the *same*
@@ -99,20 +115,36 @@ class DatabaseProvider:
             a database URL or engine (a store is opened, and closed by
             :meth:`close`).
         cache_size: how many images to keep in the cache.
+        read_ahead: how many images of the asked image's series a miss
+            loads (capped at ``cache_size``); 0 or 1 loads the image alone.
 
     Example:
         >>> provider = DatabaseProvider("sqlite:///metastore.sqlite")  # doctest: +SKIP
         >>> provider("imagePlaneModule", image_id)  # doctest: +SKIP
     """
 
-    __slots__ = ("_cache", "_cache_size", "_lock", "_owns_store", "_shared", "store")
+    __slots__ = (
+        "_cache",
+        "_cache_size",
+        "_lock",
+        "_owns_store",
+        "_read_ahead",
+        "_shared",
+        "store",
+    )
 
     def __init__(
-        self, source: Store | str | URL | Engine, *, cache_size: int = 100_000
+        self,
+        source: Store | str | URL | Engine,
+        *,
+        cache_size: int = 100_000,
+        read_ahead: int = DEFAULT_READ_AHEAD,
     ) -> None:
         """Open (or use) the store and start with an empty cache."""
         if cache_size < 1:
             raise ValueError(f"cache_size must be at least 1, not {cache_size}")
+        if read_ahead < 0:
+            raise ValueError(f"read_ahead must be 0 or more, not {read_ahead}")
         self._owns_store = not isinstance(source, Store)
         #: The store answers come from.
         # read_only: a database in a folder this process cannot write opens
@@ -121,6 +153,8 @@ class DatabaseProvider:
         )
         self._cache: dict[str, dict[str, ModuleValue]] = {}
         self._cache_size = cache_size
+        # Never more than the cache holds: the bound on memory stays the bound.
+        self._read_ahead = min(read_ahead, cache_size)
         # Values loaded on misses, by stored bytes, so that the images of a
         # series share one patient module object (etc.) as load_series gives
         # them: a third less memory per image, and hits that touch a few hot
@@ -162,6 +196,8 @@ class DatabaseProvider:
 
     def _load(self, image_id: str) -> dict[str, ModuleValue]:
         """Load and cache every module of one image (cache miss path)."""
+        if self._read_ahead > 1:
+            return self._load_nearby(image_id)
         modules = self.store.image_modules(image_id, shared=self._shared)
         if modules is None:
             modules = _UNKNOWN
@@ -170,6 +206,16 @@ class DatabaseProvider:
             self._cache[image_id] = modules
             if len(self._shared) > _SHARED_LIMIT:
                 self._shared.clear()
+        return modules
+
+    def _load_nearby(self, image_id: str) -> dict[str, ModuleValue]:
+        """Load and cache an image and its read-ahead neighbours (one query)."""
+        images = self.store.nearby_image_modules(image_id, self._read_ahead)
+        modules = images.get(image_id, _UNKNOWN)
+        with self._lock:
+            self._make_room(len(images) or 1)
+            self._cache.update(images)
+            self._cache[image_id] = modules
         return modules
 
     def load_series(self, series_instance_uid: str) -> list[str]:
@@ -217,8 +263,12 @@ class DatabaseProvider:
         return self.store.stale_instances(MAPPING_VERSION)
 
     def cache_info(self) -> dict[str, int]:
-        """``{"images": cached images, "cache_size": limit}``."""
-        return {"images": len(self._cache), "cache_size": self._cache_size}
+        """``{"images": cached, "cache_size": limit, "read_ahead": per miss}``."""
+        return {
+            "images": len(self._cache),
+            "cache_size": self._cache_size,
+            "read_ahead": self._read_ahead,
+        }
 
     def close(self) -> None:
         """Close the store if this provider opened it."""

@@ -634,6 +634,40 @@ class Store:
                 rows, names, lambda: self._type_names_now(conn)
             )
 
+    def nearby_image_modules(
+        self, image_id: str, limit: int
+    ) -> dict[str, dict[str, ModuleValue]]:
+        """``{image_id: {module type: value}}`` for an image and its neighbours.
+
+        One query: the ``limit`` images of ``image_id``'s series nearest to
+        it in stack order ((0020,0013) InstanceNumber, unnumbered last, then
+        (0008,0018) SOPInstanceUID, then frame; ties to the earlier image),
+        ``image_id`` among them; the whole series when it has at most
+        ``limit`` images.  ``{}`` for an unknown imageId.  Values are shared
+        as :meth:`series_image_modules` shares them: treat them as read-only.
+
+        Args:
+            image_id: the imageId as stored.
+            limit: how many images at most (at least 1).
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        if not store_encode.is_storable(image_id):
+            return {}  # never stored; and the driver could not send it
+        params = {
+            "key": store_encode.image_key(image_id),
+            "image_id": image_id,
+            "limit": limit,
+        }
+        with store_read.gc_paused(), self._read() as conn:
+            names = self._type_names or self._type_names_now(conn)
+            rows = conn.execute(
+                store_read.nearby_statement(self.engine.dialect.name), params
+            )
+            return store_read.assemble_series(
+                rows, names, lambda: self._type_names_now(conn)
+            )
+
     def _names(self, conn: Connection, rows: Sequence[Any]) -> dict[int, str]:
         """Module type names by id, reloaded if ``rows`` hold an unknown id."""
         names = self._type_names

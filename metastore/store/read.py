@@ -254,6 +254,73 @@ def series_statement(dialect: str) -> sa.TextClause:
     )
 
 
+#: The read-ahead load (see :func:`nearby_statement`), ``{agg}`` the
+#: dialect's string aggregate.  ``target`` is the asked image (found as
+#: :data:`IMAGE_STATEMENT` finds it), ``ranked`` its series in stack order
+#: ((0020,0013) InstanceNumber, unnumbered last, then SOP Instance UID, then
+#: frame), ``chosen`` the ``:limit`` images of it nearest the asked one in
+#: that order (ties to the earlier).  Then the same two row kinds as
+#: :data:`_SERIES_SQL`.  Text for the same reason.
+_NEARBY_SQL = """
+WITH target AS (
+  SELECT i.id AS image_pk, n.series_id AS series_id
+    FROM images i
+    JOIN image_id_prefixes p ON p.id = i.prefix_id
+    JOIN instances n ON n.id = i.instance_id
+   WHERE i.image_key = :key AND p.prefix || i.suffix = :image_id
+),
+ranked AS (
+  SELECT i.id AS image_pk, i.prefix_id AS prefix_id, i.suffix AS suffix,
+         ROW_NUMBER() OVER (ORDER BY n.instance_number IS NULL,
+                                     n.instance_number, n.sop_instance_uid,
+                                     i.frame) AS pos
+    FROM target t
+    JOIN instances n ON n.series_id = t.series_id
+    JOIN images i ON i.instance_id = n.id
+),
+chosen AS (
+  SELECT r.image_pk, r.prefix_id, r.suffix
+    FROM ranked r
+   ORDER BY ABS(r.pos - (SELECT me.pos FROM ranked me, target t
+                          WHERE me.image_pk = t.image_pk)), r.pos
+   LIMIT :limit
+)
+SELECT {image}, NULL, NULL, p.prefix || c.suffix,
+       (SELECT {agg}(CAST(CAST(m.value_id AS BIGINT) * {shift}
+                          + m.module_type_id AS TEXT), ',')
+          FROM image_modules m WHERE m.image_id = c.image_pk),
+       NULL, NULL
+  FROM chosen c
+  JOIN image_id_prefixes p ON p.id = c.prefix_id
+UNION ALL
+SELECT {value}, v.id, v.base_id, NULL, NULL, v.value, b.value
+  FROM module_values v
+  LEFT JOIN module_values b ON b.id = v.base_id
+ WHERE v.id IN (
+       SELECT m.value_id
+         FROM chosen c
+         JOIN image_modules m ON m.image_id = c.image_pk)
+"""
+
+
+@functools.cache
+def nearby_statement(dialect: str) -> sa.TextClause:
+    """The read-ahead load: an image and its nearest neighbours in its series.
+
+    Parameters ``key`` and ``image_id`` (as :data:`IMAGE_STATEMENT` takes
+    them) and ``limit``; rows as :func:`series_statement` gives them, none
+    for an unknown imageId.  With ``limit`` at least the series' size, the
+    whole series.
+
+    Args:
+        dialect: the engine's dialect name, ``"sqlite"`` or ``"postgresql"``.
+    """
+    agg = "group_concat" if dialect == "sqlite" else "string_agg"
+    return sa.text(
+        _NEARBY_SQL.format(agg=agg, image=IMAGE, value=VALUE, shift=REF_SHIFT)
+    )
+
+
 #: Every module of one image (see ``Store.image_modules``): ``(image pk,
 #: module type id, value id, blob, base id, base blob)`` per module; outer
 #: joins, so an image without modules still gives one row of NULLs.  A
