@@ -1,0 +1,220 @@
+#!/usr/bin/env python3
+"""Benchmark: a million instances (issue 14, target 3).
+
+Writes ``--instances`` (default 1,000,000) small single-frame instances in
+series (folders) of 500 (scripts/gen_archive.py ``clone_archive``), then
+indexes them tenth by tenth: into one SQLite database with one
+``metastore index`` per tenth, and (with ``--postgres URL``, a scratch
+database is created there) into PostgreSQL with two sharded indexers per
+tenth (``--shard 1/2`` and ``--shard 2/2`` run concurrently).  Prints the
+rate per tenth (target: last tenth at least 0.9x the first), the peak memory
+of each indexer process (target: flat, under 300 MB), the database size per
+image, and at the end, each in a fresh process after its imports, timed
+against the 50 ms target:
+
+* a cold series load of 500 images (``DatabaseProvider.load_series``),
+* ``metastore query studies --patient-name 'bench*'`` (the command itself),
+* ``metastore get imagePlaneModule IMAGE_ID`` (the command itself).
+
+    python scripts/bench_million.py [--instances 1000000] [--workers N]
+        [--postgres postgresql://postgres@127.0.0.1:5432/postgres] [--no-sqlite]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench_index import _pg_db, _pg_drop
+from benchlib import HERE, PYTHON, run_child
+
+TARGET_MS = 50.0
+PER_SERIES = 500
+
+# Run in a fresh process: imports first (untimed), then each operation cold.
+COLD = r"""
+import io, json, sys, time, contextlib
+url, series, image_id = sys.argv[1:4]
+import sqlalchemy, click
+import metastore.store, metastore.cli
+from metastore.providers.database import DatabaseProvider
+out = {}
+for again in ("", "_again"):  # cold (first use in the process), then again
+    t = time.perf_counter()
+    db = DatabaseProvider(url)
+    ids = db.load_series(series)
+    out["series" + again] = (time.perf_counter() - t) * 1e3
+    out["series_lines"] = len(ids)
+    db.close()
+    for name, argv in (
+        ("query", ["query", "studies", "--patient-name", "bench*", "--json", "--db", url]),
+        ("get", ["get", "imagePlaneModule", image_id, "--db", url]),
+    ):
+        raw = io.BytesIO()
+        buf = io.TextIOWrapper(raw, encoding="utf-8")
+        t = time.perf_counter()
+        with contextlib.redirect_stdout(buf):
+            try:
+                metastore.cli.cli.main(argv, standalone_mode=False)
+            except SystemExit:
+                pass
+        buf.flush()
+        out[name + again] = (time.perf_counter() - t) * 1e3
+        out[name + "_lines"] = len(raw.getvalue().splitlines())
+print(json.dumps(out))
+"""
+
+
+def _index_tenth(
+    url: str, folders: list[Path], shards: int, extra: list[str]
+) -> tuple[float, list[float]]:
+    """Index ``folders`` with ``shards`` concurrent indexers; (wall s, peaks MB)."""
+    cmd = [PYTHON, "-m", "metastore", "index", "--db", url, *map(str, folders), *extra]
+    if shards == 1:
+        r = run_child(cmd)
+        return r.seconds, [r.peak_mb]
+    # run_child in threads: each wrapper waits for its own indexer
+    from concurrent.futures import ThreadPoolExecutor
+
+    t = time.perf_counter()
+    with ThreadPoolExecutor(shards) as pool:
+        runs = list(
+            pool.map(
+                lambda k: run_child([*cmd, "--shard", f"{k}/{shards}"]),
+                range(1, shards + 1),
+            )
+        )
+    return time.perf_counter() - t, [r.peak_mb for r in runs]
+
+
+def _size_and_images(url: str) -> tuple[int, int, str, str]:
+    """(database bytes, images, a series UID of 500 images, one imageId)."""
+    import sqlalchemy as sa
+
+    from metastore.store.db import create_engine
+
+    engine = create_engine(url)
+    with engine.connect() as c:
+        images = int(c.execute(sa.text("SELECT count(*) FROM images")).scalar_one())
+        if engine.dialect.name == "sqlite":
+            size = Path(engine.url.database or "").stat().st_size
+        else:
+            size = int(
+                c.execute(
+                    sa.text("SELECT pg_database_size(current_database())")
+                ).scalar_one()
+            )
+    engine.dispose()
+    from metastore.store import Store
+
+    with Store(url, read_only=True) as store:
+        row = store.query("series", limit=1)[0]
+        series = str(row["series_instance_uid"])
+        image_id = next(iter(store.series_image_modules(series)))
+    return size, images, series, image_id
+
+
+def _cold(url: str, series: str, image_id: str) -> dict[str, float]:
+    proc = subprocess.run(
+        [PYTHON, "-c", COLD, url, series, image_id], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"cold timings failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run(
+    name: str, url: str, folders: list[Path], shards: int, extra: list[str]
+) -> None:
+    """Index the archive tenth by tenth into ``url`` and print the figures."""
+    tenth = max(1, len(folders) // 10)
+    parts = [folders[i : i + tenth] for i in range(0, len(folders), tenth)]
+    rates, peaks = [], []
+    done = 0
+    for k, part in enumerate(parts, 1):
+        n = len(part) * PER_SERIES
+        seconds, mb = _index_tenth(url, part, shards, extra)
+        done += n
+        rates.append(n / seconds)
+        peaks.append(mb)
+        print(
+            f"  {name} tenth {k}: {done} instances, {n / seconds:.0f} instances/s, "
+            f"peak {' + '.join(f'{m:.0f}' for m in mb)} MB",
+            flush=True,
+        )
+    size, images, series, image_id = _size_and_images(url)
+    print(f"{name}: {done} instances in {len(parts)} runs of {shards} indexer(s)")
+    print(
+        f"  rate first tenth {rates[0]:.0f}/s, last tenth {rates[-1]:.0f}/s: "
+        f"last / first = {rates[-1] / rates[0]:.2f}x (target >= 0.9x)"
+    )
+    flat = [max(p) for p in peaks]
+    print(
+        f"  peak memory per indexer process: first tenth {flat[0]:.0f} MB, "
+        f"last {flat[-1]:.0f} MB, max {max(flat):.0f} MB (target < 300 MB)"
+    )
+    print(
+        f"  database {size / 1e6:.0f} MB, {size / images:.0f} bytes/image ({images} images)"
+    )
+    cold = _cold(url, series, image_id)
+    for key, label in (
+        ("series", f"cold series load ({cold['series_lines']} images)"),
+        (
+            "query",
+            f"query studies --patient-name 'bench*' ({cold['query_lines']} studies)",
+        ),
+        ("get", "get imagePlaneModule"),
+    ):
+        ms = cold[key]
+        print(
+            f"  {label}: {ms:.1f} ms cold, {ms / TARGET_MS:.2f}x the {TARGET_MS:.0f} ms target "
+            f"({'met' if ms <= TARGET_MS else 'NOT met'}); "
+            f"{cold[key + '_again']:.1f} ms again in the same process"
+        )
+
+
+def main() -> None:
+    """Run the benchmark and print its figures."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--instances", type=int, default=1_000_000)
+    ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--postgres", default=None, help="also index into this server")
+    ap.add_argument("--no-sqlite", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="keep the archive and database")
+    args = ap.parse_args()
+    sys.path.insert(0, str(HERE))
+    from gen_archive import clone_archive
+
+    count = max(PER_SERIES, args.instances // PER_SERIES * PER_SERIES)
+    work = Path(tempfile.mkdtemp(prefix="metastore-bench-million-"))
+    t = time.perf_counter()
+    clone_archive(work / "archive", count, per_folder=PER_SERIES)
+    print(
+        f"archive: {count} instances written in {time.perf_counter() - t:.0f} s ({work})"
+    )
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
+    folders = sorted((work / "archive").iterdir())
+    extra = [] if args.workers is None else ["--workers", str(args.workers)]
+    pg_name = ""
+    try:
+        if not args.no_sqlite:
+            run("sqlite", f"sqlite:///{work / 'million.sqlite'}", folders, 1, extra)
+        if args.postgres:
+            url, pg_name = _pg_db(args.postgres)
+            run("postgresql", url, folders, 2, extra)
+    finally:
+        if pg_name and not args.keep:
+            _pg_drop(args.postgres, pg_name)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
