@@ -727,6 +727,38 @@ def test_cached_sources_cost_no_query_and_follow_reindexing(
         s.store.close()
 
 
+def test_source_cache_is_bounded(db_url: str, tmp_path: Path) -> None:
+    """Series past the bounds are evicted; a too-large one is never kept."""
+    from metastore.web.sources import SourceCache
+
+    archive = ws.build_archive(tmp_path, extras=False)
+    with Store(db_url) as store:
+        index_paths(store, [tmp_path / "files"], workers=1)
+        a = archive.specs[0]
+        b = next(s for s in archive.specs if s.series != a.series)
+        expected = store.instance_source(a.sop)
+        assert expected is not None
+
+        cache = SourceCache(max_series=1)
+        assert cache.find(store, a.study, a.series, a.sop) == (expected, False)
+        assert cache.find(store, a.study, a.series, a.sop) == (expected, True)
+        cache.find(store, b.study, b.series, b.sop)  # evicts a's series
+        assert cache.peek(a.study, a.series, a.sop) is None
+        assert cache.peek(b.study, b.series, b.sop) is not None
+        # a wrong study is not a hit, and not an error
+        assert cache.find(store, "1.2.3", a.series, a.sop) == (None, False)
+
+        small = SourceCache(max_instances=1)  # every series here is larger
+        for _ in range(2):
+            assert small.find(store, a.study, a.series, a.sop) == (expected, False)
+        assert small.peek(a.study, a.series, a.sop) is None
+
+        expired = SourceCache(ttl=0.0)
+        expired.find(store, a.study, a.series, a.sop)
+        time.sleep(0.01)
+        assert expired.peek(a.study, a.series, a.sop) is None
+
+
 # -- security -----------------------------------------------------------------
 
 

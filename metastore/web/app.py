@@ -213,6 +213,9 @@ def routes(server: _Server) -> list[BaseRoute]:
     se = st + "/series/{series}"
     ins = se + "/instances/{sop}"
     table: list[tuple[str, Handler]] = [
+        # first: a viewer asks for frames far more often than anything else
+        # (no other route matches a frames path, so the order is free)
+        (ins + "/frames/{frames}", server.frames),
         ("/studies", server.search("studies")),
         ("/series", server.search("series")),
         ("/instances", server.search("instances")),
@@ -222,7 +225,6 @@ def routes(server: _Server) -> list[BaseRoute]:
         (st + "/metadata", server.metadata),
         (se + "/metadata", server.metadata),
         (ins + "/metadata", server.metadata),
-        (ins + "/frames/{frames}", server.frames),
         (ins + "/bulkdata/{path:path}", server.bulkdata),
         (ins, server.instance),
     ]

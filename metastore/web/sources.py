@@ -115,8 +115,13 @@ def check(sop: str, source: InstanceSource) -> tuple[str, str | None]:
 
 
 @contextmanager
-def open_source(sop: str, source: InstanceSource) -> Iterator[IO[bytes]]:
+def open_source(
+    sop: str, source: InstanceSource, *, known: bool = False
+) -> Iterator[IO[bytes]]:
     """Open an instance's unchanged Part 10 source for reading (seekable).
+
+    ``known``: a file in this state (size, time) was already read as this
+    instance, so its kind is not sniffed again.
 
     Raises:
         HTTPError: 404 for a missing source or one indexed from DICOM JSON
@@ -126,7 +131,8 @@ def open_source(sop: str, source: InstanceSource) -> Iterator[IO[bytes]]:
     try:
         if member is None:
             with open(path, "rb") as fp:
-                _check_kind(sop, fp)
+                if not known:
+                    _check_kind(sop, fp)
                 yield fp
             return
         with zipfile.ZipFile(path) as archive:

@@ -303,7 +303,9 @@ def source_frames(
     source: InstanceSource, sop: str, numbers: list[int] | None, accept: str | None
 ) -> tuple[bytes, str]:
     """:func:`frames` of an instance whose source is known."""
-    with sources.open_source(sop, source) as fp:
+    # a layout read from the file in this state proves it is this instance
+    known = pixels.cached_layout(sop, source) is not None
+    with sources.open_source(sop, source, known=known) as fp:
         lay = pixels.layout(sop, source, fp)
         if numbers is None:
             numbers = list(range(1, lay.frames + 1))
