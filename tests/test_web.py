@@ -752,6 +752,8 @@ def test_source_cache_is_bounded(db_url: str, tmp_path: Path) -> None:
         for _ in range(2):
             assert small.find(store, a.study, a.series, a.sop) == (expected, False)
         assert small.peek(a.study, a.series, a.sop) is None
+        # ... and still answers only for instances of that series
+        assert small.find(store, a.study, a.series, b.sop) == (None, False)
 
         expired = SourceCache(ttl=0.0)
         expired.find(store, a.study, a.series, a.sop)

@@ -224,7 +224,10 @@ class SourceCache:
                 del self._large[key]
                 large = None
         if large is not None:
-            return store.instance_source(sop), False
+            one = store.instance_source(sop)
+            if one is None or (one.study_instance_uid, one.series_instance_uid) != key:
+                return None, False  # in another series: not here
+            return one, False
         loaded = store.series_sources(study, series)
         with self._lock:
             self._drop(key)
