@@ -672,6 +672,95 @@ def test_deleted_moved_and_changed_sources_are_refused(
         s.store.close()
 
 
+def test_cached_sources_cost_no_query_and_follow_reindexing(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A series' frames cost one query; a stale cached source is looked up again."""
+    archive = ws.build_archive(tmp_path, extras=False)
+    with Store(db_url) as store:
+        index_paths(store, [tmp_path / "files"], workers=1)
+    a, b, c = [s for s in archive.specs if s.series == archive.specs[0].series]
+    stranger = next(s for s in archive.specs if s.series != a.series)
+    assert a.path is not None
+    app = create_app(db_url)
+    statements: list[str] = []
+    sa.event.listen(
+        app.state.store.engine,
+        "before_cursor_execute",
+        lambda *args: statements.append(args[2]),
+    )
+    accept = {"Accept": 'multipart/related; type="application/octet-stream"'}
+    with ws.query_layer(monkeypatch), ws.ServerThread(app) as server:
+        s = Site(db_url, archive, server, ws.AccessLog())
+
+        def frame(spec: ws.Spec, series: str | None = None) -> tuple[int, bytes]:
+            got, head, body = s.get(
+                f"/studies/{spec.study}/series/{series or spec.series}"
+                f"/instances/{spec.sop}/frames/1",
+                accept,
+            )
+            return got, _parts(head, body)[0][1] if got == 200 else body
+
+        assert frame(a) == (200, a.pixels().tobytes())
+        first = len(statements)
+        assert first >= 1
+        for spec in (b, c, a, b):
+            assert frame(spec) == (200, spec.pixels().tobytes())
+        assert len(statements) == first  # the series' sources were cached
+        # the cache is per series: an instance of another series is not here
+        got, body = frame(stranger, a.series)
+        assert got == 404 and b"is not in series" in body
+
+        # a's file rewritten with other pixels: refused until indexed again
+        ds = pydicom.dcmread(a.path)
+        new_pixels = bytes(255 - x for x in ds.PixelData)
+        ds.PixelData = new_pixels
+        ds.save_as(a.path)
+        mtime = a.path.stat().st_mtime_ns + 2_000_000_000
+        os.utime(a.path, ns=(mtime, mtime))
+        got, body = frame(a)
+        assert got == 410 and b"changed after it was indexed" in body
+        with Store(db_url) as store:
+            index_paths(store, [tmp_path / "files"], workers=1)
+        assert frame(a) == (200, new_pixels)  # the store's new record, at once
+        assert frame(b) == (200, b.pixels().tobytes())
+        s.store.close()
+
+
+def test_source_cache_is_bounded(db_url: str, tmp_path: Path) -> None:
+    """Series past the bounds are evicted; a too-large one is never kept."""
+    from metastore.web.sources import SourceCache
+
+    archive = ws.build_archive(tmp_path, extras=False)
+    with Store(db_url) as store:
+        index_paths(store, [tmp_path / "files"], workers=1)
+        a = archive.specs[0]
+        b = next(s for s in archive.specs if s.series != a.series)
+        expected = store.instance_source(a.sop)
+        assert expected is not None
+
+        cache = SourceCache(max_series=1)
+        assert cache.find(store, a.study, a.series, a.sop) == (expected, False)
+        assert cache.find(store, a.study, a.series, a.sop) == (expected, True)
+        cache.find(store, b.study, b.series, b.sop)  # evicts a's series
+        assert cache.peek(a.study, a.series, a.sop) is None
+        assert cache.peek(b.study, b.series, b.sop) is not None
+        # a wrong study is not a hit, and not an error
+        assert cache.find(store, "1.2.3", a.series, a.sop) == (None, False)
+
+        small = SourceCache(max_instances=1)  # every series here is larger
+        for _ in range(2):
+            assert small.find(store, a.study, a.series, a.sop) == (expected, False)
+        assert small.peek(a.study, a.series, a.sop) is None
+        # ... and still answers only for instances of that series
+        assert small.find(store, a.study, a.series, b.sop) == (None, False)
+
+        expired = SourceCache(ttl=0.0)
+        expired.find(store, a.study, a.series, a.sop)
+        time.sleep(0.01)
+        assert expired.peek(a.study, a.series, a.sop) is None
+
+
 # -- security -----------------------------------------------------------------
 
 

@@ -885,6 +885,21 @@ class Store:
             ).first()
         return None if row is None else InstanceSource(*row)
 
+    def series_sources(self, study: str, series: str) -> dict[str, InstanceSource]:
+        """:meth:`instance_source` of every instance of a series, by SOP UID.
+
+        One statement for a whole series (a viewer asks for its frames one
+        instance at a time); empty when the series is not in that study.
+        """
+        if not (store_encode.is_storable(study) and store_encode.is_storable(series)):
+            return {}
+        with self._read() as conn:
+            rows = conn.execute(
+                store_read.SERIES_SOURCES_STATEMENT,
+                {"study": study, "series": series},
+            ).all()
+        return {row[0]: InstanceSource(*row[1:]) for row in rows}
+
 
 class InstanceSource(NamedTuple):
     """Where an instance was indexed from (:meth:`Store.instance_source`)."""

@@ -427,3 +427,16 @@ SELECT st.study_instance_uid, s.series_instance_uid, n.number_of_frames,
   JOIN sources o ON o.id = n.source_id
  WHERE n.sop_instance_uid = :sop
 """)
+
+#: Where every instance of one series was read from, keyed by SOP Instance
+#: UID (see ``Store.series_sources``): the same columns as
+#: :data:`INSTANCE_SOURCE_STATEMENT`, for a series at once.
+SERIES_SOURCES_STATEMENT = sa.text("""
+SELECT n.sop_instance_uid, st.study_instance_uid, s.series_instance_uid,
+       n.number_of_frames, o.location, o.size, o.mtime_ns
+  FROM series s
+  JOIN studies st ON st.id = s.study_id
+  JOIN instances n ON n.series_id = s.id
+  JOIN sources o ON o.id = n.source_id
+ WHERE s.series_instance_uid = :series AND st.study_instance_uid = :study
+""")

@@ -8,6 +8,7 @@ quotes out).  Imports nothing from the rest of metastore.
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -95,6 +96,18 @@ def parse_accept(header: str | None) -> list[MediaRange]:
     No header, or an empty one, is ``*/*``.  Ranges with ``q=0`` are left
     out.  A malformed entry is skipped rather than failing the request.
     """
+    if header is None or len(header) > 512:
+        return _parse_accept(header)
+    # a viewer sends the same few headers with every frame request
+    return list(_parsed_accept(header))
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed_accept(header: str) -> tuple[MediaRange, ...]:
+    return tuple(_parse_accept(header))
+
+
+def _parse_accept(header: str | None) -> list[MediaRange]:
     if not header or not header.strip():
         return [MediaRange("*/*")]
     ranges: list[MediaRange] = []

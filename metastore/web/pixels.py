@@ -32,6 +32,7 @@ from pydicom.uid import (
 
 from metastore.store import InstanceSource
 from metastore.web.media import HTTPError
+from metastore.web.sources import Stale
 
 #: (7FE0,0010) Pixel Data, (7FE0,0008) Float and (7FE0,0009) Double Float.
 PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
@@ -103,6 +104,12 @@ def _key(sop: str, source: InstanceSource) -> tuple[str, str, int, int]:
     return (sop, source.location, source.size, source.mtime_ns)
 
 
+def cached_layout(sop: str, source: InstanceSource) -> Layout | None:
+    """The remembered layout of ``sop`` in that source state, if any."""
+    with _cache_lock:
+        return _cache.get(_key(sop, source))
+
+
 def layout(sop: str, source: InstanceSource, fp: IO[bytes]) -> Layout:
     """The pixel data layout of ``sop`` in ``fp``, read once per source state.
 
@@ -140,7 +147,7 @@ def read_dataset(sop: str, fp: IO[bytes], *, pixels: bool) -> Dataset:
         found = ""
         ds = Dataset()
     if found.strip("\0 ") != sop:
-        raise HTTPError(
+        raise Stale(
             410,
             f"instance {sop}: its source now holds another instance; "
             "run metastore index again",

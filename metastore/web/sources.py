@@ -14,14 +14,17 @@ from __future__ import annotations
 import os
 import re
 import stat
+import threading
+import time
 import zipfile
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO
 
 from metastore.index import HEAD_SIZE, Kind, sniff
 from metastore.locations import MEMBER_SEPARATOR
-from metastore.store import InstanceSource
+from metastore.store import InstanceSource, Store
 from metastore.web.media import HTTPError
 
 # U+FFFD escapes of metastore.index.discovery.location_of: "\ufffd\ufffd" is
@@ -68,8 +71,16 @@ def split_location(location: str) -> tuple[str, str | None]:
         start = at + 1
 
 
+class Stale(HTTPError):
+    """The source is not the one recorded (gone, changed, another instance).
+
+    When the record came from :class:`SourceCache`, the store may know the
+    source's new state: the caller looks again before answering this.
+    """
+
+
 def _missing(sop: str) -> HTTPError:
-    return HTTPError(
+    return Stale(
         404,
         f"instance {sop}: its source was deleted or moved after it was "
         "indexed; run metastore index again",
@@ -77,7 +88,7 @@ def _missing(sop: str) -> HTTPError:
 
 
 def _changed(sop: str) -> HTTPError:
-    return HTTPError(
+    return Stale(
         410,
         f"instance {sop}: its source changed after it was indexed (size or "
         "modification time); run metastore index again",
@@ -104,8 +115,13 @@ def check(sop: str, source: InstanceSource) -> tuple[str, str | None]:
 
 
 @contextmanager
-def open_source(sop: str, source: InstanceSource) -> Iterator[IO[bytes]]:
+def open_source(
+    sop: str, source: InstanceSource, *, known: bool = False
+) -> Iterator[IO[bytes]]:
     """Open an instance's unchanged Part 10 source for reading (seekable).
+
+    ``known``: a file in this state (size, time) was already read as this
+    instance, so its kind is not sniffed again.
 
     Raises:
         HTTPError: 404 for a missing source or one indexed from DICOM JSON
@@ -115,7 +131,8 @@ def open_source(sop: str, source: InstanceSource) -> Iterator[IO[bytes]]:
     try:
         if member is None:
             with open(path, "rb") as fp:
-                _check_kind(sop, fp)
+                if not known:
+                    _check_kind(sop, fp)
                 yield fp
             return
         with zipfile.ZipFile(path) as archive:
@@ -145,3 +162,95 @@ def _check_kind(sop: str, fp: IO[bytes]) -> None:
         )
     if kind not in (Kind.PART10, Kind.RAW):
         raise _changed(sop)
+
+
+class SourceCache:
+    """Recently used series' instance sources, so a frame costs no query.
+
+    A viewer asks for a series' frames one instance at a time; the first
+    request of a series loads all of its sources in one statement
+    (:meth:`Store.series_sources`), the others find theirs here.  A cached
+    record is only a hint of where to look: every request still checks the
+    file's size, modification time and SOP Instance UID (:func:`check`,
+    :func:`metastore.web.pixels.layout`), and a record that fails them is
+    dropped and looked up again (:class:`Stale`), so a re-indexed source
+    is served from its new state at once.  A record is kept at most
+    :attr:`ttl` seconds, which bounds how long an instance removed from the
+    store while its file stays unchanged is still served.
+    """
+
+    def __init__(
+        self,
+        *,
+        ttl: float = 10.0,
+        max_series: int = 64,
+        max_instances: int = 100_000,
+    ) -> None:
+        self.ttl = ttl
+        self.max_series = max_series
+        self.max_instances = max_instances
+        self._series: OrderedDict[
+            tuple[str, str], tuple[float, dict[str, InstanceSource]]
+        ] = OrderedDict()
+        #: Series too large to cache whole: looked up an instance at a time.
+        self._large: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def peek(self, study: str, series: str, sop: str) -> InstanceSource | None:
+        """The cached source of ``sop``, or ``None``; never asks the store."""
+        key = (study, series)
+        with self._lock:
+            entry = self._series.get(key)
+            if entry is None:
+                return None
+            if time.monotonic() - entry[0] > self.ttl:
+                self._drop(key)
+                return None
+            self._series.move_to_end(key)
+            return entry[1].get(sop)
+
+    def find(
+        self, store: Store, study: str, series: str, sop: str
+    ) -> tuple[InstanceSource | None, bool]:
+        """``(source or None, whether it came from the cache)``."""
+        found = self.peek(study, series, sop)
+        if found is not None:
+            return found, True
+        key = (study, series)
+        with self._lock:
+            large = self._large.get(key)
+            if large is not None and time.monotonic() - large > self.ttl:
+                del self._large[key]
+                large = None
+        if large is not None:
+            one = store.instance_source(sop)
+            if one is None or (one.study_instance_uid, one.series_instance_uid) != key:
+                return None, False  # in another series: not here
+            return one, False
+        loaded = store.series_sources(study, series)
+        with self._lock:
+            self._drop(key)
+            if len(loaded) > self.max_instances:
+                self._large[key] = time.monotonic()
+                while len(self._large) > self.max_series:
+                    self._large.popitem(last=False)
+            elif loaded:
+                self._series[key] = (time.monotonic(), loaded)
+                self._count += len(loaded)
+                while (
+                    len(self._series) > self.max_series
+                    or self._count > self.max_instances
+                ):
+                    self._drop(next(iter(self._series)))
+        return loaded.get(sop), False
+
+    def forget(self, study: str, series: str) -> None:
+        """Drop a series' records (one of them was found stale)."""
+        with self._lock:
+            self._drop((study, series))
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        entry = self._series.pop(key, None)
+        if entry is not None:
+            self._count -= len(entry[1])

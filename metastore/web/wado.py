@@ -7,7 +7,8 @@ case, rewritten in place), and parsed and walked otherwise.  Frames, bulk
 data and instances are read from the instance's indexed source only
 (:mod:`metastore.web.sources`), after checking it is the file that was
 indexed.  Every function here is synchronous: the app runs them in its
-thread pool.
+thread pool, except :func:`quick_frames` (cached, native frames of a plain
+file), which it runs on the event loop.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import IO, Any, Literal
 
 import orjson
 
+from metastore.locations import MEMBER_SEPARATOR
 from metastore.store import InstanceSource, Store
 from metastore.types import DicomJson
 from metastore.web import pixels, sources
@@ -228,10 +230,82 @@ def frames(
     sop: str,
     numbers: list[int] | None,
     accept: str | None,
+    cache: sources.SourceCache | None = None,
 ) -> tuple[bytes, str]:
-    """The body and Content-Type of a frames request (all frames: ``None``)."""
-    source = find_instance(store, study, series, sop)
-    with sources.open_source(sop, source) as fp:
+    """The body and Content-Type of a frames request (all frames: ``None``).
+
+    With a ``cache``, the instance's source is looked up there first; a
+    cached record whose file fails the checks is looked up again in the
+    store before the request is answered.
+    """
+    if cache is None:
+        return source_frames(
+            find_instance(store, study, series, sop), sop, numbers, accept
+        )
+    source, cached = cache.find(store, study, series, sop)
+    try:
+        return source_frames(_found(source, study, series, sop), sop, numbers, accept)
+    except sources.Stale:
+        if not cached:
+            raise
+    cache.forget(study, series)
+    source, _cached = cache.find(store, study, series, sop)
+    return source_frames(_found(source, study, series, sop), sop, numbers, accept)
+
+
+def quick_frames(
+    cache: sources.SourceCache,
+    study: str,
+    series: str,
+    sop: str,
+    numbers: list[int],
+    accept: str | None,
+) -> tuple[bytes, str] | None:
+    """A frames answer made without the store or decoding, else ``None``.
+
+    Only for an instance whose source and layout are both cached, a plain
+    file (not a zip member) holding native little endian frames, and a few
+    megabytes at most: a stat, an open and a read, cheap enough for the
+    event loop.  Everything else (``None``) goes to the thread pool, as
+    does a source found stale (which needs the store).
+    """
+    source = cache.peek(study, series, sop)
+    if source is None or MEMBER_SEPARATOR in source.location:
+        return None
+    lay = pixels.cached_layout(sop, source)
+    if (
+        lay is None
+        or not lay.native_little_endian
+        or len(numbers) * lay.frame_size > QUICK_BYTES
+    ):
+        return None
+    try:
+        return source_frames(source, sop, numbers, accept)
+    except sources.Stale:
+        return None
+
+
+#: The most frame bytes :func:`quick_frames` reads on the event loop.
+QUICK_BYTES = 4 << 20
+
+
+def _found(
+    source: InstanceSource | None, study: str, series: str, sop: str
+) -> InstanceSource:
+    if source is None:
+        raise HTTPError(
+            404, f"instance {sop} is not in series {series} of study {study}"
+        )
+    return source
+
+
+def source_frames(
+    source: InstanceSource, sop: str, numbers: list[int] | None, accept: str | None
+) -> tuple[bytes, str]:
+    """:func:`frames` of an instance whose source is known."""
+    # a layout read from the file in this state proves it is this instance
+    known = pixels.cached_layout(sop, source) is not None
+    with sources.open_source(sop, source, known=known) as fp:
         lay = pixels.layout(sop, source, fp)
         if numbers is None:
             numbers = list(range(1, lay.frames + 1))
