@@ -43,7 +43,7 @@ def adopt_legacy(conn: Connection, instances: Sequence[EncodedInstance]) -> None
             continue
         sops, image_ids = written.setdefault(old, (set(), set()))
         sops.add(item.record.sop_instance_uid)
-        image_ids.update(image[0] for image in item.images)
+        image_ids.update(image.image_id for image in item.images)
     if not written:
         return
     src = t.sources
