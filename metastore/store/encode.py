@@ -47,22 +47,6 @@ def image_key(image_id: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def split_image_id(image_id: str) -> tuple[str, str]:
-    """Split an imageId into the prefix many images share and the rest.
-
-    A wadors imageId splits after its last ``/instances/`` (root, study and
-    series are the prefix); any other after the last ``/`` before its query
-    (a folder's or an archive's URI).  ``prefix + suffix == image_id``.
-    """
-    marker = image_id.rfind("/instances/")
-    if marker >= 0:
-        cut = marker + len("/instances/")
-    else:
-        query = image_id.find("?")
-        cut = image_id.rfind("/", 0, query if query >= 0 else len(image_id)) + 1
-    return image_id[:cut], image_id[cut:]
-
-
 def fold(text: str | None) -> str | None:
     """Case-fold for search keys (``str.casefold``: ß -> ss, Σ/ς -> σ)."""
     return None if text is None else text.casefold()

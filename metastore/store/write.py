@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from metastore.attributes import SearchAttributes, search_attributes
+from metastore.imageid import split_for_storage
 from metastore.records import ErrorRecord, InstanceRecord, LazyImages
 from metastore.store import codec
 from metastore.store import schema as t
@@ -33,7 +34,6 @@ from metastore.store.encode import (
     image_key,
     int32,
     int64,
-    split_image_id,
     storable_attributes,
 )
 
@@ -756,7 +756,7 @@ def write_images(
     """
     if not images:
         return {}
-    split = {image_id: split_image_id(image_id) for image_id, _, _ in images}
+    split = {image_id: split_for_storage(image_id) for image_id, _, _ in images}
     prefixes = sorted({prefix for prefix, _ in split.values()})
     p = t.image_id_prefixes
     insert_rows(
@@ -766,11 +766,17 @@ def write_images(
         key: row.id
         for key, row in select_map(conn, p.c.prefix, [p.c.id], prefixes).items()
     }
-    keys = {image_key(image_id): image_id for image_id, _, _ in images}
+    key_of = {image_id: image_key(image_id) for image_id, _, _ in images}
+    keys = {key: image_id for image_id, key in key_of.items()}
     rows = [
-        (key, prefix_ids[split[image_id][0]], split[image_id][1], instance_id, frame)
+        (
+            key_of[image_id],
+            prefix_ids[split[image_id][0]],
+            split[image_id][1],
+            instance_id,
+            frame,
+        )
         for image_id, instance_id, frame in images
-        for key in (image_key(image_id),)
     ]
     inserted = insert_rows(
         conn,
