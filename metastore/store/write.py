@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from metastore.attributes import SearchAttributes, search_attributes
+from metastore.chunking import chunked
 from metastore.imageid import split_for_storage
 from metastore.records import ErrorRecord, InstanceRecord, LazyImages
 from metastore.store import codec
@@ -77,12 +78,6 @@ SERIES_FIELDS = (
 )
 
 
-def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
-    """Yield ``items`` in slices of at most ``size``."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def insert(conn: Connection, table: sa.Table) -> Any:
     """The dialect ``INSERT`` that has ``on_conflict_do_*`` for ``conn``."""
     if conn.dialect.name == "postgresql":
@@ -110,7 +105,7 @@ def key_in(
         array = sa.bindparam(None, list(keys), type_=postgresql.ARRAY(key.type))
         yield key == sa.any_(array)
         return
-    for part in chunks(keys):
+    for part in chunked(keys, CHUNK):
         yield key.in_(part)
 
 
@@ -886,7 +881,7 @@ def _instances_of_sources(
 
 def delete_instances(conn: Connection, instance_ids: Sequence[int]) -> int:
     """Delete instances by id with their images and image_modules rows."""
-    for part in chunks(sorted(instance_ids)):
+    for part in chunked(sorted(instance_ids), CHUNK):
         images = sa.select(t.images.c.id).where(t.images.c.instance_id.in_(part))
         conn.execute(
             sa.delete(t.image_modules).where(t.image_modules.c.image_id.in_(images))
