@@ -139,28 +139,6 @@ def test_unknown_flags_are_refused() -> None:
         codec.decode_dicom_json(b"\x84{}")
 
 
-@given(st.text())
-def test_split_image_id_is_lossless(image_id: str) -> None:
-    """prefix + suffix always gives the imageId back."""
-    from metastore.store.encode import split_image_id
-
-    prefix, suffix = split_image_id(image_id)
-    assert prefix + suffix == image_id
-
-
-def test_split_image_id_shares_the_series_part() -> None:
-    """A wadors imageId's prefix ends after /instances/; a file's at its folder."""
-    from metastore.store.encode import split_image_id
-
-    wadors = "wadors:http://h/studies/1/series/2/instances/3/frames/1"
-    assert split_image_id(wadors) == (
-        "wadors:http://h/studies/1/series/2/instances/",
-        "3/frames/1",
-    )
-    uri = "wadouri:file:///d/a/IM1?frame=1/2"
-    assert split_image_id(uri) == ("wadouri:file:///d/a/", "IM1?frame=1/2")
-
-
 def test_base_compression_round_trips() -> None:
     """A value compressed against a base needs that base and then decodes."""
     base, _ = codec.canonical({"a": [1, 2, 3], "uid": "1.2.3.4"})

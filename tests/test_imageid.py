@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,10 +12,12 @@ from hypothesis import strategies as st
 from metastore.errors import InvalidImageIdError
 from metastore.imageid import (
     ImageId,
+    base_and_frame,
     file_image_id,
     file_location,
     image_id_to_uri,
     parse_image_id,
+    split_for_storage,
     wadors_image_id,
 )
 
@@ -276,3 +279,111 @@ def test_query_round_trip(url, params, frame, scheme):
     assert p0.frame is None
     p = parse_image_id(p0.with_frame(frame))
     assert (p.scheme, p.url, p.frame, p.base) == (scheme, p0.url, frame, base)
+
+
+FUZZ_CASES = Path(__file__).parent / "fixtures" / "oracle" / "cases_fuzz.json"
+
+#: A UID-like path segment, or anything without "/" (what the parser takes).
+_segment = st.one_of(
+    st.from_regex(r"[0-9]+(\.[0-9]+){0,6}", fullmatch=True),
+    st.text(min_size=0, max_size=8).filter(lambda s: "/" not in s),
+)
+_root = st.one_of(
+    st.sampled_from(["", "http://h", "https://pacs.example/dicomweb", "file:///x"]),
+    st.text(max_size=12),
+)
+
+
+@st.composite
+def _wadors_ids(draw: st.DrawFn) -> str:
+    """wadors imageIds, well-formed or nearly (empty parts, odd frames)."""
+    frame = draw(
+        st.one_of(
+            st.none(),
+            st.integers(min_value=0, max_value=10**6).map(str),
+            st.sampled_from(["", "01", "x", "\u0663", "1/2", "-1"]),
+        )
+    )
+    image_id = (
+        f"wadors:{draw(_root)}/studies/{draw(_segment)}/series/{draw(_segment)}"
+        f"/instances/{draw(_segment)}"
+    )
+    return image_id if frame is None else f"{image_id}/frames/{frame}"
+
+
+@st.composite
+def _wadouri_ids(draw: st.DrawFn) -> str:
+    """wadouri imageIds: a file or zip member URI, a query, frame parameters."""
+    path = "/".join(draw(st.lists(_segment, min_size=1, max_size=4)))
+    member = draw(st.one_of(st.just(""), _segment.map(lambda m: f"!/{m}")))
+    query = draw(
+        st.lists(
+            st.sampled_from(["frame=2", "frame=10", "x=1", "frame=", "a=/b"]),
+            max_size=3,
+        )
+    )
+    scheme = draw(st.sampled_from(["wadouri", "dicomweb", "dicomfile"]))
+    tail = ("?" + "&".join(query)) if query else ""
+    return f"{scheme}:file:///{path}{member}{tail}"
+
+
+def _fuzz_corpus_ids() -> list[str]:
+    cases = json.loads(FUZZ_CASES.read_text(encoding="utf-8"))
+    return sorted({case["imageId"] for case in cases})
+
+
+def _assert_agree(image_id: str) -> None:
+    """The fast splitters say what :func:`parse_image_id` says of ``image_id``."""
+    try:
+        parsed = parse_image_id(image_id)
+    except InvalidImageIdError:
+        parsed = None
+    # base_and_frame: the parser's base and frame, or the imageId itself, 1
+    want = (image_id, 1) if parsed is None else (parsed.base, parsed.frame or 1)
+    assert base_and_frame(image_id) == want
+    # split_for_storage: lossless; a wadors imageId the parser takes splits
+    # after the series, its rest the SOP Instance UID and the frame part
+    prefix, rest = split_for_storage(image_id)
+    assert prefix + rest == image_id
+    if parsed is not None and parsed.scheme == "wadors":
+        assert parsed.sop_instance_uid is not None
+        assert prefix == parsed.base[: -len(parsed.sop_instance_uid)]
+        assert prefix.endswith(
+            f"/studies/{parsed.study_uid}/series/{parsed.series_uid}/instances/"
+        )
+        assert parsed.base == prefix + parsed.sop_instance_uid
+    if parsed is not None:
+        # every frame of an image shares its prefix (one row per series)
+        first = split_for_storage(parsed.with_frame(1))[0]
+        for frame in (2, 117):
+            assert split_for_storage(parsed.with_frame(frame))[0] == first
+
+
+def test_the_fuzz_corpus_has_imageids() -> None:
+    """The corpus the agreement test reads is there and holds imageIds."""
+    ids = _fuzz_corpus_ids()
+    assert len(ids) > 100
+    assert {i.partition(":")[0] for i in ids} >= {"wadors"}
+
+
+@pytest.mark.parametrize("image_id", _fuzz_corpus_ids())
+def test_splitters_agree_with_the_parser_on_the_fuzz_corpus(image_id: str) -> None:
+    """split_for_storage and base_and_frame agree with parse_image_id (corpus)."""
+    _assert_agree(image_id)
+
+
+@given(st.one_of(_wadors_ids(), _wadouri_ids(), st.text()))
+def test_splitters_agree_with_the_parser(image_id: str) -> None:
+    """split_for_storage and base_and_frame agree with parse_image_id (generated)."""
+    _assert_agree(image_id)
+
+
+def test_split_for_storage_shares_the_series_part() -> None:
+    """A wadors imageId's prefix ends after /instances/; a file's at its folder."""
+    wadors = "wadors:http://h/studies/1/series/2/instances/3/frames/1"
+    assert split_for_storage(wadors) == (
+        "wadors:http://h/studies/1/series/2/instances/",
+        "3/frames/1",
+    )
+    uri = "wadouri:file:///d/a/IM1?frame=1/2"
+    assert split_for_storage(uri) == ("wadouri:file:///d/a/", "IM1?frame=1/2")

@@ -37,6 +37,7 @@ from itertools import chain, islice
 from multiprocessing.context import BaseContext
 from typing import TYPE_CHECKING, TypeVar
 
+from metastore.chunking import chunked
 from metastore.errors import ConnectionLostError, DataRefusedError
 from metastore.imageid import check_wadors_root
 from metastore.index.discovery import Entry, discover, shadowed_error
@@ -688,7 +689,7 @@ def _read_all(
     Yields each entry with its outcome, in discovery order whatever the
     number of workers, so a run gives the same store with 1 or N workers.
     """
-    chunks = _chunks(entries, CHUNK_SIZE)
+    chunks = chunked(entries, CHUNK_SIZE)
     if workers <= 1:
         yield from _read_here(chunks, root)
         return
@@ -794,8 +795,3 @@ def _read_chunk(chunk: list[Entry], root: str | None) -> list[Outcome]:
         replace(o, instances=pre_encode(o.instances, memo)) if o.instances else o
         for o in outcomes
     ]
-
-
-def _chunks(entries: Iterator[Entry], size: int) -> Iterator[list[Entry]]:
-    while chunk := list(islice(entries, size)):
-        yield chunk

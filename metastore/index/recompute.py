@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from itertools import chain, islice
 from typing import TYPE_CHECKING
 
+from metastore.chunking import chunked
 from metastore.errors import IndexingError, InvalidImageIdError
 from metastore.imageid import ImageId, parse_image_id
 from metastore.index.extract import build_instance
@@ -247,7 +248,7 @@ def _recompute_all(
     Yields each instance with its result in the order read, whatever the
     number of workers, so a run gives the same store with 1 or N workers.
     """
-    chunks = _chunks(todo, CHUNK_SIZE)
+    chunks = chunked(todo, CHUNK_SIZE)
     first = list(islice(chunks, 2))
     if workers <= 1 or len(first) < 2:  # a tiny job: processes would cost more
         for chunk in chain(first, chunks):
@@ -276,13 +277,6 @@ def _result(
     except Exception as exc:  # a worker died (out of memory, a crash)
         reason = f"worker process failed: {type(exc).__name__}: {exc}"
         return [(old, _failure(old, reason)) for old in chunk]
-
-
-def _chunks(
-    items: Iterator[StoredInstance], size: int
-) -> Iterator[list[StoredInstance]]:
-    while chunk := list(islice(items, size)):
-        yield chunk
 
 
 def _recompute_chunk(chunk: list[StoredInstance]) -> list[Result]:

@@ -16,7 +16,6 @@ from math import inf
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from metastore.errors import InvalidImageIdError
 from metastore.moduletypes import typed_lookup_method, untyped_lookup_method
 from metastore.store import Store
 from metastore.types import ModuleValue
@@ -35,40 +34,11 @@ def _stack_position(
     number = general.get("instanceNumber")
     # NaN and missing numbers sort last, like unnumbered images in a viewer
     position = number if isinstance(number, int | float) and number == number else inf
-    return (float(position), *_base_and_frame(image_id))
+    # only here: a provider that never sorts a series need not import the
+    # imageId parser (~3 ms); once imported, this costs a dict lookup
+    from metastore.imageid import base_and_frame
 
-
-def _base_and_frame(image_id: str) -> tuple[str, int]:
-    """``(base imageId, frame or 1)`` as :func:`parse_image_id` gives them.
-
-    An imageId it refuses is its own base, frame 1.  The wadors imageIds the
-    indexer makes are split here without the parser (a regular expression
-    and a dataclass: ~6 us, most of a series' sort): the fast path answers
-    only when the parser would match the same parts, else it asks the parser.
-    """
-    if image_id.startswith("wadors:"):
-        # <root>/studies/S/series/SE/instances/I/frames/N, N a positive
-        # ASCII number; S, SE, I non-empty and without "/".
-        head, sep, frame = image_id.rpartition("/frames/")
-        if sep and frame.isascii() and frame.isdigit() and int(frame) >= 1:
-            parts = head.rsplit("/", 6)
-            if (
-                len(parts) == 7
-                and parts[1] == "studies"
-                and parts[3] == "series"
-                and parts[5] == "instances"
-                and parts[2]
-                and parts[4]
-                and parts[6]
-            ):
-                return head, int(frame)
-    from metastore.imageid import parse_image_id  # only here: ~4 ms to import
-
-    try:
-        parsed = parse_image_id(image_id)
-    except InvalidImageIdError:
-        return image_id, 1
-    return parsed.base, parsed.frame or 1
+    return (float(position), *base_and_frame(image_id))
 
 
 #: Distinct values kept for sharing between images loaded on misses; past it

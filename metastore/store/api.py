@@ -11,7 +11,6 @@ Values it returns are decoded afresh per call unless documented.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import sys
 import time
@@ -26,6 +25,7 @@ import sqlalchemy.dialects.sqlite  # the default backend's, loaded with the stor
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
+from metastore.chunking import chunked
 from metastore.records import ErrorRecord, InstanceRecord, LazyImages, StoredInstance
 from metastore.store import codec
 from metastore.store import encode as store_encode
@@ -290,29 +290,20 @@ class Store:
             if roots is None:
                 queries = [select]
             else:
-                ranges = [r for root in dict.fromkeys(roots) for r in _under(root)]
+                ranges = [
+                    r
+                    for root in dict.fromkeys(roots)
+                    for r in store_query.root_ranges(root)
+                ]
                 # a few ranges per query: SQLite's expression depth is limited
                 queries = [
-                    select.where(sa.or_(*(self._in_range(*r) for r in part)))
-                    for part in _parts(ranges, 100)
+                    select.where(store_query.in_ranges(conn, c.location, part))
+                    for part in chunked(ranges, 100)
                 ]
             for query in queries:
                 for row in conn.execute(query):
                     found[row.location] = (row.size, row.mtime_ns)
         return found
-
-    def _in_range(self, low: str, high: str | None) -> sa.ColumnElement[bool]:
-        """``sources.location`` is ``low`` (``high=None``) or in ``[low, high)``.
-
-        Compared byte by byte (SQLite's BINARY collation, PostgreSQL's "C"),
-        where a range is exactly a prefix; SQLite can use the index.
-        """
-        location: sa.ColumnElement[str] = t.sources.c.location
-        if not self._is_sqlite:
-            location = location.collate("C")
-        if high is None:
-            return location == low
-        return sa.and_(location >= low, location < high)
 
     def write_batch(
         self,
@@ -974,28 +965,3 @@ def _stream_parts(
             instances, errors, images = [], [], 0
     if instances or errors:
         yield instances, errors
-
-
-def _under(root: str) -> list[tuple[str, str | None]]:
-    """The location ranges under ``root`` (:meth:`Store.known_sources`).
-
-    ``root`` itself, and every text starting with ``root/`` or ``root!/``
-    (or ``root`` + ``os.sep``): ``[prefix, bound)`` where ``bound`` is the
-    prefix with its last character replaced by the next one (``/`` -> ``0``).
-    """
-    if root.endswith(_SEPARATORS):
-        return [(root, root[:-1] + chr(ord(root[-1]) + 1))]
-    ranges: list[tuple[str, str | None]] = [(root, None)]
-    for sep in (*_SEPARATORS, "!/"):
-        ranges.append((root + sep, root + sep[:-1] + chr(ord(sep[-1]) + 1)))
-    return ranges
-
-
-#: What continues a folder's path in the locations under it.
-_SEPARATORS = tuple(dict.fromkeys(("/", os.sep)))
-
-
-def _parts(items: list[T], size: int) -> Iterator[list[T]]:
-    """``items`` in lists of at most ``size``."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

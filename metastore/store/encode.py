@@ -16,7 +16,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from metastore.attributes import SearchAttributes
 from metastore.locations import legacy_location
@@ -47,25 +47,25 @@ def image_key(image_id: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def split_image_id(image_id: str) -> tuple[str, str]:
-    """Split an imageId into the prefix many images share and the rest.
-
-    A wadors imageId splits after its last ``/instances/`` (root, study and
-    series are the prefix); any other after the last ``/`` before its query
-    (a folder's or an archive's URI).  ``prefix + suffix == image_id``.
-    """
-    marker = image_id.rfind("/instances/")
-    if marker >= 0:
-        cut = marker + len("/instances/")
-    else:
-        query = image_id.find("?")
-        cut = image_id.rfind("/", 0, query if query >= 0 else len(image_id)) + 1
-    return image_id[:cut], image_id[cut:]
-
-
 def fold(text: str | None) -> str | None:
     """Case-fold for search keys (``str.casefold``: ß -> ss, Σ/ς -> σ)."""
     return None if text is None else text.casefold()
+
+
+class ModuleRef(NamedTuple):
+    """One module of an encoded image: the row its value is stored in."""
+
+    module_type: str
+    #: Digest of the ``module_values`` row (the value's own, or a composite's).
+    digest: bytes
+
+
+class EncodedImage(NamedTuple):
+    """One image of an :class:`EncodedInstance`, ready for its rows."""
+
+    image_id: str
+    frame: int
+    refs: list[ModuleRef]
 
 
 @dataclass
@@ -76,8 +76,7 @@ class EncodedInstance:
     dicom_json: bytes = b""
     #: Digest of the base row ``dicom_json`` was compressed against, if any.
     dicom_json_base: bytes | None = None
-    #: Per image: ``(image_id, frame, [(module type, digest), ...])``.
-    images: list[tuple[str, int, list[tuple[str, bytes]]]] = field(default_factory=list)
+    images: list[EncodedImage] = field(default_factory=list)
 
 
 @dataclass
@@ -451,6 +450,21 @@ def _encode_series(records: list[InstanceRecord], batch: Prepared) -> None:
     )
 
 
+class Entry(NamedTuple):
+    """One module value of an image, encoded (:func:`encode_images`)."""
+
+    module_type: str
+    digest: bytes
+    #: Canonical bytes (:func:`codec.canonical`).
+    data: bytes
+    flags: int
+
+
+#: Key of the composites among the kinds of :func:`_store_fresh` (not a
+#: module type name).
+_COMPOSITE = "\x00composite"
+
+
 def encode_images(
     images: Sequence[tuple[EncodedInstance, ImageRecord]], batch: Prepared
 ) -> None:
@@ -459,15 +473,26 @@ def encode_images(
     Each image's references go to its :class:`EncodedInstance`, the value
     rows to ``batch.values`` and ``batch.bases``.
     """
-    # Frames of one instance usually share value objects: encode each
-    # object once, and each distinct encoding once.
+    encoded = _encode_entries(images, batch)
+    uses = Counter(entry.digest for _, _, entries in encoded for entry in entries)
+    fresh = _gather_composites(encoded, uses)
+    _store_fresh(fresh, batch)
+
+
+def _encode_entries(
+    images: Sequence[tuple[EncodedInstance, ImageRecord]], batch: Prepared
+) -> list[tuple[EncodedInstance, ImageRecord, list[Entry]]]:
+    """Every module value of ``images`` encoded, per image, in module order.
+
+    Frames of one instance usually share value objects: each object is
+    encoded once, and each distinct encoding kept once.
+    """
     memo: dict[tuple[str, int], tuple[bytes, bytes, int]] = {}
     by_digest: dict[tuple[bytes, int], tuple[bytes, bytes, int]] = {}
     keep: list[Any] = []  # keeps memoised objects alive so ids stay unique
-    uses: Counter[bytes] = Counter()
-    encoded: list[tuple[EncodedInstance, ImageRecord, list[_Entry]]] = []
+    encoded: list[tuple[EncodedInstance, ImageRecord, list[Entry]]] = []
     for item, image in images:
-        entries: list[_Entry] = []
+        entries: list[Entry] = []
         for module_type, value in image.modules.items():
             key = (module_type, id(value))
             known = memo.get(key)
@@ -478,40 +503,59 @@ def encode_images(
                 known = by_digest.setdefault((enc.digest, enc.flags), known)
                 memo[key] = known
                 keep.append(value)
-            entries.append((module_type, *known))
-            uses[known[0]] += 1
+            entries.append(Entry(module_type, *known))
             batch.module_types.add(module_type)
         encoded.append((item, image, entries))
+    return encoded
 
-    # An image's own values (used by no other image or type of the series in
-    # this batch: position, SOP UIDs, its URL...) go into one composite row:
-    # one row instead of five, and the SOP UID they repeat is stored once.
+
+def _gather_composites(
+    encoded: Sequence[tuple[EncodedInstance, ImageRecord, list[Entry]]],
+    uses: Counter[bytes],
+) -> dict[str, dict[bytes, tuple[bytes, int]]]:
+    """Each image's references, and the distinct value rows by kind.
+
+    An image's own values (used by no other image or type of the series in
+    this batch: position, SOP UIDs, its URL...) go into one composite row:
+    one row instead of five, and the SOP UID they repeat is stored once.
+
+    Returns:
+        ``{kind: {digest: (canonical bytes, flags)}}``, a kind being a
+        module type or :data:`_COMPOSITE`.
+    """
     fresh: dict[str, dict[bytes, tuple[bytes, int]]] = {}
     for item, image, entries in encoded:
-        own = sorted(e for e in entries if uses[e[1]] == 1)
+        own = sorted(e for e in entries if uses[e.digest] == 1)
         composite = None
         if len(own) > 1:
             data = b"{%b}" % b",".join(
-                b"%b:%b" % (json.dumps(name).encode(), part) for name, _, part, _ in own
+                b"%b:%b" % (json.dumps(e.module_type).encode(), e.data) for e in own
             )
             flags = 0
-            for *_, part_flags in own:
-                flags |= part_flags
+            for e in own:
+                flags |= e.flags
             composite = codec.composite_digest(data)
             fresh.setdefault(_COMPOSITE, {})[composite] = (
                 data,
                 codec.mark_composite(flags),
             )
-        refs: list[tuple[str, bytes]] = []
+        refs: list[ModuleRef] = []
         for name, digest, data, flags in entries:
             if composite is not None and uses[digest] == 1:
-                refs.append((name, composite))
+                refs.append(ModuleRef(name, composite))
                 continue
-            refs.append((name, digest))
+            refs.append(ModuleRef(name, digest))
             fresh.setdefault(name, {}).setdefault(digest, (data, flags))
-        item.images.append((image.image_id, image.frame, refs))
+        item.images.append(EncodedImage(image.image_id, image.frame, refs))
+    return fresh
 
-    # Siblings of one kind are compressed against the first of them.
+
+def _store_fresh(
+    fresh: Mapping[str, dict[bytes, tuple[bytes, int]]], batch: Prepared
+) -> None:
+    """Compress the value rows ``fresh`` into ``batch``, siblings of one kind
+    against the first of them (the batch's values stored already are skipped).
+    """
     for distinct in fresh.values():
         distinct = {d: v for d, v in distinct.items() if d not in batch.values}
         base = base_key = None
@@ -521,12 +565,6 @@ def encode_images(
             batch.bases[base_key] = codec.compress(base, base_flags)
         for digest, (data, flags) in distinct.items():
             batch.values[digest] = (codec.compress(data, flags, base=base), base_key)
-
-
-#: (module type, digest, canonical bytes, flags) of one image's module.
-_Entry = tuple[str, bytes, bytes, int]
-#: Key of the composites among ``fresh`` kinds (not a module type name).
-_COMPOSITE = "\x00composite"
 
 
 def duplicate(record: InstanceRecord, stored_at: str) -> ErrorRecord:

@@ -15,11 +15,12 @@ from collections.abc import Callable, Collection, Sequence
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from metastore.chunking import chunked
 from metastore.locations import legacy_location
 from metastore.store import schema as t
 from metastore.store import write as store_write
 from metastore.store.encode import EncodedInstance
-from metastore.store.query import ESCAPE, escape_like
+from metastore.store.query import under_root
 
 
 def adopt_legacy(conn: Connection, instances: Sequence[EncodedInstance]) -> None:
@@ -43,12 +44,12 @@ def adopt_legacy(conn: Connection, instances: Sequence[EncodedInstance]) -> None
             continue
         sops, image_ids = written.setdefault(old, (set(), set()))
         sops.add(item.record.sop_instance_uid)
-        image_ids.update(image[0] for image in item.images)
+        image_ids.update(image.image_id for image in item.images)
     if not written:
         return
     src = t.sources
     adopted: dict[int, str] = {}
-    for part in store_write.chunks(sorted(written)):
+    for part in chunked(sorted(written), store_write.CHUNK):
         rows = conn.execute(
             sa.select(src.c.id, src.c.location).where(src.c.location.in_(part))
         )
@@ -68,9 +69,9 @@ def adopt_legacy(conn: Connection, instances: Sequence[EncodedInstance]) -> None
     # hold every one (a file rewritten under another SOP Instance UID): the
     # series and studies they were in are settled as after a prune.
     store_write.settle(conn, emptied, written={}, lost=emptied)
-    for part in store_write.chunks(sorted(adopted)):
-        conn.execute(sa.delete(src).where(src.c.id.in_(part)))
-    for part in store_write.chunks(sorted(adopted.values())):
+    for ids in chunked(sorted(adopted), store_write.CHUNK):
+        conn.execute(sa.delete(src).where(src.c.id.in_(ids)))
+    for part in chunked(sorted(adopted.values()), store_write.CHUNK):
         conn.execute(
             sa.delete(t.index_errors).where(t.index_errors.c.location.in_(part))
         )
@@ -112,27 +113,27 @@ def prune(
     stale: list[int] = []
     stale_errors: list[str] = []
     for root in roots:
-        # LIKE ignores ASCII case on SQLite: "/DATA/x" matches "/data/%", so
-        # each candidate is checked again in Python, case and all (after the
-        # set lookup: most locations were seen).
-        inside = frozenset((root,))
+        # (ranges, exact and case-sensitive on both backends: "/DATA/x" is
+        # not under "/data")
         src = t.sources
         for source_id, loc in conn.execute(
-            sa.select(src.c.id, src.c.location).where(_under(src.c.location, root))
+            sa.select(src.c.id, src.c.location).where(
+                under_root(conn, src.c.location, root)
+            )
         ):
-            if gone(loc) and _within(loc, inside):
+            if gone(loc):
                 stale.append(source_id)
         err = t.index_errors.c.location
-        for (loc,) in conn.execute(sa.select(err).where(_under(err, root))):
-            if gone(loc) and _within(loc, inside):
+        for (loc,) in conn.execute(sa.select(err).where(under_root(conn, err, root))):
+            if gone(loc):
                 stale_errors.append(loc)
     count, emptied = store_write.delete_instances_of_sources(conn, stale)
     # A series or study that lost the instance its attributes came from takes
     # those of its lowest instance left; one left without any goes.
     store_write.settle(conn, emptied, written={}, lost=emptied)
-    for part in store_write.chunks(sorted(set(stale))):
-        conn.execute(sa.delete(t.sources).where(t.sources.c.id.in_(part)))
-    for part in store_write.chunks(sorted(set(stale_errors))):
+    for ids in chunked(sorted(set(stale)), store_write.CHUNK):
+        conn.execute(sa.delete(t.sources).where(t.sources.c.id.in_(ids)))
+    for part in chunked(sorted(set(stale_errors)), store_write.CHUNK):
         conn.execute(
             sa.delete(t.index_errors).where(t.index_errors.c.location.in_(part))
         )
@@ -156,18 +157,6 @@ def _within(location: str, kept: frozenset[str]) -> bool:
 
 #: What continues a folder's path in the locations under it.
 _SEPARATORS = frozenset(("/", os.sep))
-
-
-def _under(location: sa.ColumnElement[str], root: str) -> sa.ColumnElement[bool]:
-    """``location`` is ``root`` or lies inside it (folder ``/`` or zip ``!/``)."""
-    escaped = escape_like(root)
-    if root.endswith("/"):
-        return location.like(escaped + "%", escape=ESCAPE)
-    return sa.or_(
-        location == root,
-        location.like(escaped + "/%", escape=ESCAPE),
-        location.like(escaped + "!/%", escape=ESCAPE),
-    )
 
 
 def _delete_orphans(conn: Connection) -> None:

@@ -10,7 +10,9 @@ PostgreSQL), and ``YYYYMMDD`` date ranges.  It is private to the store.
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -318,3 +320,55 @@ def _with_study_counts(
         item["number_of_instances"] = instance_count[row.id]
         out.append(item)
     return out
+
+
+#: What continues a folder's path in the locations under it.
+_SEPARATORS = tuple(dict.fromkeys(("/", os.sep)))
+
+
+def root_ranges(root: str) -> list[tuple[str, str | None]]:
+    """The location ranges under ``root``: the one "is under this root" rule.
+
+    A location is under ``root`` when it equals it or continues it after a
+    folder separator (``/``, or ``os.sep``) or a zip's ``!/``; a root that
+    ends with a separator has only what continues it.  Each range is
+    ``(low, None)`` for ``low`` itself, or ``[prefix, bound)`` where
+    ``bound`` is the prefix with its last character replaced by the next
+    one (``/`` -> ``0``): exactly the texts starting with ``prefix``.
+    """
+    if root.endswith(_SEPARATORS):
+        return [(root, root[:-1] + chr(ord(root[-1]) + 1))]
+    ranges: list[tuple[str, str | None]] = [(root, None)]
+    for sep in (*_SEPARATORS, "!/"):
+        ranges.append((root + sep, root + sep[:-1] + chr(ord(sep[-1]) + 1)))
+    return ranges
+
+
+def in_ranges(
+    conn: Connection,
+    location: sa.ColumnElement[str],
+    ranges: Sequence[tuple[str, str | None]],
+) -> sa.ColumnElement[bool]:
+    """``location`` is in one of ``ranges`` (:func:`root_ranges`).
+
+    Compared code point by code point on both backends (SQLite's BINARY
+    collation, PostgreSQL's "C"), where a range is exactly a prefix and case
+    counts (``LIKE`` ignores ASCII case on SQLite); SQLite can use the index.
+    """
+    if conn.dialect.name == "postgresql":
+        location = location.collate("C")
+    return sa.or_(
+        *(
+            location == low
+            if high is None
+            else sa.and_(location >= low, location < high)
+            for low, high in ranges
+        )
+    )
+
+
+def under_root(
+    conn: Connection, location: sa.ColumnElement[str], root: str
+) -> sa.ColumnElement[bool]:
+    """``location`` is ``root`` or lies inside it (:func:`root_ranges`)."""
+    return in_ranges(conn, location, root_ranges(root))

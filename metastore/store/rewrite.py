@@ -198,7 +198,12 @@ def replace(
             existing.setdefault(instance_id, {})[image_id] = row_id
 
     digests = sorted(
-        {d for item in kept.values() for _, _, refs in item.images for _, d in refs}
+        {
+            ref.digest
+            for item in kept.values()
+            for image in item.images
+            for ref in image.refs
+        }
     )
     value_ids = store_write.write_values(conn, digests, batch)
 

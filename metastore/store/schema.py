@@ -131,7 +131,7 @@ class ImageIdPrefix(Base):
     """The part of imageIds shared by many images (a series' or a folder's).
 
     An imageId is stored as ``image_id_prefixes.prefix || images.suffix``
-    (see ``metastore.store.encode.split_image_id``): the root, study and series
+    (see ``metastore.imageid.split_for_storage``): the root, study and series
     of a wadors imageId are stored once per series instead of once per frame.
     """
 

@@ -13,13 +13,15 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from metastore.attributes import SearchAttributes, search_attributes
+from metastore.chunking import chunked
+from metastore.imageid import split_for_storage
 from metastore.records import ErrorRecord, InstanceRecord, LazyImages
 from metastore.store import codec
 from metastore.store import schema as t
@@ -33,7 +35,6 @@ from metastore.store.encode import (
     image_key,
     int32,
     int64,
-    split_image_id,
     storable_attributes,
 )
 
@@ -77,12 +78,6 @@ SERIES_FIELDS = (
 )
 
 
-def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
-    """Yield ``items`` in slices of at most ``size``."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def insert(conn: Connection, table: sa.Table) -> Any:
     """The dialect ``INSERT`` that has ``on_conflict_do_*`` for ``conn``."""
     if conn.dialect.name == "postgresql":
@@ -110,7 +105,7 @@ def key_in(
         array = sa.bindparam(None, list(keys), type_=postgresql.ARRAY(key.type))
         yield key == sa.any_(array)
         return
-    for part in chunks(keys):
+    for part in chunked(keys, CHUNK):
         yield key.in_(part)
 
 
@@ -402,12 +397,28 @@ def write(
     if state is None:
         state = WriteState()
     now = datetime.now(UTC)
-    new_errors: list[ErrorRecord] = []
     records = [item.record for item in batch.instances]
+    study_ids, series_ids = _write_studies_and_series(conn, records)
+    source_ids = _write_sources(conn, records, now)
+    emptied, replaced = _replace_sources(conn, batch, source_ids, state)
+    to_write, new_errors = _write_instances(conn, batch, series_ids, source_ids)
+    _settle_batch(conn, to_write, series_ids, study_ids, replaced)
+    new_errors += _write_all_images(conn, batch, to_write, type_ids)
+    _replace_errors(conn, records, [*batch.errors, *new_errors], now, state)
+    # A location whose every instance was a duplicate is not "stored".
+    drop_empty_sources(conn, [*source_ids.values(), *emptied])
+    return new_errors
 
-    # Rows for the studies and series not stored yet, with the attributes of
-    # the batch's lowest SOP Instance UID in each (what settle() keeps when
-    # they are new); stored rows are left for settle() to decide.
+
+def _write_studies_and_series(
+    conn: Connection, records: Sequence[InstanceRecord]
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Ids of the studies and series of ``records`` (by UID), inserting new ones.
+
+    The rows not stored yet get the attributes of the batch's lowest SOP
+    Instance UID in each (what :func:`settle` keeps when they are new);
+    stored rows are left for :func:`settle` to decide.
+    """
     studies = {
         r.study_instance_uid: {"study_instance_uid": r.study_instance_uid}
         | study_values(r)
@@ -423,8 +434,13 @@ def write(
         for r in _lowest_first(records)
     }
     series_ids = _insert_keyed(conn, t.series, "series_instance_uid", series)
+    return study_ids, series_ids
 
-    # Sources: one row per location, refreshed on every successful write.
+
+def _write_sources(
+    conn: Connection, records: Sequence[InstanceRecord], now: datetime
+) -> dict[str, int]:
+    """``{location: sources row id}``: one row per location, refreshed."""
     sources = {r.source.location: r.source for r in records}
     upserted = insert_rows(
         conn,
@@ -439,11 +455,29 @@ def write(
         returning=["location", "id"],
     )
     # DO UPDATE returns every row, inserted or not.
-    source_ids: dict[str, int] = {row.location: row.id for row in upserted}
+    return {row.location: row.id for row in upserted}
 
-    # Re-indexed locations: their previous instances go first, also those of
-    # locations whose new content was all refused as duplicates; once per
-    # transaction (a later part of a stream keeps what the earlier ones wrote).
+
+class _OldInstance(NamedTuple):
+    """An instance stored before this write, of a source written again."""
+
+    id: int
+    series_id: int
+    sop_instance_uid: str
+
+
+def _replace_sources(
+    conn: Connection, batch: Prepared, source_ids: Mapping[str, int], state: WriteState
+) -> tuple[list[int], list[_OldInstance]]:
+    """Delete the previous instances of the re-indexed locations.
+
+    Those of the locations written (``source_ids``) and of those whose new
+    content was all refused as duplicates (``batch.replaced``); once per
+    transaction (a later part of a stream keeps what the earlier ones wrote).
+
+    Returns:
+        The source ids of ``batch.replaced``, and the instances deleted.
+    """
     emptied = [
         row.id
         for row in select_map(
@@ -453,9 +487,23 @@ def write(
     ]
     fresh = [sid for sid in source_ids.values() if sid not in state.replaced]
     replaced = _instances_of_sources(conn, [*fresh, *emptied])
-    delete_instances(conn, [id_ for id_, _, _ in replaced])
+    delete_instances(conn, [old.id for old in replaced])
     state.replaced.update(fresh, emptied)
+    return emptied, replaced
 
+
+def _write_instances(
+    conn: Connection,
+    batch: Prepared,
+    series_ids: Mapping[str, int],
+    source_ids: Mapping[str, int],
+) -> tuple[list[tuple[EncodedInstance, int]], list[ErrorRecord]]:
+    """Insert the instance rows (with their DICOM JSON bases).
+
+    Returns:
+        The instances inserted, with their row ids, and an error per
+        instance stored before from another location (a duplicate).
+    """
     # Bases of the DICOM JSON (the module values' bases come with them).
     base_ids = write_rows(
         conn,
@@ -465,8 +513,7 @@ def write(
             if item.dicom_json_base is not None
         },
     )
-
-    # Instances: DO NOTHING + RETURNING tells ours from those already stored.
+    # DO NOTHING + RETURNING tells ours from those already stored.
     inserted: dict[str, int] = {
         row.sop_instance_uid: row.id
         for row in insert_rows(
@@ -474,19 +521,7 @@ def write(
             t.instances,
             INSTANCE_COLUMNS,
             [
-                (
-                    item.record.sop_instance_uid,
-                    series_ids[item.record.series_instance_uid],
-                    item.record.sop_class_uid,
-                    int32(item.record.instance_number),
-                    item.record.number_of_frames,
-                    source_ids[item.record.source.location],
-                    item.dicom_json,
-                    None
-                    if item.dicom_json_base is None
-                    else base_ids[item.dicom_json_base],
-                    item.record.mapping_version,
-                )
+                _instance_row(item, series_ids, source_ids, base_ids)
                 for item in sorted(
                     batch.instances, key=lambda item: item.record.sop_instance_uid
                 )
@@ -495,18 +530,56 @@ def write(
             returning=["sop_instance_uid", "id"],
         )
     }
-    # Those not inserted: stored before, from here or from elsewhere.
+    to_write = [
+        (item, inserted[item.record.sop_instance_uid])
+        for item in batch.instances
+        if item.record.sop_instance_uid in inserted
+    ]
+    rest = [
+        item.record
+        for item in batch.instances
+        if item.record.sop_instance_uid not in inserted
+    ]
+    return to_write, _duplicates(conn, rest, source_ids)
+
+
+def _instance_row(
+    item: EncodedInstance,
+    series_ids: Mapping[str, int],
+    source_ids: Mapping[str, int],
+    base_ids: Mapping[bytes, int],
+) -> tuple[Any, ...]:
+    """The ``instances`` row of ``item``, in :data:`INSTANCE_COLUMNS` order."""
+    record = item.record
+    return (
+        record.sop_instance_uid,
+        series_ids[record.series_instance_uid],
+        record.sop_class_uid,
+        int32(record.instance_number),
+        record.number_of_frames,
+        source_ids[record.source.location],
+        item.dicom_json,
+        None if item.dicom_json_base is None else base_ids[item.dicom_json_base],
+        record.mapping_version,
+    )
+
+
+def _duplicates(
+    conn: Connection,
+    records: Sequence[InstanceRecord],
+    source_ids: Mapping[str, int],
+) -> list[ErrorRecord]:
+    """An error per record of ``records`` (not inserted) stored from elsewhere.
+
+    A record stored from its own location was stored by a concurrent writer
+    of this very location: nothing to do.
+    """
     stored = select_map(
         conn,
         t.instances.c.sop_instance_uid,
         [t.instances.c.id, t.instances.c.source_id],
-        (
-            item.record.sop_instance_uid
-            for item in batch.instances
-            if item.record.sop_instance_uid not in inserted
-        ),
+        (record.sop_instance_uid for record in records),
     )
-    to_write: list[tuple[EncodedInstance, int]] = []
     location_of = {sid: loc for loc, sid in source_ids.items()}
     foreign_sources = {
         row.source_id for row in stored.values() if row.source_id not in location_of
@@ -517,40 +590,70 @@ def write(
             conn, t.sources.c.id, [t.sources.c.location], foreign_sources
         ).values()
     }
-    for item in batch.instances:
-        sop = item.record.sop_instance_uid
-        if sop in inserted:
-            to_write.append((item, inserted[sop]))
-            continue
-        row = stored[sop]
-        if row.source_id != source_ids[item.record.source.location]:
+    errors: list[ErrorRecord] = []
+    for record in records:
+        row = stored[record.sop_instance_uid]
+        if row.source_id != source_ids[record.source.location]:
             location = location_of.get(row.source_id) or foreign.get(row.source_id, "?")
-            new_errors.append(duplicate(item.record, location))
-        # else: a concurrent writer stored this very location: nothing to do.
+            errors.append(duplicate(record, location))
+    return errors
 
-    # Studies and series take the attributes of their lowest stored instance;
-    # those the batch created for duplicates only (or emptied) go again.  A
-    # series lost an instance if one of it was deleted and not written again.
+
+def _settle_batch(
+    conn: Connection,
+    to_write: Sequence[tuple[EncodedInstance, int]],
+    series_ids: Mapping[str, int],
+    study_ids: Mapping[str, int],
+    replaced: Sequence[_OldInstance],
+) -> None:
+    """:func:`settle` the series and studies the batch touched.
+
+    Studies and series take the attributes of their lowest stored instance;
+    those the batch created for duplicates only (or emptied) go again.  A
+    series lost an instance if one of it was deleted and not written again.
+    """
     written = {item.record.sop_instance_uid: item.record for item, _ in to_write}
     back = {(series_ids[r.series_instance_uid], sop) for sop, r in written.items()}
-    lost = {series_id for _, series_id, sop in replaced if (series_id, sop) not in back}
+    lost = {
+        old.series_id
+        for old in replaced
+        if (old.series_id, old.sop_instance_uid) not in back
+    }
     settle(
         conn,
-        {*series_ids.values(), *(series_id for _, series_id, _ in replaced)},
+        {*series_ids.values(), *(old.series_id for old in replaced)},
         written=written,
         lost=lost,
         study_ids=study_ids,
     )
 
-    new_errors += write_frames(conn, batch, to_write, type_ids)
+
+def _write_all_images(
+    conn: Connection,
+    batch: Prepared,
+    to_write: Sequence[tuple[EncodedInstance, int]],
+    type_ids: dict[str, int],
+) -> list[ErrorRecord]:
+    """Write the images of the instances inserted, eager ones first."""
+    errors = write_frames(conn, batch, to_write, type_ids)
     for item, instance_id in to_write:
         if isinstance(item.record.images, LazyImages):
-            new_errors += write_lazy_images(conn, item, instance_id, type_ids)
+            errors += write_lazy_images(conn, item, instance_id, type_ids)
+    return errors
 
-    # Errors: a location written again loses its old errors (once per
-    # transaction: a later part keeps those the earlier ones recorded).
-    all_errors = [*batch.errors, *new_errors]
-    locations = {r.source.location for r in records} | {e.location for e in all_errors}
+
+def _replace_errors(
+    conn: Connection,
+    records: Sequence[InstanceRecord],
+    errors: Sequence[ErrorRecord],
+    now: datetime,
+    state: WriteState,
+) -> None:
+    """Record ``errors``; a location written again loses its old errors.
+
+    Once per transaction: a later part keeps those the earlier ones recorded.
+    """
+    locations = {r.source.location for r in records} | {e.location for e in errors}
     locations -= state.cleared
     for where in key_in(conn, t.index_errors.c.location, sorted(locations)):
         conn.execute(sa.delete(t.index_errors).where(where))
@@ -559,11 +662,8 @@ def write(
         conn,
         t.index_errors,
         ["location", "kind", "reason", "at"],
-        [(e.location, e.kind, e.reason, now) for e in all_errors],
+        [(e.location, e.kind, e.reason, now) for e in errors],
     )
-    # A location whose every instance was a duplicate is not "stored".
-    drop_empty_sources(conn, [*source_ids.values(), *emptied])
-    return new_errors
 
 
 def write_lazy_images(
@@ -603,7 +703,12 @@ def write_frames(
     new_errors: list[ErrorRecord] = []
     # Module values, content-addressed: insert-or-ignore, then fetch ids.
     digests = sorted(
-        {d for item, _ in to_write for _, _, refs in item.images for _, d in refs}
+        {
+            ref.digest
+            for item, _ in to_write
+            for image in item.images
+            for ref in image.refs
+        }
     )
     value_ids = write_values(conn, digests, batch)
 
@@ -611,9 +716,9 @@ def write_frames(
     image_ids = write_images(
         conn,
         [
-            (image_id, instance_id, frame)
+            (image.image_id, instance_id, image.frame)
             for item, instance_id in to_write
-            for image_id, frame, _ in item.images
+            for image in item.images
         ],
     )
     module_rows: list[tuple[int, int, int]] = []
@@ -646,7 +751,7 @@ def write_images(
     """
     if not images:
         return {}
-    split = {image_id: split_image_id(image_id) for image_id, _, _ in images}
+    split = {image_id: split_for_storage(image_id) for image_id, _, _ in images}
     prefixes = sorted({prefix for prefix, _ in split.values()})
     p = t.image_id_prefixes
     insert_rows(
@@ -656,11 +761,17 @@ def write_images(
         key: row.id
         for key, row in select_map(conn, p.c.prefix, [p.c.id], prefixes).items()
     }
-    keys = {image_key(image_id): image_id for image_id, _, _ in images}
+    key_of = {image_id: image_key(image_id) for image_id, _, _ in images}
+    keys = {key: image_id for image_id, key in key_of.items()}
     rows = [
-        (key, prefix_ids[split[image_id][0]], split[image_id][1], instance_id, frame)
+        (
+            key_of[image_id],
+            prefix_ids[split[image_id][0]],
+            split[image_id][1],
+            instance_id,
+            frame,
+        )
         for image_id, instance_id, frame in images
-        for key in (image_key(image_id),)
     ]
     inserted = insert_rows(
         conn,
@@ -757,12 +868,12 @@ def delete_instances_of_sources(
 
 def _instances_of_sources(
     conn: Connection, source_ids: Sequence[int]
-) -> list[tuple[int, int, str]]:
-    """``(id, series_id, sop_instance_uid)`` of the instances of ``source_ids``."""
+) -> list[_OldInstance]:
+    """The instances of ``source_ids``."""
     ins = t.instances
     columns = (ins.c.id, ins.c.series_id, ins.c.sop_instance_uid)
     return [
-        (id_, series_id, sop)
+        _OldInstance(id_, series_id, sop)
         for where in key_in(conn, ins.c.source_id, sorted(source_ids))
         for id_, series_id, sop in conn.execute(sa.select(*columns).where(where))
     ]
@@ -770,7 +881,7 @@ def _instances_of_sources(
 
 def delete_instances(conn: Connection, instance_ids: Sequence[int]) -> int:
     """Delete instances by id with their images and image_modules rows."""
-    for part in chunks(sorted(instance_ids)):
+    for part in chunked(sorted(instance_ids), CHUNK):
         images = sa.select(t.images.c.id).where(t.images.c.instance_id.in_(part))
         conn.execute(
             sa.delete(t.image_modules).where(t.image_modules.c.image_id.in_(images))
@@ -820,16 +931,34 @@ def settle(
     """
     if not series_ids:
         return
-    se, st = t.series, t.studies
     known: dict[str, Searchable] = {}
     known.update(written)
     study_of = dict(study_ids or {})
+    studies, recheck = _settle_series(conn, series_ids, lost, known, study_of)
+    # (and every study the batch named: a record's study may hold none of
+    # its series, when the series is another study's)
+    studies |= set((study_ids or {}).values())
+    _settle_studies(conn, studies, recheck, known)
 
+
+def _settle_series(
+    conn: Connection,
+    series_ids: Collection[int],
+    lost: Collection[int],
+    known: dict[str, Searchable],
+    study_of: dict[str, int],
+) -> tuple[set[int], set[int]]:
+    """The series half of :func:`settle` (``known``: attributes by SOP UID).
+
+    Returns:
+        The ids of the studies of ``series_ids`` (before and after), and of
+        those whose lowest instance may be another now: they lost
+        instances, or a series moved out of or into them.
+    """
+    se = t.series
     columns = [se.c.study_id, *(se.c[f] for f in SERIES_FIELDS)]
     rows = _locked(conn, se, columns, series_ids)
     lowest = _lowest_sops(conn, se, sorted(rows))
-    # Studies whose lowest instance may be another now: they lost instances,
-    # or a series moved out of or into them.
     recheck = {rows[id_].study_id for id_ in lost if id_ in rows}
     sops = [lowest[id_] for id_ in lost if id_ in lowest]
     _read_back(conn, [sop for sop in sops if sop not in known], known)
@@ -846,18 +975,24 @@ def settle(
             recheck |= {row.study_id, wanted["study_id"]}
     _update(conn, se, updates)
     _delete_unused(conn, se, [id_ for id_ in rows if id_ not in lowest], t.instances)
+    return {row.study_id for row in rows.values()} | recheck, recheck
 
-    # (and every study the batch named: a record's study may hold none of
-    # its series, when the series is another study's)
-    studies = {row.study_id for row in rows.values()} | recheck
-    studies |= set((study_ids or {}).values())
-    rows = _locked(conn, st, [st.c[f] for f in STUDY_FIELDS], studies)
+
+def _settle_studies(
+    conn: Connection,
+    study_ids: Collection[int],
+    recheck: Collection[int],
+    known: dict[str, Searchable],
+) -> None:
+    """The study half of :func:`settle`: ``recheck`` are read back."""
+    st = t.studies
+    rows = _locked(conn, st, [st.c[f] for f in STUDY_FIELDS], study_ids)
     lowest = _lowest_sops(conn, st, sorted(rows))
     recheck = {id_ for id_ in recheck if id_ in lowest}
     _read_back(
         conn, [lowest[id_] for id_ in recheck if lowest[id_] not in known], known
     )
-    updates = []
+    updates: list[dict[str, Any]] = []
     for id_, row in sorted(rows.items()):
         found = known.get(lowest.get(id_, ""))
         if found is None:
@@ -866,7 +1001,7 @@ def settle(
         if any(wanted[f] != getattr(row, f) for f in wanted):
             updates.append({"_id": id_, **wanted})
     _update(conn, st, updates)
-    _delete_unused(conn, st, [id_ for id_ in rows if id_ not in lowest], se)
+    _delete_unused(conn, st, [id_ for id_ in rows if id_ not in lowest], t.series)
 
 
 def _locked(
