@@ -9,9 +9,13 @@ callers (and the CLI, in one place) can catch them together::
     ├── DicomError                                    input that is not usable DICOM
     │   └── IndexingError                             one source that failed to index
     ├── StoreError                                    the database cannot be used
+    │   ├── DatabaseNotFoundError                     no file, or no schema, to read
     │   └── SchemaError                               the schema is wrong or missing
     │       └── SchemaNotAtHeadError                  the schema is behind the code
-    └── QueryError               (a ValueError)       a bad query filter
+    ├── QueryError               (a ValueError)       a bad query filter
+    ├── ImageNotFoundError       (a LookupError)      a reference to no stored image
+    ├── AmbiguousReferenceError  (a ValueError)       a reference to several images
+    └── WadorsRootError          (a ValueError)       indexing under another root
 
 This module is a leaf: it imports nothing from metastore.
 """
@@ -53,6 +57,11 @@ class StoreError(MetastoreError):
     """The database cannot be reached or used; URLs in messages hide passwords."""
 
 
+class DatabaseNotFoundError(StoreError):
+    """Nothing to read: a SQLite file that does not exist, or a database
+    without metastore's schema, opened by a reader (which creates nothing)."""
+
+
 class SchemaError(StoreError):
     """The database schema is missing, foreign or damaged."""
 
@@ -63,3 +72,16 @@ class SchemaNotAtHeadError(SchemaError):
 
 class QueryError(MetastoreError, ValueError):
     """A query filter that cannot be used (bad date range, unknown level...)."""
+
+
+class ImageNotFoundError(MetastoreError, LookupError):
+    """A reference (imageId, file location, SOP Instance UID) to no stored image."""
+
+
+class AmbiguousReferenceError(MetastoreError, ValueError):
+    """A reference that names several stored instances (a DICOM JSON file's)."""
+
+
+class WadorsRootError(MetastoreError, ValueError):
+    """Indexing under a DICOMweb root other than the store's imageIds were made
+    under (``--wadors-root``); the message says how to go on."""

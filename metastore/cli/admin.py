@@ -49,6 +49,7 @@ def current(url: str) -> None:
     \b
         metastore db current --db sqlite:///archive.sqlite
     """
+    db.require_database(url)  # a mistyped SQLite path is no new database
     engine = db.create_engine(url, read_only=True)
     try:
         # an unknown (newer) revision or a damaged version table is an error

@@ -35,7 +35,7 @@ def get(module_type: str, image_id: str, url: str) -> None:
     """
     module_types([module_type])
     parse_image_id(image_id)  # a malformed imageId is an error, not "no answer"
-    with Store(url, read_only=True) as store:
+    with Store(url, read_only=True, create=False) as store:
         value = (store.image_modules(image_id) or {}).get(module_type)
     if value is None:
         click.echo(f"no {module_type} for {image_id}", err=True)
@@ -66,7 +66,7 @@ def export(modules: str | None, output: str, url: str) -> None:
     types = module_types(modules.split(",")) if modules else None
     if output != "-":
         _refuse_database_file(output, url)
-    with Store(url, read_only=True) as store, _open_output(output) as out:
+    with Store(url, read_only=True, create=False) as store, _open_output(output) as out:
         rows = ({"imageId": i, "modules": m} for i, m in store.export(types))
         write_json_lines(rows, out)
 
@@ -158,7 +158,7 @@ def query(
     """
     if dates is not None:
         date_from, date_to = date_from or dates[0], date_to or dates[1]
-    with Store(url, read_only=True) as store:
+    with Store(url, read_only=True, create=False) as store:
         rows = store.query(
             LEVELS[level],
             study_date_from=date_from,
@@ -209,5 +209,5 @@ def stats(url: str) -> None:
     \b
         metastore stats --db postgresql://user@host/pacs
     """
-    with Store(url, read_only=True) as store:
+    with Store(url, read_only=True, create=False) as store:
         write_json_lines([store.stats()], stdout())

@@ -114,9 +114,12 @@ class DatabaseProvider:
             raise ValueError(f"cache_size must be at least 1, not {cache_size}")
         self._owns_store = not isinstance(source, Store)
         #: The store answers come from.
-        # read_only: a database in a folder this process cannot write opens
+        # read_only: a database in a folder this process cannot write opens;
+        # create=False: a mistyped SQLite path is an error, not an empty store
         self.store: Store = (
-            source if isinstance(source, Store) else Store(source, read_only=True)
+            source
+            if isinstance(source, Store)
+            else Store(source, read_only=True, create=False)
         )
         self._cache: dict[str, dict[str, ModuleValue]] = {}
         self._cache_size = cache_size

@@ -30,7 +30,13 @@ from metastore.records import ErrorRecord, InstanceRecord
 from metastore.store import codec
 from metastore.store import encode as store_encode
 from metastore.store import read as store_read
-from metastore.store.db import create_engine, ensure_schema, redact, scrub
+from metastore.store.db import (
+    create_engine,
+    ensure_schema,
+    redact,
+    require_database,
+    scrub,
+)
 from metastore.types import DicomJson, ModuleValue
 
 __all__ = ["InstanceSource", "Store"]
@@ -128,8 +134,14 @@ class Store:
         read_only: the store will only be read: a SQLite file in a folder
             this process cannot write is opened read-only instead of failing
             (:func:`metastore.store.db.create_engine`); writes then fail.
+        create: set up a database that does not exist yet (a SQLite file
+            that is not there, an empty database).  Readers pass ``False``:
+            then nothing is created, and there being nothing to read is an
+            error instead of an empty store.
 
     Raises:
+        DatabaseNotFoundError: ``create`` is false and the SQLite file does
+            not exist, or the database is empty.
         SchemaNotAtHeadError: the schema is behind and ``upgrade`` is false.
         StoreError: the database cannot be reached or used.
     """
@@ -140,13 +152,16 @@ class Store:
         *,
         upgrade: bool = False,
         read_only: bool = False,
+        create: bool = True,
     ) -> None:
+        if not create:
+            require_database(url_or_engine)  # before connecting creates it
         self._owns_engine = not isinstance(url_or_engine, Engine)
         self.engine: Engine = create_engine(url_or_engine, read_only=read_only)
         #: The database URL with its password hidden (safe to log).
         self.url: str = redact(self.engine.url)
         try:
-            ensure_schema(self.engine, upgrade=upgrade)
+            ensure_schema(self.engine, upgrade=upgrade, create=create)
         except BaseException:
             self.close()
             raise

@@ -24,7 +24,12 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
-from metastore.errors import SchemaError, SchemaNotAtHeadError, StoreError
+from metastore.errors import (
+    DatabaseNotFoundError,
+    SchemaError,
+    SchemaNotAtHeadError,
+    StoreError,
+)
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -42,6 +47,7 @@ __all__ = [
     "is_at_head",
     "known_revision",
     "redact",
+    "require_database",
     "script_location",
     "scrub",
     "secrets",
@@ -263,6 +269,27 @@ def database_files(url: str | URL) -> list[str]:
         return []
     path = os.path.abspath(parsed.database)
     return [path] + [path + suffix for suffix in SQLITE_COMPANIONS]
+
+
+def require_database(url_or_engine: str | URL | Engine) -> None:
+    """Refuse to go on when there is no SQLite database file to read.
+
+    A reader must not create a database: connecting to a SQLite file that
+    does not exist creates it (empty), so a mistyped path would read as an
+    empty store.  PostgreSQL databases are never created by connecting.
+
+    Raises:
+        DatabaseNotFoundError: the SQLite file does not exist (the message
+            names it).
+        StoreError: the URL cannot be parsed.
+    """
+    url = url_or_engine.url if isinstance(url_or_engine, Engine) else url_or_engine
+    files = database_files(url)
+    if files and not os.path.isfile(files[0]):
+        raise DatabaseNotFoundError(
+            f"no database at {files[0]}: the file does not exist (check the path; "
+            "metastore index ARCHIVE --db URL creates one)"
+        )
 
 
 def _sqlite_casefold(text: str | None) -> str | None:
@@ -606,13 +633,18 @@ def is_at_head(engine: Engine) -> bool:
     return current(engine) == head()
 
 
-def ensure_schema(engine: Engine, *, upgrade: bool = False) -> None:
+def ensure_schema(
+    engine: Engine, *, upgrade: bool = False, create: bool = True
+) -> None:
     """Make sure the schema is usable, migrating only where that is safe.
 
-    A brand-new database (no tables at all) is upgraded to head.  A database
-    behind head is upgraded only with ``upgrade=True``.
+    A brand-new database (no tables at all) is upgraded to head, unless
+    ``create`` is false.  A database behind head is upgraded only with
+    ``upgrade=True``.
 
     Raises:
+        DatabaseNotFoundError: the database has no tables at all and
+            ``create`` is false (a reader found nothing to read).
         SchemaNotAtHeadError: the schema is behind and ``upgrade`` is false;
             the message names the command to run.
         SchemaError: the database has tables but no metastore schema, a
@@ -636,6 +668,11 @@ def ensure_schema(engine: Engine, *, upgrade: bool = False) -> None:
             raise SchemaError(
                 f"{redact(engine.url)} has tables but no metastore schema "
                 f"(no {VERSION_TABLE} table); use an empty database"
+            )
+        if not create:
+            raise DatabaseNotFoundError(
+                f"{redact(engine.url)} is empty (no metastore schema): nothing "
+                "to read (metastore index ARCHIVE --db URL fills it)"
             )
         upgrade_to_head(engine)
         return
