@@ -24,6 +24,7 @@ IMAGE_ID = "wadors:https://pacs/dicomweb/studies/1/series/2/instances/3/frames/1
 #: Every command that only reads, with its arguments.
 READERS = {
     "get": ["get", "imagePlaneModule", IMAGE_ID],
+    "tags": ["tags", "ct.dcm", "SliceThickness"],
     "query": ["query", "studies"],
     "export": ["export"],
     "stats": ["stats"],

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import IO, Any
 
 import orjson
@@ -49,3 +50,89 @@ def stdout() -> IO[bytes]:
     """The binary stdout, after flushing what was written to the text one."""
     sys.stdout.flush()
     return sys.stdout.buffer
+
+
+def cell(value: Any) -> str:
+    """A value as one table cell: lists joined by commas, ``None`` empty."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, list | tuple):
+        return ",".join(map(cell, value))
+    return str(value)
+
+
+def print_table(
+    rows: Iterable[Sequence[Any]], columns: Sequence[str], *, empty: str = ""
+) -> None:
+    """Print rows as a table on stdout, aligned by display width.
+
+    rich measures every cell in terminal columns (a CJK character takes
+    two), so names in any script line up.  On a terminal, long cells fold
+    to its width; elsewhere the table is as wide as its widest row.  Cells
+    are text, never rich markup.
+    """
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for name in columns:
+        table.add_column(Text(name, style="bold"), overflow="fold")
+    for row in rows:
+        table.add_row(*(Text(cell(value)) for value in row))
+    sys.stdout.flush()
+    console = Console(file=sys.stdout, highlight=False, emoji=False, markup=False)
+    if not table.rows:
+        if empty:
+            console.print(Text(empty))
+        return
+    if not console.is_terminal:
+        console.width = _UNBOUNDED  # the table takes its natural width
+    console.print(table)
+
+
+def tag_rows(instance: Mapping[str, Any]) -> Iterator[tuple[str, str, str, str]]:
+    """DICOM JSON elements as table rows: tag, keyword, VR and value text."""
+    from metastore.dicomjson import keyword_of
+
+    for tag, element in instance.items():
+        keyword = keyword_of(tag) if _HEX_TAG.fullmatch(tag) else ""
+        vr = element.get("vr", "") if isinstance(element, dict) else ""
+        yield f"({tag[:4]},{tag[4:]})", keyword, vr, element_text(element)
+
+
+def element_text(element: Any) -> str:
+    """One DICOM JSON element as text: values joined by backslashes (as in
+    Part 10), person names as ``Alphabetic=Ideographic=Phonetic``, a
+    sequence as its item count, bulk data as its URI or size."""
+    if not isinstance(element, dict):
+        return str(element)
+    if "BulkDataURI" in element:
+        return f"BulkDataURI {element['BulkDataURI']}"
+    if "InlineBinary" in element:
+        size = len(str(element["InlineBinary"])) * 3 // 4
+        return f"InlineBinary (about {size} bytes)"
+    values = element.get("Value")
+    if not isinstance(values, list):
+        return ""
+    if element.get("vr") == "SQ":
+        return f"{len(values)} item" + ("" if len(values) == 1 else "s")
+    return "\\".join(_value_text(value) for value in values)
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, dict):  # a person name's groups
+        groups = [str(value.get(g) or "") for g in _PN_GROUPS]
+        while groups and not groups[-1]:
+            groups.pop()
+        return "=".join(groups)
+    return cell(value)
+
+
+_PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
+#: The width of the console when stdout is no terminal: no cell folds.
+_UNBOUNDED = 1_000_000
+_HEX_TAG = re.compile(r"[0-9A-Fa-f]{8}")

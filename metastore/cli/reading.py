@@ -1,46 +1,127 @@
-"""The commands that read the store: ``get``, ``export``, ``query``, ``stats``."""
+"""The commands that read the store: ``get``, ``tags``, ``export``, ``query``,
+``stats``."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
 import click
 
-from metastore.cli.base import Failure, cli, db_option, module_types
-from metastore.cli.output import stdout, write_json_lines
-from metastore.imageid import parse_image_id
-from metastore.store import Store, db
+from metastore.cli.base import F, Failure, cli, db_option, module_types
+from metastore.cli.output import print_table, stdout, tag_rows, write_json_lines
+from metastore.errors import ImageNotFoundError
+from metastore.providers.database import DatabaseProvider
+from metastore.registry import Registry
+from metastore.store import ImageRef, Store, db
 
 #: ``query`` levels as the command spells them, and as ``Store.query`` does.
 LEVELS = {"studies": "study", "series": "series", "instances": "instance"}
 
 
+def frame_option(command: F) -> F:
+    """``--frame N``: which frame of the image REF names."""
+    option: Callable[[F], F] = click.option(
+        "--frame",
+        type=click.IntRange(min=1),
+        help="Frame number (default: the one REF names, else 1).",
+    )
+    return option(command)
+
+
+def resolve(store: Store, ref: str, frame: int | None, what: str) -> ImageRef:
+    """``store.resolve``; nothing stored under REF is a message and exit 1."""
+    try:
+        return store.resolve(ref, frame)
+    except ImageNotFoundError as exc:
+        click.echo(f"{what}: {exc}", err=True)
+        raise click.exceptions.Exit(1) from None
+
+
 @cli.command()
 @click.argument("module_type", metavar="TYPE")
-@click.argument("image_id")
+@click.argument("ref", metavar="REF")
+@frame_option
 @db_option
-def get(module_type: str, image_id: str, url: str) -> None:
+def get(module_type: str, ref: str, frame: int | None, url: str) -> None:
     """Print one module of one image as JSON (exit 1 if there is no answer).
+
+    REF is an imageId in any form Cornerstone resolves to the same image,
+    the path of an indexed file or zip member (archive.zip!/member), or a
+    SOP Instance UID; --frame picks a frame (default 1).  The answer is the
+    one a Registry with a DatabaseProvider gives.
 
     Example:
 
     \b
-        IMAGE_ID=$(metastore export | head -n 1 | jq -r .imageId)
-        metastore get imagePlaneModule "$IMAGE_ID"
+        metastore get imagePlaneModule scans/ct.dcm
+        metastore get imagePlaneModule 1.2.840.113619.2.1.1.1 --frame 3
     """
     module_types([module_type])
-    parse_image_id(image_id)  # a malformed imageId is an error, not "no answer"
     with Store(url, read_only=True, create=False) as store:
-        value = (store.image_modules(image_id) or {}).get(module_type)
+        image = resolve(store, ref, frame, f"no {module_type}")
+        # the product's read path: a registry asking the database provider
+        registry = Registry()
+        registry.add_provider(DatabaseProvider(store).get)
+        value = registry.get_any(module_type, image.image_id)
     if value is None:
-        click.echo(f"no {module_type} for {image_id}", err=True)
+        click.echo(f"no {module_type} for {image.image_id}", err=True)
         click.get_current_context().exit(1)
     write_json_lines([value], stdout())
+
+
+@cli.command()
+@click.argument("ref", metavar="REF")
+@click.argument("attributes", nargs=-1, metavar="[ATTR]...")
+@frame_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["json", "table"]),
+    help="DICOM JSON (default when piped) or a table (default on a terminal).",
+)
+@db_option
+def tags(
+    ref: str, attributes: tuple[str, ...], frame: int | None, fmt: str | None, url: str
+) -> None:
+    """Print the stored DICOM JSON of an image's instance: every element, or ATTRs.
+
+    REF is an imageId in any form Cornerstone resolves to the same image,
+    the path of an indexed file or zip member (archive.zip!/member), or a
+    SOP Instance UID.  ATTR is a keyword (SliceThickness) or a tag
+    (00180050); an ATTR the instance lacks is named on stderr, exit 1.
+
+    Example:
+
+    \b
+        metastore tags scans/ct.dcm SliceThickness 00291010
+        metastore tags 1.2.840.113619.2.1.1.1 --format json | jq .
+    """
+    from metastore.dicomjson import tag_of  # pydicom's dictionary, for names
+
+    wanted = [tag_of(name) for name in attributes]  # bad names before the database
+    with Store(url, read_only=True, create=False) as store:
+        image = resolve(store, ref, frame, "no tags")
+        instance = store.dicom_json(image.sop_instance_uid) or {}
+    missing = [
+        (n, t) for n, t in zip(attributes, wanted, strict=True) if t not in instance
+    ]
+    if wanted:
+        instance = {t: instance[t] for t in dict.fromkeys(wanted) if t in instance}
+    if fmt is None:
+        fmt = "table" if sys.stdout.isatty() else "json"
+    if fmt == "json":
+        write_json_lines([instance], stdout())
+    else:
+        print_table(tag_rows(instance), ["tag", "keyword", "vr", "value"])
+    for name, tag in missing:
+        click.echo(f"{name} ({tag[:4]},{tag[4:]}): not in the instance", err=True)
+    if missing:
+        click.get_current_context().exit(1)
 
 
 @cli.command()

@@ -30,6 +30,7 @@ from metastore.records import ErrorRecord, InstanceRecord
 from metastore.store import codec
 from metastore.store import encode as store_encode
 from metastore.store import read as store_read
+from metastore.store import refs as store_refs
 from metastore.store.db import (
     create_engine,
     ensure_schema,
@@ -37,9 +38,10 @@ from metastore.store.db import (
     require_database,
     scrub,
 )
+from metastore.store.refs import ImageRef
 from metastore.types import DicomJson, ModuleValue
 
-__all__ = ["InstanceSource", "Store"]
+__all__ = ["ImageRef", "InstanceSource", "Store"]
 
 
 class _OnFirstUse:
@@ -565,6 +567,53 @@ class Store:
                 out[name] = int(conn.execute(stmt).scalar_one())
             out["database_bytes"] = store_query.database_bytes(conn)
         return out
+
+    def resolve(self, ref: str, frame: int | None = None) -> ImageRef:
+        """The stored image a reference names, in any of its spellings.
+
+        ``ref`` is an imageId in any form Cornerstone resolves to the same
+        image (the stored string; ``wadouri:`` without ``?frame=N`` for
+        frame 1, or with ``&frame=N``; ``dicomweb:`` for ``wadouri:``;
+        ``wadors:`` without ``/frames/N``), the path of an indexed file or
+        an archive member (``a.zip!/dir/x.dcm``), relative or absolute, a
+        ``file:`` URI, or a (0008,0018) SOP Instance UID.  A ``wadors:``
+        imageId under another DICOMweb root than the stored one is another
+        server's image: see :class:`DatabaseProvider`'s ``wadors_root``.
+
+        Args:
+            ref: the reference.
+            frame: the 1-based frame; ``None``: the frame ``ref`` names, else 1.
+
+        Returns:
+            The stored imageId of that frame, its SOP Instance UID and frame.
+
+        Raises:
+            InvalidImageIdError: ``ref`` has an imageId scheme but is malformed.
+            AmbiguousReferenceError: ``ref`` names another frame than
+                ``frame``, or a file holding several instances.
+            ImageNotFoundError: nothing stored answers to ``ref`` (the
+                message says what the store holds instead, if anything).
+        """
+        with self._read() as conn:
+            return store_refs.resolve(conn, ref, frame)
+
+    def image_id_for(
+        self,
+        sop_instance_uid: str,
+        frame: int = 1,
+        *,
+        study_instance_uid: str | None = None,
+        series_instance_uid: str | None = None,
+    ) -> str | None:
+        """The stored imageId of one frame of an instance, whatever its form.
+
+        ``None`` when the instance is not stored, is stored in another study
+        or series than the UIDs given, or has no image for that frame.
+        """
+        with self._read() as conn:
+            return store_refs.image_id_for(
+                conn, sop_instance_uid, frame, study_instance_uid, series_instance_uid
+            )
 
     def dicom_json(self, sop_instance_uid: str) -> DicomJson | None:
         """The stored DICOM JSON of one instance, or ``None`` if unknown."""
