@@ -242,6 +242,9 @@ def index_paths(
         The counts, errors and timing of the run.
 
     Raises:
+        WadorsRootError: The store's imageIds were made under another
+            ``wadors_root`` (or without one, or with one when this run has
+            none): nothing is read or written (``Store.claim_wadors_root``).
         StoreError: The database cannot be read or written (a lost
             PostgreSQL connection is retried first).
         ValueError: ``shard`` is not ``(K, N)`` with ``1 <= K <= N``, or
@@ -271,6 +274,8 @@ def _index(
 ) -> IndexReport:
     """:func:`index_paths`, its arguments checked."""
     TestHooks.install()
+    # one root per store: another would keep unchanged sources' old imageIds
+    _reconnecting(store, lambda: store.claim_wadors_root(wadors_root))
     roots = [os.path.abspath(os.fspath(p)) for p in paths]
     # What the store knows the roots by (file names that are not UTF-8 are
     # escaped in locations, see metastore.locations).

@@ -25,7 +25,7 @@ import sqlalchemy.dialects.sqlite  # the default backend's, loaded with the stor
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from metastore.errors import StoreError
+from metastore.errors import StoreError, WadorsRootError
 from metastore.records import ErrorRecord, InstanceRecord
 from metastore.store import codec
 from metastore.store import encode as store_encode
@@ -363,6 +363,48 @@ class Store:
             lambda conn: store_prune.prune(conn, roots, seen, owns, keep),
             exclusive=True,
         )
+
+    def claim_wadors_root(self, root: str | None) -> None:
+        """Record that imageIds are made under ``root``; refuse another root.
+
+        A store's ``wadors:`` imageIds are made under one DICOMweb root
+        (``--wadors-root``), or none (``wadouri:`` file imageIds); an index
+        run under another would keep every unchanged source under the old
+        one while it reported success.  The first run records its root (the
+        ``settings`` row ``wadors_root``, revision 0004); later runs must
+        give the same one (a final ``/`` aside) while the store holds any
+        instance.  Runs that claim together take turns (PostgreSQL: the
+        exclusive write lock), so of two concurrent first runs under
+        different roots, one is refused.
+
+        Args:
+            root: the run's root, or ``None`` for a run without one.
+
+        Raises:
+            WadorsRootError: the store holds instances made under another
+                root (or without one, or with one when ``root`` is
+                ``None``); the message says how to go on.
+        """
+        root = None if root is None else root.removesuffix("/")
+        s = t.settings
+        select = sa.select(s.c.value).where(s.c.name == WADORS_ROOT_SETTING)
+        with self._read() as conn:
+            row = conn.execute(select).first()
+        if row is not None and row.value == root:
+            return  # the common case, without a write
+
+        def work(conn: Connection) -> None:
+            row = conn.execute(select).first()
+            if row is None:
+                conn.execute(sa.insert(s).values(name=WADORS_ROOT_SETTING, value=root))
+            elif row.value != root:
+                held = conn.execute(sa.select(t.instances.c.id).limit(1)).first()
+                if held is not None:
+                    raise WadorsRootError(_root_refusal(row.value, root))
+                where = s.c.name == WADORS_ROOT_SETTING
+                conn.execute(sa.update(s).where(where).values(value=root))
+
+        self._write(work, exclusive=True)
 
     def errors(self) -> list[ErrorRecord]:
         """The recorded errors, oldest first."""
@@ -706,6 +748,29 @@ class InstanceSource(NamedTuple):
     size: int
     #: Modification time in nanoseconds (of the archive) when it was indexed.
     mtime_ns: int
+
+
+#: The ``settings`` row of the DICOMweb root (:meth:`Store.claim_wadors_root`).
+WADORS_ROOT_SETTING = "wadors_root"
+
+
+def _root_refusal(stored: str | None, root: str | None) -> str:
+    """Why an index run under ``root`` is refused, and how to go on."""
+    made = (
+        "without --wadors-root (wadouri: file imageIds)"
+        if stored is None
+        else f"under --wadors-root {stored}"
+    )
+    asked = "without --wadors-root" if root is None else f"under --wadors-root {root}"
+    again = (
+        "without --wadors-root" if stored is None else f"with --wadors-root {stored}"
+    )
+    return (
+        f"the imageIds of this store were made {made}; indexing {asked} would "
+        "mix two roots (sources already stored keep the old one): index "
+        f"{again}, or into another database (a viewer using another root is "
+        "answered by DatabaseProvider(url, wadors_root=ROOT))"
+    )
 
 
 def _by_name(values: dict[str, ModuleValue]) -> dict[str, ModuleValue]:
