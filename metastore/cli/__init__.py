@@ -6,9 +6,11 @@ Errors metastore raises on purpose become one line on stderr and exit
 status 2, in one place (``base.MetastoreGroup``).  The rooms:
 
 - ``output``: JSON Lines, tables and CSV;
-- ``base``: the ``cli`` group, the options every command shares, errors;
-- ``indexing``: ``index``, its progress and report;
-- ``reading``: ``get``, ``export``, ``query``, ``stats``;
+- ``base``: the ``cli`` group, the options every command shares
+  (``--db``, ``-v``), errors and Ctrl-C;
+- ``progress``: the progress of ``index`` (rich on a terminal);
+- ``indexing``: ``index`` and its report;
+- ``reading``: ``get``, ``tags``, ``export``, ``query``, ``stats``, ``errors``;
 - ``admin``: ``db upgrade``, ``db current`` and ``serve``.
 """
 

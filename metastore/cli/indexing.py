@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import os
-import sys
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
 import click
 
-from metastore.cli.base import Failure, cli, db_option
+from metastore.cli.base import EXIT_INTERRUPTED, Failure, cli, db_option
 from metastore.cli.output import stdout, write_json_lines
+from metastore.cli.progress import IndexProgress, counts
 from metastore.imageid import check_wadors_root
-from metastore.index import DEFAULT_BATCH_SIZE, IndexReport, index_paths, parse_shard
+from metastore.index import (
+    DEFAULT_BATCH_SIZE,
+    IndexInterrupted,
+    IndexReport,
+    count_sources,
+    index_paths,
+    parse_shard,
+)
 from metastore.locations import location_of
 from metastore.store import Store
-
-#: Seconds between two progress lines when stderr is not a terminal.
-LOG_INTERVAL = 10.0
 
 
 def _shard(
@@ -83,6 +84,12 @@ def _wadors_root(
     callback=_shard,
     help="Index only share K of N of the sources (N processes cover all once).",
 )
+@click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    help="No progress (and no pre-count); the summary and failures still print.",
+)
 @db_option
 def index(
     paths: tuple[str, ...],
@@ -93,14 +100,17 @@ def index(
     upgrade: bool,
     as_json: bool,
     shard: tuple[int, int] | None,
+    quiet: bool,
     url: str,
 ) -> None:
     """Index files, folders, zip archives and DICOM JSON files.
 
     Exit status: 0 when every DICOM source was indexed, 1 when some failed
     (the rest are indexed; see the errors on stderr), 2 on bad usage or an
-    unusable database.  --shard K/N takes a fixed share of the sources (by a
-    hash of each location), so N processes, K = 1..N, cover PATHS once.
+    unusable database, 130 after Ctrl-C (what was saved stays: run the same
+    command again to continue).  --shard K/N takes a fixed share of the
+    sources (by a hash of each location), so N processes, K = 1..N, cover
+    PATHS once.  Progress (on stderr) counts against a quick pre-count.
 
     Example:
 
@@ -116,7 +126,9 @@ def index(
     with Store(url, upgrade=upgrade) as store:
         for path in missing:
             _check_deleted_root(store, path)
-        with _progress() as progress:
+        total = None if quiet else count_sources(paths, shard)
+        progress = None if quiet else IndexProgress(total)
+        try:
             report = index_paths(
                 store,
                 paths,
@@ -127,6 +139,14 @@ def index(
                 progress=progress,
                 shard=shard,
             )
+        except IndexInterrupted as stop:
+            if progress is not None:
+                progress.close()
+            _print_interrupted(stop, as_json)
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+        finally:
+            if progress is not None:
+                progress.close()
     _print_report(report, as_json)
     click.get_current_context().exit(report.exit_status)
 
@@ -163,53 +183,57 @@ def _check_deleted_root(store: Store, path: str) -> None:
 
 
 def _print_report(report: IndexReport, as_json: bool) -> None:
-    """The summary on stdout, the errors on stderr."""
-    for error in report.errors:
+    """The summary on stdout; failures on stderr, duplicates counted apart."""
+    failures = [e for e in report.errors if e.kind != "duplicate"]
+    for error in failures:
         click.echo(f"{error.kind}: {error.location}: {error.reason}", err=True)
-    if report.error_count > len(report.errors):
+    if report.problem_count > len(failures):
+        more = report.problem_count - len(failures)
         click.echo(
-            f"... {report.error_count - len(report.errors)} more errors", err=True
+            f"... {more} more failures (metastore errors --kind unreadable "
+            "--kind invalid lists them all)",
+            err=True,
         )
     if as_json:
-        fields = {name: getattr(report, name) for name in report.__dataclass_fields__}
-        fields["errors"] = [
-            {"location": e.location, "kind": e.kind, "reason": e.reason}
-            for e in report.errors
-        ]
-        write_json_lines([{**fields, "rate": report.rate}], stdout())
+        write_json_lines([_report_json(report)], stdout())
         return
-    click.echo(f"{report.files_seen} files seen: {_counts(report)}")
+    click.echo(f"{report.files_seen} files seen: {counts(report)}")
     click.echo(
-        f"{report.instances} instances ({report.duplicates} duplicates), "
-        f"{report.images} images in {report.seconds:.1f} s ({report.rate:.0f} files/s)"
+        f"{report.instances} instances, {report.images} images in "
+        f"{report.seconds:.1f} s ({report.rate:.0f} files/s)"
     )
-
-
-def _counts(report: IndexReport) -> str:
-    return (
-        f"{report.indexed} indexed, {report.unchanged} unchanged, "
-        f"{report.skipped} skipped, {report.failed} failed"
-    )
-
-
-@contextmanager
-def _progress() -> Iterator[Callable[[IndexReport], None]]:
-    """Report progress: a live line on a terminal, else a log line now and then."""
-    tty = sys.stderr.isatty()
-    last = [time.monotonic()]  # the first log line after LOG_INTERVAL
-
-    def show(report: IndexReport) -> None:
-        line = (
-            f"{report.files_seen} files: {_counts(report)} ({report.rate:.0f} files/s)"
+    if report.duplicates:
+        click.echo(
+            f"{report.duplicates} duplicates not stored again: their SOP Instance "
+            "UIDs are stored from other files (metastore errors --kind duplicate)"
         )
-        if tty:
-            click.echo(f"\r{line}", nl=False, err=True)
-        elif time.monotonic() - last[0] >= LOG_INTERVAL:
-            last[0] = time.monotonic()
-            click.echo(f"metastore index: {line}", err=True)
 
-    try:
-        yield show
-    finally:
-        if tty:
-            click.echo(err=True)
+
+def _report_json(report: IndexReport) -> dict[str, object]:
+    """The report as one JSON object (the first 100 errors, ``rate`` added)."""
+    fields = {name: getattr(report, name) for name in report.__dataclass_fields__}
+    fields["errors"] = [
+        {"location": e.location, "kind": e.kind, "reason": e.reason}
+        for e in report.errors
+    ]
+    return {**fields, "rate": report.rate}
+
+
+def _print_interrupted(stop: IndexInterrupted, as_json: bool) -> None:
+    """What Ctrl-C left: how much is saved, and how to go on."""
+    report = stop.report
+    click.echo(
+        f"Interrupted: {stop.saved} files indexed and saved by this run "
+        f"({report.unchanged} unchanged, {report.skipped} skipped, "
+        f"{report.failed} failed); the {stop.pending} files of the batch being "
+        "written were not.",
+        err=True,
+    )
+    click.echo(
+        "Nothing saved is lost: run the same command again to continue.", err=True
+    )
+    if as_json:
+        fields = _report_json(report)
+        write_json_lines(
+            [{**fields, "interrupted": True, "saved": stop.saved}], stdout()
+        )

@@ -46,6 +46,17 @@ def _nan_to_null(value: Any) -> Any:
     return value
 
 
+def plain_numbers(value: Any) -> Any:
+    """``value`` with every integral float as an int (``800.0`` -> ``800``)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: plain_numbers(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain_numbers(item) for item in value]
+    return value
+
+
 def stdout() -> IO[bytes]:
     """The binary stdout, after flushing what was written to the text one."""
     sys.stdout.flush()

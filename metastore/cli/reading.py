@@ -1,9 +1,10 @@
 """The commands that read the store: ``get``, ``tags``, ``export``, ``query``,
-``stats``."""
+``stats`` and ``errors``."""
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -13,7 +14,13 @@ from typing import IO, Any
 import click
 
 from metastore.cli.base import F, Failure, cli, db_option, module_types
-from metastore.cli.output import print_table, stdout, tag_rows, write_json_lines
+from metastore.cli.output import (
+    plain_numbers,
+    print_table,
+    stdout,
+    tag_rows,
+    write_json_lines,
+)
 from metastore.errors import ImageNotFoundError
 from metastore.providers.database import DatabaseProvider
 from metastore.registry import Registry
@@ -252,38 +259,18 @@ def query(
     if as_json:
         write_json_lines(rows, stdout())
     else:
-        click.echo(_table(rows))
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, list | tuple):
-        return ",".join(map(str, value))
-    return str(value)
-
-
-def _table(rows: list[dict[str, Any]]) -> str:
-    """Rows as an aligned text table (columns of the first row)."""
-    if not rows:
-        return "(no rows)"
-    columns = list(rows[0])
-    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
-    widths = [
-        max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)
-    ]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += [
-        "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells
-    ]
-    return "\n".join(line.rstrip() for line in lines)
+        columns = list(rows[0]) if rows else []
+        table = ([row.get(c) for c in columns] for row in rows)
+        print_table(table, columns, empty="(no rows)")
 
 
 @cli.command()
+@click.option("--json/--table", "as_json", default=None, help="Output format.")
 @db_option
-def stats(url: str) -> None:
-    """Print counts of studies, series, instances, images, values and errors as JSON.
+def stats(as_json: bool | None, url: str) -> None:
+    """Count studies, series, instances, images, sources, errors and duplicates.
+
+    A table on a terminal, else (or with --json) one JSON object.
 
     Example:
 
@@ -291,4 +278,68 @@ def stats(url: str) -> None:
         metastore stats --db postgresql://user@host/pacs
     """
     with Store(url, read_only=True, create=False) as store:
-        write_json_lines([store.stats()], stdout())
+        counts = plain_numbers(store.stats())
+    if as_json is None:
+        as_json = not sys.stdout.isatty()
+    if as_json:
+        write_json_lines([counts], stdout())
+    else:
+        rows = [
+            (name.replace("_", " "), _count(value)) for name, value in counts.items()
+        ]
+        print_table(rows, ["what", "count"])
+
+
+def _count(value: Any) -> str:
+    """A count with thousands separators; ``None`` (unknown) as empty."""
+    return (
+        "" if value is None else f"{value:,}" if isinstance(value, int) else str(value)
+    )
+
+
+#: The kinds of recorded errors (``index_errors.kind``).
+ERROR_KINDS = ("unreadable", "invalid", "duplicate")
+
+
+@cli.command()
+@click.option(
+    "--kind",
+    "kinds",
+    multiple=True,
+    type=click.Choice(ERROR_KINDS),
+    help="Only errors of this kind (repeat for several).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "table", "csv"]),
+    help="JSON Lines (default when piped), a table (default on a terminal) or CSV.",
+)
+@db_option
+def errors(kinds: tuple[str, ...], fmt: str | None, url: str) -> None:
+    """List what the store recorded as not indexed: failures and duplicates.
+
+    unreadable: a source that could not be read; invalid: an instance that
+    cannot be stored; duplicate: an instance whose SOP Instance UID is
+    stored from another source (not a failure).  Each source's errors are
+    those of the last run that read it.
+
+    Example:
+
+    \b
+        metastore errors --kind unreadable --kind invalid --format csv > failed.csv
+    """
+    with Store(url, read_only=True, create=False) as store:
+        records = store.errors(kinds or None)
+    columns = ["location", "kind", "reason"]
+    rows = [(r.location, r.kind, r.reason) for r in records]
+    if fmt is None:
+        fmt = "table" if sys.stdout.isatty() else "jsonl"
+    if fmt == "jsonl":
+        write_json_lines((dict(zip(columns, r, strict=True)) for r in rows), stdout())
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    else:
+        print_table(rows, columns, empty="(no errors)")

@@ -44,7 +44,7 @@ from metastore.errors import StoreError
 from metastore.imageid import check_wadors_root
 from metastore.index.discovery import Entry, discover, shadowed_error
 from metastore.index.read import ReadCache, read_entry
-from metastore.index.report import IndexReport, Tally
+from metastore.index.report import IndexInterrupted, IndexReport, Tally
 from metastore.index.sharding import (
     ShardOwns,
     check_shard,
@@ -96,6 +96,8 @@ class _Batches:
         self._instances: list[InstanceRecord] = []
         self._errors: list[ErrorRecord] = []
         self._images = 0
+        #: The sources of the current batch's instances (``Tally.pending``).
+        self._locations: set[str] = set()
         #: Batches committed so far.
         self.written = 0
         #: The sources of the current batch, when given to :meth:`add`.
@@ -114,6 +116,8 @@ class _Batches:
         for instance in instances:
             self._instances.append(instance)
             self._images += len(instance.images)
+            self._locations.add(instance.source.location)
+        self._tally.pending = len(self._locations)
         self._errors.extend(errors)
         if (
             len(self._instances) >= self._size
@@ -142,6 +146,8 @@ class _Batches:
                 self.duplicates[error.location] = (entry, n + 1)
         self._instances, self._errors, self._images = [], [], 0
         self._entries = {}
+        self._locations = set()
+        self._tally.pending = 0
         self.written += 1
         TestHooks.get().batch_committed(self.written)
 
@@ -242,6 +248,10 @@ def index_paths(
         The counts, errors and timing of the run.
 
     Raises:
+        IndexInterrupted: Ctrl-C (a ``KeyboardInterrupt``) stopped the run;
+            the batches committed before it are kept, the one being
+            written is rolled back, and the exception's ``report`` and
+            ``saved`` say how far it got.
         WadorsRootError: The store's imageIds were made under another
             ``wadors_root`` (or without one, or with one when this run has
             none): nothing is read or written (``Store.claim_wadors_root``).
@@ -256,10 +266,23 @@ def index_paths(
         shard = check_shard(*shard)
     if wadors_root is not None:
         check_wadors_root(wadors_root)
+    tally = Tally()
     with _frozen_heap():
-        return _index(
-            store, paths, wadors_root, workers, batch_size, prune, progress, shard
-        )
+        try:
+            return _index(
+                store,
+                paths,
+                wadors_root,
+                workers,
+                batch_size,
+                prune,
+                progress,
+                shard,
+                tally,
+            )
+        except KeyboardInterrupt:
+            # the batch being written rolled back with its transaction
+            raise IndexInterrupted(tally.report(), tally.pending) from None
 
 
 def _index(
@@ -271,8 +294,9 @@ def _index(
     prune: bool,
     progress: ProgressCallback | None,
     shard: tuple[int, int] | None,
+    tally: Tally,
 ) -> IndexReport:
-    """:func:`index_paths`, its arguments checked."""
+    """:func:`index_paths`, its arguments checked, counting into ``tally``."""
     TestHooks.install()
     # one root per store: another would keep unchanged sources' old imageIds
     _reconnecting(store, lambda: store.claim_wadors_root(wadors_root))
@@ -280,7 +304,6 @@ def _index(
     # What the store knows the roots by (file names that are not UTF-8 are
     # escaped in locations, see metastore.locations).
     root_locations = [location_of(root) for root in roots]
-    tally = Tally()
     known = _reconnecting(store, lambda: store.known_sources(root_locations))
     batches = _Batches(store, batch_size, tally)
     # Locations to keep; only needed for prune.  Under a shard, prune may

@@ -25,7 +25,7 @@ import sqlalchemy.dialects.sqlite  # the default backend's, loaded with the stor
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from metastore.errors import StoreError, WadorsRootError
+from metastore.errors import QueryError, StoreError, WadorsRootError
 from metastore.records import ErrorRecord, InstanceRecord
 from metastore.store import codec
 from metastore.store import encode as store_encode
@@ -406,10 +406,24 @@ class Store:
 
         self._write(work, exclusive=True)
 
-    def errors(self) -> list[ErrorRecord]:
-        """The recorded errors, oldest first."""
+    def errors(self, kinds: Collection[str] | None = None) -> list[ErrorRecord]:
+        """The recorded errors, oldest first.
+
+        Args:
+            kinds: only these kinds (``"unreadable"``, ``"invalid"``,
+                ``"duplicate"``); ``None``: every kind.
+
+        Raises:
+            QueryError: an unknown kind.
+        """
         e = t.index_errors
         stmt = sa.select(e.c.location, e.c.kind, e.c.reason).order_by(e.c.id)
+        if kinds is not None:
+            unknown = sorted(set(kinds) - store_encode.ERROR_KINDS)
+            if unknown:
+                valid = ", ".join(sorted(store_encode.ERROR_KINDS))
+                raise QueryError(f"unknown error kind {unknown[0]!r}; kinds: {valid}")
+            stmt = stmt.where(e.c.kind.in_(sorted(kinds)))
         with self._read() as conn:
             return [ErrorRecord(*row) for row in conn.execute(stmt)]
 
@@ -591,7 +605,13 @@ class Store:
             )
 
     def stats(self) -> dict[str, int | None]:
-        """Row counts and the database size in bytes (``None`` if unknown)."""
+        """Row counts and the database size in bytes (``None`` if unknown).
+
+        ``errors`` counts the sources and instances that failed (kinds
+        ``unreadable`` and ``invalid``); ``duplicates`` the instances not
+        stored because their SOP Instance UID is stored from another
+        source, which are no failure.
+        """
         tables = {
             "studies": t.studies,
             "series": t.series,
@@ -600,12 +620,16 @@ class Store:
             "module_values": t.module_values,
             "image_modules": t.image_modules,
             "sources": t.sources,
-            "errors": t.index_errors,
         }
         out: dict[str, int | None] = {}
+        e = t.index_errors
+        duplicate = e.c.kind == "duplicate"
         with self._read() as conn:
             for name, table in tables.items():
                 stmt = sa.select(sa.func.count()).select_from(table)
+                out[name] = int(conn.execute(stmt).scalar_one())
+            for name, where in (("errors", ~duplicate), ("duplicates", duplicate)):
+                stmt = sa.select(sa.func.count()).select_from(e).where(where)
                 out[name] = int(conn.execute(stmt).scalar_one())
             out["database_bytes"] = store_query.database_bytes(conn)
         return out
