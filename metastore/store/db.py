@@ -348,9 +348,10 @@ def create_engine(
             changes nothing (a brand-new database still gets its schema).
 
     Raises:
-        StoreError: the URL cannot be parsed or names another database, or
-            (``read_only``) the SQLite file is missing from a folder this
-            process cannot write.
+        StoreError: the URL cannot be parsed or names another database, a
+            PostgreSQL URL is given without psycopg installed (the
+            ``postgresql`` extra), or (``read_only``) the SQLite file is
+            missing from a folder this process cannot write.
     """
     if isinstance(url_or_engine, Engine):
         return url_or_engine
@@ -374,7 +375,13 @@ def create_engine(
         engine = sa.create_engine(url, **options)
         _setup_sqlite(engine)
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    try:
+        return sa.create_engine(url, pool_pre_ping=True)
+    except ImportError as exc:  # SQLAlchemy imports the driver here
+        raise StoreError(
+            f"cannot open {redact(url)}: PostgreSQL support is not installed "
+            f"({exc.name or 'psycopg'} is missing): pip install 'metastore[postgresql]'"
+        ) from None
 
 
 class _ReadOnlyConnection(sqlite3.Connection):
