@@ -100,9 +100,16 @@ def print_table(
         if empty:
             console.print(Text(empty))
         return
-    if not console.is_terminal:
-        console.width = _UNBOUNDED  # the table takes its natural width
-    console.print(table)
+    if console.is_terminal:
+        console.print(table)
+        return
+    console.width = _UNBOUNDED  # the table takes its natural width
+    with console.capture() as captured:
+        console.print(table)
+    # no padding after the last cell, for diff, grep and cut
+    lines = (line.rstrip() for line in captured.get().splitlines())
+    sys.stdout.write("".join(f"{line}\n" for line in lines))
+    sys.stdout.flush()
 
 
 def tag_rows(instance: Mapping[str, Any]) -> Iterator[tuple[str, str, str, str]]:
