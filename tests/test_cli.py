@@ -361,7 +361,7 @@ def test_query_table(studies: str) -> None:
     result = run("query", "studies", "--table", db_url=studies)
     lines = result.stdout.splitlines()
     assert lines[0].split()[:3] == ["study_instance_uid", "patient_id", "patient_name"]
-    assert set(lines[1]) <= {"-", " "}
+    assert set(lines[1]) <= {"─", " "}  # rich's rule under the header
     assert len(lines) == 5
 
 
