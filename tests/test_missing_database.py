@@ -28,6 +28,7 @@ READERS = {
     "query": ["query", "studies"],
     "export": ["export"],
     "stats": ["stats"],
+    "errors": ["errors"],
     "serve": ["serve", "--port", "0"],
     "db current": ["db", "current"],
 }
