@@ -12,9 +12,13 @@ callers (and the CLI, in one place) can catch them together::
     │   ├── ConnectionLostError                       the server went away or cannot be
     │   │                                             reached (a retry may help)
     │   ├── DataRefusedError                          the database refused a value sent
+    │   ├── DatabaseNotFoundError                     no file, or no schema, to read
     │   └── SchemaError                               the schema is wrong or missing
     │       └── SchemaNotAtHeadError                  the schema is behind the code
-    └── QueryError               (a ValueError)       a bad query filter
+    ├── QueryError               (a ValueError)       a bad query filter
+    ├── ImageNotFoundError       (a LookupError)      a reference to no stored image
+    ├── AmbiguousReferenceError  (a ValueError)       a reference to several images
+    └── WadorsRootError          (a ValueError)       indexing under another root
 
 The store raises its errors from the database driver's in one place
 (``metastore.store.db.map_driver_errors``); nothing outside the store sees a
@@ -91,6 +95,11 @@ class DataRefusedError(StoreError):
         super().__init__(message)
 
 
+class DatabaseNotFoundError(StoreError):
+    """Nothing to read: a SQLite file that does not exist, or a database
+    without metastore's schema, opened by a reader (which creates nothing)."""
+
+
 class SchemaError(StoreError):
     """The database schema is missing, foreign or damaged."""
 
@@ -101,3 +110,16 @@ class SchemaNotAtHeadError(SchemaError):
 
 class QueryError(MetastoreError, ValueError):
     """A query filter that cannot be used (bad date range, unknown level...)."""
+
+
+class ImageNotFoundError(MetastoreError, LookupError):
+    """A reference (imageId, file location, SOP Instance UID) to no stored image."""
+
+
+class AmbiguousReferenceError(MetastoreError, ValueError):
+    """A reference that names several stored instances (a DICOM JSON file's)."""
+
+
+class WadorsRootError(MetastoreError, ValueError):
+    """Indexing under a DICOMweb root other than the store's imageIds were made
+    under (``--wadors-root``); the message says how to go on."""

@@ -361,7 +361,7 @@ def test_query_table(studies: str) -> None:
     result = run("query", "studies", "--table", db_url=studies)
     lines = result.stdout.splitlines()
     assert lines[0].split()[:3] == ["study_instance_uid", "patient_id", "patient_name"]
-    assert set(lines[1]) <= {"-", " "}
+    assert set(lines[1]) <= {"─", " "}  # rich's rule under the header
     assert len(lines) == 5
 
 
@@ -394,6 +394,12 @@ def test_stats(indexed: str) -> None:
 
 def test_db_upgrade_and_current(empty_db_url: str) -> None:
     """`db current` says whether the schema is at head; `db upgrade` gets it there."""
+    if empty_db_url.startswith("sqlite"):
+        # a SQLite file that is not there is no database (it is not created)
+        path = db.database_files(empty_db_url)[0]
+        assert_one_line_error(run("db", "current", db_url=empty_db_url), 2, path)
+        assert not os.path.exists(path)
+        sa.create_engine(empty_db_url).connect().close()  # an empty file
     result = run("db", "current", db_url=empty_db_url)
     assert "no schema (behind head" in result.stdout
     assert run("db", "upgrade", db_url=empty_db_url).exit_code == 0
@@ -432,6 +438,7 @@ def test_sqlite_url_with_a_question_mark_is_refused(tmp_path: Path, name: str) -
     assert list(tmp_path.iterdir()) == []  # nothing created, "scans" least of all
     suggested = result.stderr.strip().rpartition(" ")[2]
     assert suggested.startswith("sqlite:///") and "%3F" in suggested
+    assert run("db", "upgrade", db_url=suggested).exit_code == 0
     assert run("stats", db_url=suggested).exit_code == 0
     assert [p.name for p in tmp_path.iterdir() if p.suffix == ".sqlite"] == [name]
     with pytest.raises(StoreError, match="takes no query string"):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from metastore import cli
+from metastore.cli import base, cli
 from metastore.index import DEFAULT_BATCH_SIZE
 from metastore.modules import MODULE_TYPES
 from metastore.store import Store, db
@@ -119,12 +119,12 @@ def test_get_loads_only_the_read_side(tmp_path: Path) -> None:
 
 def test_the_cli_copies_of_library_constants_agree() -> None:
     """The defaults the options show are the library's own."""
-    assert cli.DEFAULT_URL == db.DEFAULT_URL
-    assert cli.DEFAULT_BATCH_SIZE == DEFAULT_BATCH_SIZE
+    assert base.DEFAULT_URL == db.DEFAULT_URL
+    assert base.DEFAULT_BATCH_SIZE == DEFAULT_BATCH_SIZE
     with pytest.raises(Exception, match="valid types: ") as raised:
-        cli._module_types(["noSuchModule"])
+        base.module_types(["noSuchModule"])
     assert str(raised.value).endswith("valid types: " + ", ".join(MODULE_TYPES))
-    assert cli._module_types([f" {MODULE_TYPES[-1]} ", ""]) == [MODULE_TYPES[-1]]
+    assert base.module_types([f" {MODULE_TYPES[-1]} ", ""]) == [MODULE_TYPES[-1]]
 
 
 def test_a_driver_error_is_one_line_naming_the_database(tmp_path: Path) -> None:
@@ -136,7 +136,7 @@ def test_a_driver_error_is_one_line_naming_the_database(tmp_path: Path) -> None:
     Store(url).close()
     with sqlite3.connect(path) as conn:
         conn.execute("DROP TABLE image_modules")
-    result = CliRunner().invoke(cli.cli, ["stats", "--db", url])
+    result = CliRunner().invoke(cli, ["stats", "--db", url])
     assert result.exit_code == 2
     assert result.stderr.strip() == (
         f"Error: read from {url} failed: no such table: image_modules"

@@ -530,7 +530,7 @@ def test_a_streamed_file_of_duplicates_only_is_skipped(
         assert {e.location for e in store.errors()} == {str(folder / "b.json")}
         assert len(store.errors()) == 60
         assert set(store.known_sources()) == {str(original)}
-    assert (export(db_url), counts(db_url)) == (before, rows | {"errors": 60})
+    assert (export(db_url), counts(db_url)) == (before, rows | {"duplicates": 60})
     assert problems(db_url) == {}
 
 

@@ -199,9 +199,10 @@ def searched(store: Store) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 
 
 def rows(store: Store) -> dict[str, int | None]:
-    """Rows per table, but for the errors recorded (and the database size)."""
+    """Rows per table, but for the errors and duplicates recorded (and the
+    database size)."""
     stats = store.stats()
-    del stats["errors"], stats["database_bytes"]
+    del stats["errors"], stats["duplicates"], stats["database_bytes"]
     return stats
 
 

@@ -4,6 +4,8 @@ Builds metastore's wheel, installs it into a fresh virtual environment
 outside the repository, and runs the installed ``metastore`` command there:
 ``db upgrade`` on a brand-new SQLite database, then ``db current``.  This is
 the path a user takes; it would fail if the wheel lost ``migrations/``.
+Installed without extras, it has no PostgreSQL driver: a PostgreSQL URL
+names the ``postgresql`` extra to install.
 """
 
 from __future__ import annotations
@@ -90,6 +92,16 @@ def test_installed_wheel_upgrades_a_new_database(wheel: Path, tmp_path: Path) ->
     )
     assert current.returncode == 0, current.stderr
     assert head() in current.stdout and "(head)" in current.stdout
+    # without the postgresql extra, a PostgreSQL URL says what to install
+    postgres = subprocess.run(
+        [exe, "stats", "--db", "postgresql://me@127.0.0.1:1/x"],
+        cwd=work,
+        env=clean_env,
+        capture_output=True,
+        text=True,
+    )
+    assert postgres.returncode == 2
+    assert "pip install 'metastore[postgresql]'" in postgres.stderr
     # the package it ran is the installed one, not this checkout
     where = subprocess.run(
         [str(py), "-c", "import metastore; print(metastore.__file__)"],

@@ -1,11 +1,13 @@
 """Part 10 to DICOM JSON: a pydicom ``Dataset`` as DICOMweb returns it.
 
 Its public face is :func:`dataset_to_dicom_json`, with the VR table
-:data:`LONG_VRS` the indexer's byte sniffing shares.  The rooms:
+:data:`LONG_VRS` the indexer's byte sniffing shares, and :func:`tag_of` /
+:func:`keyword_of` for attribute names.  The rooms:
 
 - ``convert``: the dataset walk, bulk data and the fast/fallback paths;
 - ``_values``: one element's value bytes -> DICOM JSON values, per VR;
-- ``_sequences``: encoded sequences decoded without building datasets.
+- ``_sequences``: encoded sequences decoded without building datasets;
+- ``keywords``: attribute names as users write them (keywords, tags).
 
 pydicom is imported here and by the indexer's reader, nowhere below.
 """
@@ -17,6 +19,7 @@ from metastore.dicomjson.convert import (
     PIXEL_DATA_TAGS,
     dataset_to_dicom_json,
 )
+from metastore.dicomjson.keywords import keyword_of, tag_of
 
 __all__ = [
     "DEFAULT_INLINE_TAGS",
@@ -24,4 +27,6 @@ __all__ = [
     "OVERLAY_DATA_TAGS",
     "PIXEL_DATA_TAGS",
     "dataset_to_dicom_json",
+    "keyword_of",
+    "tag_of",
 ]

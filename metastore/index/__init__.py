@@ -1,9 +1,11 @@
 """Indexing: paths in, instance records written to a :class:`~metastore.store.Store`.
 
 Its public face is :func:`index_paths`, the :class:`IndexReport` it
-returns, its :data:`DEFAULT_BATCH_SIZE`, :func:`parse_shard` (``K/N`` as
-``--shard`` takes it) and :func:`sniff` (what a source is, by its first
-:data:`HEAD_SIZE` bytes: a :class:`Kind`).  The rooms, in the order a
+returns (or :class:`IndexInterrupted`, on Ctrl-C), its
+:data:`DEFAULT_BATCH_SIZE`, :func:`parse_shard` (``K/N`` as ``--shard``
+takes it), :func:`count_sources` (a quick pre-count, for progress) and
+:func:`sniff` (what a source is, by its first :data:`HEAD_SIZE` bytes: a
+:class:`Kind`).  The rooms, in the order a
 source passes through them:
 
 - ``discovery``: walking files, folders and zips, telling kinds apart;
@@ -29,15 +31,17 @@ if TYPE_CHECKING:
     from metastore.index.discovery import HEAD_SIZE, Kind, sniff
     from metastore.index.pipeline import DEFAULT_BATCH_SIZE, index_paths
     from metastore.index.recompute import ReindexReport, reindex, stale_instances
-    from metastore.index.report import IndexReport
-    from metastore.index.sharding import parse_shard
+    from metastore.index.report import IndexInterrupted, IndexReport
+    from metastore.index.sharding import count_sources, parse_shard
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "HEAD_SIZE",
+    "IndexInterrupted",
     "IndexReport",
     "Kind",
     "ReindexReport",
+    "count_sources",
     "index_paths",
     "parse_shard",
     "reindex",
@@ -50,7 +54,9 @@ _EXPORTS = {
     "Kind": "metastore.index.discovery",
     "sniff": "metastore.index.discovery",
     "DEFAULT_BATCH_SIZE": "metastore.index.pipeline",
+    "IndexInterrupted": "metastore.index.report",
     "IndexReport": "metastore.index.report",
+    "count_sources": "metastore.index.sharding",
     "index_paths": "metastore.index.pipeline",
     "parse_shard": "metastore.index.sharding",
     "ReindexReport": "metastore.index.recompute",

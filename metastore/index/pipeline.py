@@ -48,7 +48,7 @@ from metastore.index.read import (
     Unreadable,
     read_entry,
 )
-from metastore.index.report import IndexReport, Tally
+from metastore.index.report import IndexInterrupted, IndexReport, Tally
 from metastore.index.sharding import (
     ShardOwns,
     check_shard,
@@ -114,6 +114,8 @@ class _Batches:
         #: SOP Instance UID -> location of the screened instances.
         self._sops: dict[str, str] = {}
         self._errors: list[ErrorRecord] = []
+        #: The sources of the instances not written yet (``Tally.pending``).
+        self._locations: set[str] = set()
         #: Sources whose instances were all duplicates: what they held goes.
         self._replaced: list[str] = []
         #: Write transactions committed so far.
@@ -136,6 +138,8 @@ class _Batches:
         for instance in instances:
             self._instances.append(instance)
             self._new_images += len(instance.images)
+            self._locations.add(instance.source.location)
+        self._tally.pending = len(self._locations)
         self._errors.extend(errors)
         new = len(self._instances) - self._screened
         images = self._images + self._new_images
@@ -174,6 +178,12 @@ class _Batches:
         self._sops.update((r.sop_instance_uid, r.source.location) for r in kept)
         if refused:
             self._refused(new, kept, refused)
+            self._pending({r.source.location for r in self._instances})
+
+    def _pending(self, locations: set[str]) -> None:
+        """The sources not written yet are ``locations`` (``Tally.pending``)."""
+        self._locations = locations
+        self._tally.pending = len(locations)
 
     def _refused(
         self,
@@ -233,6 +243,7 @@ class _Batches:
         self._commit(instances, errors)
         for location in {r.source.location for r in instances}:
             self._entries.pop(location, None)
+        self._pending(pending)
 
     def _write_errors(self) -> None:
         """Write the errors collected for sources that have no instance to write."""
@@ -411,6 +422,13 @@ def index_paths(
         The counts, errors and timing of the run.
 
     Raises:
+        IndexInterrupted: Ctrl-C (a ``KeyboardInterrupt``) stopped the run;
+            the batches committed before it are kept, the one being
+            written is rolled back, and the exception's ``report`` and
+            ``saved`` say how far it got.
+        WadorsRootError: The store's imageIds were made under another
+            ``wadors_root`` (or without one, or with one when this run has
+            none): nothing is read or written (``Store.claim_wadors_root``).
         StoreError: The database cannot be read or written (a lost
             PostgreSQL connection is retried first).
         ValueError: ``shard`` is not ``(K, N)`` with ``1 <= K <= N``, or
@@ -422,10 +440,23 @@ def index_paths(
         shard = check_shard(*shard)
     if wadors_root is not None:
         check_wadors_root(wadors_root)
+    tally = Tally()
     with _frozen_heap():
-        return _index(
-            store, paths, wadors_root, workers, batch_size, prune, progress, shard
-        )
+        try:
+            return _index(
+                store,
+                paths,
+                wadors_root,
+                workers,
+                batch_size,
+                prune,
+                progress,
+                shard,
+                tally,
+            )
+        except KeyboardInterrupt:
+            # the batch being written rolled back with its transaction
+            raise IndexInterrupted(tally.report(), tally.pending) from None
 
 
 def _index(
@@ -437,13 +468,15 @@ def _index(
     prune: bool,
     progress: ProgressCallback | None,
     shard: tuple[int, int] | None,
+    tally: Tally,
 ) -> IndexReport:
-    """:func:`index_paths`, its arguments checked."""
+    """:func:`index_paths`, its arguments checked, counting into ``tally``."""
+    # one root per store: another would keep unchanged sources' old imageIds
+    _reconnecting(store, lambda: store.claim_wadors_root(wadors_root))
     roots = [os.path.abspath(os.fspath(p)) for p in paths]
     # What the store knows the roots by (file names that are not UTF-8 are
     # escaped in locations, see metastore.locations).
     root_locations = [location_of(root) for root in roots]
-    tally = Tally()
     known = _reconnecting(store, lambda: store.known_sources(root_locations))
     batches = _Batches(store, batch_size, tally)
     # Locations to keep; only needed for prune.  Under a shard, prune may

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from metastore.records import ErrorRecord, Outcome
 
-__all__ = ["MAX_REPORTED_ERRORS", "IndexReport", "Tally"]
+__all__ = ["MAX_REPORTED_ERRORS", "IndexInterrupted", "IndexReport", "Tally"]
 
 #: How many errors an :class:`IndexReport` keeps (``error_count`` has them all).
 MAX_REPORTED_ERRORS = 100
@@ -68,6 +68,27 @@ class IndexReport:
         return 0 if self.ok else 1
 
 
+class IndexInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped an indexing run; what was committed is kept.
+
+    A ``KeyboardInterrupt``, so code that stops on Ctrl-C still does.  The
+    batch being written when it came was rolled back; running the same
+    indexing again reads only what is not stored yet.
+    """
+
+    def __init__(self, report: IndexReport, pending: int) -> None:
+        #: The run so far (sources read, including the batch not written).
+        self.report = report
+        #: Sources of the batch that was not written (read again next time).
+        self.pending = pending
+        super().__init__(f"indexing interrupted after {self.saved} sources saved")
+
+    @property
+    def saved(self) -> int:
+        """Sources read and stored by this run before it stopped."""
+        return max(self.report.indexed - self.pending, 0)
+
+
 @dataclass
 class Tally:
     """The mutable counts behind an :class:`IndexReport`."""
@@ -75,6 +96,8 @@ class Tally:
     started: float = field(default_factory=time.perf_counter)
     counts: dict[str, int] = field(default_factory=dict)
     errors: list[ErrorRecord] = field(default_factory=list)
+    #: Sources in the batch being built or written, not committed yet.
+    pending: int = 0
 
     def count(self, name: str, n: int = 1) -> None:
         self.counts[name] = self.counts.get(name, 0) + n

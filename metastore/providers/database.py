@@ -16,6 +16,7 @@ from math import inf
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from metastore.errors import InvalidImageIdError
 from metastore.moduletypes import typed_lookup_method, untyped_lookup_method
 from metastore.store import Store
 from metastore.types import ModuleValue
@@ -75,18 +76,25 @@ class DatabaseProvider:
     oldest entries are dropped (the oldest half, or more if the load needs
     the room), and a miss never loads more than ``cache_size`` images.
 
-    The imageId must be the one the indexer stored, byte for byte.  Values
-    are shared, not copied (several images of a series get the *same*
-    patient module object): treat every answer as read-only.  Lookups are
-    safe from several threads.
+    The imageId must be the one the indexer stored, byte for byte, or,
+    with ``wadors_root``, the same image under a client's DICOMweb root.
+    Values are shared, not copied (several images of a series get the
+    *same* patient module object): treat every answer as read-only.
+    Lookups are safe from several threads.
 
     Args:
         source: a :class:`~metastore.store.Store` (used, not closed here), or
             a database URL or engine (a store is opened, and closed by
-            :meth:`close`).
+            :meth:`close`; a SQLite file that does not exist is an error).
         cache_size: how many images to keep in the cache.
         read_ahead: how many images of the asked image's series a miss
             loads (capped at ``cache_size``); 0 or 1 loads the image alone.
+        wadors_root: the DICOMweb root of the client asking (re-rooting):
+            ``wadors:ROOT/studies/S/series/SE/instances/I/frames/N`` is
+            answered with the stored image of instance I, frame N (in study
+            S and series SE), whatever the root or the form (``wadouri:``
+            files) it was indexed under, and :meth:`load_series` returns
+            imageIds under ``ROOT``.  Stored imageIds are still answered.
 
     Example:
         >>> provider = DatabaseProvider("sqlite:///metastore.sqlite")  # doctest: +SKIP
@@ -98,9 +106,11 @@ class DatabaseProvider:
         "_cache_size",
         "_lock",
         "_owns_store",
+        "_prefix",
         "_read_ahead",
         "_shared",
         "store",
+        "wadors_root",
     )
 
     def __init__(
@@ -109,17 +119,29 @@ class DatabaseProvider:
         *,
         cache_size: int = 100_000,
         read_ahead: int = DEFAULT_READ_AHEAD,
+        wadors_root: str | None = None,
     ) -> None:
         """Open (or use) the store and start with an empty cache."""
         if cache_size < 1:
             raise ValueError(f"cache_size must be at least 1, not {cache_size}")
         if read_ahead < 0:
             raise ValueError(f"read_ahead must be 0 or more, not {read_ahead}")
+        #: The client's DICOMweb root (``wadors_root``), without a final ``/``.
+        self.wadors_root = (
+            None if wadors_root is None else wadors_root.removesuffix("/")
+        )
+        # the imageIds re-rooted: "wadors:ROOT/studies/"
+        self._prefix = (
+            None if self.wadors_root is None else f"wadors:{self.wadors_root}/studies/"
+        )
         self._owns_store = not isinstance(source, Store)
         #: The store answers come from.
-        # read_only: a database in a folder this process cannot write opens
+        # read_only: a database in a folder this process cannot write opens;
+        # create=False: a mistyped SQLite path is an error, not an empty store
         self.store: Store = (
-            source if isinstance(source, Store) else Store(source, read_only=True)
+            source
+            if isinstance(source, Store)
+            else Store(source, read_only=True, create=False)
         )
         self._cache: dict[str, dict[str, ModuleValue]] = {}
         self._cache_size = cache_size
@@ -166,9 +188,15 @@ class DatabaseProvider:
 
     def _load(self, image_id: str) -> dict[str, ModuleValue]:
         """Load and cache every module of one image (cache miss path)."""
-        if self._read_ahead > 1:
-            return self._load_nearby(image_id)
-        modules = self.store.image_modules(image_id, shared=self._shared)
+        stored: str | None = image_id
+        rerooted = self._prefix is not None and image_id.startswith(self._prefix)
+        if rerooted:
+            stored = self._stored_image_id(image_id)
+        if stored is not None and self._read_ahead > 1:
+            return self._load_nearby(image_id, stored, rerooted=rerooted)
+        modules = None
+        if stored is not None:
+            modules = self.store.image_modules(stored, shared=self._shared)
         if modules is None:
             modules = _UNKNOWN
         with self._lock:
@@ -178,15 +206,73 @@ class DatabaseProvider:
                 self._shared.clear()
         return modules
 
-    def _load_nearby(self, image_id: str) -> dict[str, ModuleValue]:
-        """Load and cache an image and its read-ahead neighbours (one query)."""
-        images = self.store.nearby_image_modules(image_id, self._read_ahead)
-        modules = images.get(image_id, _UNKNOWN)
+    def _load_nearby(
+        self, image_id: str, stored: str, *, rerooted: bool
+    ) -> dict[str, ModuleValue]:
+        """Load and cache an image and its read-ahead neighbours (one query).
+
+        ``stored`` is the image's stored imageId; when ``image_id`` is a
+        client's re-rooted one, the neighbours are cached under the client's
+        imageIds too (the ones its next questions use).
+        """
+        images = self.store.nearby_image_modules(stored, self._read_ahead)
+        modules = images.get(stored, _UNKNOWN)
+        if rerooted:
+            images = {self._client_image_id(i, m): m for i, m in images.items()}
         with self._lock:
             self._make_room(len(images) or 1)
             self._cache.update(images)
             self._cache[image_id] = modules
         return modules
+
+    def _stored_image_id(self, image_id: str) -> str | None:
+        """The stored imageId of a client's re-rooted one, or ``None``."""
+        from metastore.imageid import parse_image_id  # only here: ~4 ms to import
+
+        try:
+            parsed = parse_image_id(image_id)
+        except InvalidImageIdError:
+            return None
+        if parsed.sop_instance_uid is None:
+            return None
+        return self.store.image_id_for(
+            parsed.sop_instance_uid,
+            parsed.frame or 1,
+            study_instance_uid=parsed.study_uid,
+            series_instance_uid=parsed.series_uid,
+        )
+
+    def _client_image_id(self, image_id: str, modules: dict[str, ModuleValue]) -> str:
+        """A stored imageId under the client's root (``wadors_root``).
+
+        The UIDs come from the stored imageId when it is a wadors one, else
+        from the image's (0020,000D), (0020,000E) and (0008,0018) as its
+        modules hold them; the frame from the imageId.
+        """
+        assert self.wadors_root is not None
+        from metastore.imageid import parse_image_id, wadors_image_id
+
+        try:
+            parsed = parse_image_id(image_id)
+        except InvalidImageIdError:
+            return image_id
+        study, series, sop = (
+            parsed.study_uid,
+            parsed.series_uid,
+            parsed.sop_instance_uid,
+        )
+        if parsed.scheme != "wadors":
+            general = modules.get("generalSeriesModule") or {}
+            common = modules.get("sopCommonModule") or {}
+            study = general.get("studyInstanceUID")
+            series = general.get("seriesInstanceUID")
+            sop = common.get("sopInstanceUID")
+        uids = (study, series, sop)
+        if not all(isinstance(uid, str) and uid and "/" not in uid for uid in uids):
+            return image_id  # cannot be spelled under the root: left as stored
+        assert isinstance(study, str) and isinstance(series, str)
+        assert isinstance(sop, str)
+        return wadors_image_id(self.wadors_root, study, series, sop, parsed.frame or 1)
 
     def load_series(self, series_instance_uid: str) -> list[str]:
         """Cache every image of a series with one query; return its imageIds.
@@ -194,12 +280,15 @@ class DatabaseProvider:
         Viewers ask for every image of a series at once: after this call each
         of them is a cache hit.  The imageIds come in stack order: by
         (0020,0013) InstanceNumber, then instance (imageId without its
-        frame), then frame number.
+        frame), then frame number.  With ``wadors_root`` they are the
+        client's imageIds under that root.
 
         Args:
             series_instance_uid: (0020,000E) SeriesInstanceUID of the series.
         """
         images = self.store.series_image_modules(series_instance_uid)
+        if self.wadors_root is not None:
+            images = {self._client_image_id(i, m): m for i, m in images.items()}
         with self._lock:
             self._make_room(len(images))
             self._cache.update(images)
@@ -257,4 +346,6 @@ class DatabaseProvider:
         self.close()
 
     def __repr__(self) -> str:
-        return f"DatabaseProvider({self.store.url!r})"
+        if self.wadors_root is None:
+            return f"DatabaseProvider({self.store.url!r})"
+        return f"DatabaseProvider({self.store.url!r}, wadors_root={self.wadors_root!r})"

@@ -26,20 +26,24 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from metastore.chunking import chunked
+from metastore.errors import QueryError, WadorsRootError
 from metastore.records import ErrorRecord, InstanceRecord, LazyImages, StoredInstance
 from metastore.store import codec
 from metastore.store import encode as store_encode
 from metastore.store import read as store_read
+from metastore.store import refs as store_refs
 from metastore.store.db import (
     create_engine,
     ensure_schema,
     map_driver_errors,
     redact,
+    require_database,
     scrub,
 )
+from metastore.store.refs import ImageRef
 from metastore.types import DicomJson, ModuleValue
 
-__all__ = ["InstanceSource", "Store"]
+__all__ = ["ImageRef", "InstanceSource", "Store"]
 
 
 class _OnFirstUse:
@@ -146,8 +150,14 @@ class Store:
         read_only: the store will only be read: a SQLite file in a folder
             this process cannot write is opened read-only instead of failing
             (:func:`metastore.store.db.create_engine`); writes then fail.
+        create: set up a database that does not exist yet (a SQLite file
+            that is not there, an empty database).  Readers pass ``False``:
+            then nothing is created, and there being nothing to read is an
+            error instead of an empty store.
 
     Raises:
+        DatabaseNotFoundError: ``create`` is false and the SQLite file does
+            not exist, or the database is empty.
         SchemaNotAtHeadError: the schema is behind and ``upgrade`` is false.
         ConnectionLostError: the PostgreSQL server cannot be reached.
         StoreError: the database cannot be reached or used.
@@ -166,13 +176,16 @@ class Store:
         *,
         upgrade: bool = False,
         read_only: bool = False,
+        create: bool = True,
     ) -> None:
+        if not create:
+            require_database(url_or_engine)  # before connecting creates it
         self._owns_engine = not isinstance(url_or_engine, Engine)
         self.engine: Engine = create_engine(url_or_engine, read_only=read_only)
         #: The database URL with its password hidden (safe to log).
         self.url: str = redact(self.engine.url)
         try:
-            ensure_schema(self.engine, upgrade=upgrade)
+            ensure_schema(self.engine, upgrade=upgrade, create=create)
         except BaseException:
             self.close()
             raise
@@ -560,10 +573,66 @@ class Store:
         """
         self._write(store_rewrite.sweep, exclusive=True)
 
-    def errors(self) -> list[ErrorRecord]:
-        """The recorded errors, oldest first."""
+    def claim_wadors_root(self, root: str | None) -> None:
+        """Record that imageIds are made under ``root``; refuse another root.
+
+        A store's ``wadors:`` imageIds are made under one DICOMweb root
+        (``--wadors-root``), or none (``wadouri:`` file imageIds); an index
+        run under another would keep every unchanged source under the old
+        one while it reported success.  The first run records its root (the
+        ``settings`` row ``wadors_root``, revision 0005); later runs must
+        give the same one (a final ``/`` aside) while the store holds any
+        instance.  Runs that claim together take turns (PostgreSQL: the
+        exclusive write lock), so of two concurrent first runs under
+        different roots, one is refused.
+
+        Args:
+            root: the run's root, or ``None`` for a run without one.
+
+        Raises:
+            WadorsRootError: the store holds instances made under another
+                root (or without one, or with one when ``root`` is
+                ``None``); the message says how to go on.
+        """
+        root = None if root is None else root.removesuffix("/")
+        s = t.settings
+        select = sa.select(s.c.value).where(s.c.name == WADORS_ROOT_SETTING)
+        with self._read() as conn:
+            row = conn.execute(select).first()
+        if row is not None and row.value == root:
+            return  # the common case, without a write
+
+        def work(conn: Connection) -> None:
+            row = conn.execute(select).first()
+            if row is None:
+                conn.execute(sa.insert(s).values(name=WADORS_ROOT_SETTING, value=root))
+            elif row.value != root:
+                held = conn.execute(sa.select(t.instances.c.id).limit(1)).first()
+                if held is not None:
+                    raise WadorsRootError(_root_refusal(row.value, root))
+                where = s.c.name == WADORS_ROOT_SETTING
+                conn.execute(sa.update(s).where(where).values(value=root))
+
+        self._write(work, exclusive=True)
+
+    def errors(self, kinds: Collection[str] | None = None) -> list[ErrorRecord]:
+        """The recorded errors, oldest first.
+
+        Args:
+            kinds: only these kinds (``"unreadable"``, ``"invalid"``,
+                ``"duplicate"``); ``None``: every kind.
+
+        Raises:
+            QueryError: an unknown kind.
+        """
         e = t.index_errors
         stmt = sa.select(e.c.location, e.c.kind, e.c.reason).order_by(e.c.id)
+        if kinds is not None:
+            unknown = sorted(set(kinds) - store_encode.ERROR_KINDS)
+            if unknown:
+                valid = ", ".join(sorted(store_encode.ERROR_KINDS))
+                raise QueryError(f"unknown error kind {unknown[0]!r}; kinds: {valid}")
+            stmt = stmt.where(e.c.kind.in_(sorted(kinds)))
         with self._read() as conn:
             return [ErrorRecord(*row) for row in conn.execute(stmt)]
 
@@ -779,7 +848,13 @@ class Store:
             )
 
     def stats(self) -> dict[str, int | None]:
-        """Row counts and the database size in bytes (``None`` if unknown)."""
+        """Row counts and the database size in bytes (``None`` if unknown).
+
+        ``errors`` counts the sources and instances that failed (kinds
+        ``unreadable`` and ``invalid``); ``duplicates`` the instances not
+        stored because their SOP Instance UID is stored from another
+        source, which are no failure.
+        """
         tables = {
             "studies": t.studies,
             "series": t.series,
@@ -788,15 +863,66 @@ class Store:
             "module_values": t.module_values,
             "image_modules": t.image_modules,
             "sources": t.sources,
-            "errors": t.index_errors,
         }
         out: dict[str, int | None] = {}
+        e = t.index_errors
+        duplicate = e.c.kind == "duplicate"
         with self._read() as conn:
             for name, table in tables.items():
                 stmt = sa.select(sa.func.count()).select_from(table)
                 out[name] = int(conn.execute(stmt).scalar_one())
+            for name, where in (("errors", ~duplicate), ("duplicates", duplicate)):
+                stmt = sa.select(sa.func.count()).select_from(e).where(where)
+                out[name] = int(conn.execute(stmt).scalar_one())
             out["database_bytes"] = store_query.database_bytes(conn)
         return out
+
+    def resolve(self, ref: str, frame: int | None = None) -> ImageRef:
+        """The stored image a reference names, in any of its spellings.
+
+        ``ref`` is an imageId in any form Cornerstone resolves to the same
+        image (the stored string; ``wadouri:`` without ``?frame=N`` for
+        frame 1, or with ``&frame=N``; ``dicomweb:`` for ``wadouri:``;
+        ``wadors:`` without ``/frames/N``), the path of an indexed file or
+        an archive member (``a.zip!/dir/x.dcm``), relative or absolute, a
+        ``file:`` URI, or a (0008,0018) SOP Instance UID.  A ``wadors:``
+        imageId under another DICOMweb root than the stored one is another
+        server's image: see :class:`DatabaseProvider`'s ``wadors_root``.
+
+        Args:
+            ref: the reference.
+            frame: the 1-based frame; ``None``: the frame ``ref`` names, else 1.
+
+        Returns:
+            The stored imageId of that frame, its SOP Instance UID and frame.
+
+        Raises:
+            InvalidImageIdError: ``ref`` has an imageId scheme but is malformed.
+            AmbiguousReferenceError: ``ref`` names another frame than
+                ``frame``, or a file holding several instances.
+            ImageNotFoundError: nothing stored answers to ``ref`` (the
+                message says what the store holds instead, if anything).
+        """
+        with self._read() as conn:
+            return store_refs.resolve(conn, ref, frame)
+
+    def image_id_for(
+        self,
+        sop_instance_uid: str,
+        frame: int = 1,
+        *,
+        study_instance_uid: str | None = None,
+        series_instance_uid: str | None = None,
+    ) -> str | None:
+        """The stored imageId of one frame of an instance, whatever its form.
+
+        ``None`` when the instance is not stored, is stored in another study
+        or series than the UIDs given, or has no image for that frame.
+        """
+        with self._read() as conn:
+            return store_refs.image_id_for(
+                conn, sop_instance_uid, frame, study_instance_uid, series_instance_uid
+            )
 
     def dicom_json(self, sop_instance_uid: str) -> DicomJson | None:
         """The stored DICOM JSON of one instance, or ``None`` if unknown."""
@@ -904,6 +1030,29 @@ class InstanceSource(NamedTuple):
     size: int
     #: Modification time in nanoseconds (of the archive) when it was indexed.
     mtime_ns: int
+
+
+#: The ``settings`` row of the DICOMweb root (:meth:`Store.claim_wadors_root`).
+WADORS_ROOT_SETTING = "wadors_root"
+
+
+def _root_refusal(stored: str | None, root: str | None) -> str:
+    """Why an index run under ``root`` is refused, and how to go on."""
+    made = (
+        "without --wadors-root (wadouri: file imageIds)"
+        if stored is None
+        else f"under --wadors-root {stored}"
+    )
+    asked = "without --wadors-root" if root is None else f"under --wadors-root {root}"
+    again = (
+        "without --wadors-root" if stored is None else f"with --wadors-root {stored}"
+    )
+    return (
+        f"the imageIds of this store were made {made}; indexing {asked} would "
+        "mix two roots (sources already stored keep the old one): index "
+        f"{again}, or into another database (a viewer using another root is "
+        "answered by DatabaseProvider(url, wadors_root=ROOT))"
+    )
 
 
 def _by_name(values: dict[str, ModuleValue]) -> dict[str, ModuleValue]:

@@ -37,6 +37,7 @@ from sqlalchemy.exc import (
 
 from metastore.errors import (
     ConnectionLostError,
+    DatabaseNotFoundError,
     DataRefusedError,
     SchemaError,
     SchemaNotAtHeadError,
@@ -62,6 +63,7 @@ __all__ = [
     "map_driver_errors",
     "on_statement",
     "redact",
+    "require_database",
     "script_location",
     "scrub",
     "secrets",
@@ -78,7 +80,7 @@ VERSION_TABLE = "metastore_alembic_version"
 MIGRATION_LOCK_KEY = 0x6D65746173746F72
 #: The newest migration's revision id.  Checked against the migration
 #: scripts by tests/test_migrations.py; lets ensure_schema skip Alembic.
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 #: Milliseconds a SQLite connection waits for another writer before failing.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -416,6 +418,27 @@ def database_files(url: str | URL) -> list[str]:
     return [path] + [path + suffix for suffix in SQLITE_COMPANIONS]
 
 
+def require_database(url_or_engine: str | URL | Engine) -> None:
+    """Refuse to go on when there is no SQLite database file to read.
+
+    A reader must not create a database: connecting to a SQLite file that
+    does not exist creates it (empty), so a mistyped path would read as an
+    empty store.  PostgreSQL databases are never created by connecting.
+
+    Raises:
+        DatabaseNotFoundError: the SQLite file does not exist (the message
+            names it).
+        StoreError: the URL cannot be parsed.
+    """
+    url = url_or_engine.url if isinstance(url_or_engine, Engine) else url_or_engine
+    files = database_files(url)
+    if files and not os.path.isfile(files[0]):
+        raise DatabaseNotFoundError(
+            f"no database at {files[0]}: the file does not exist (check the path; "
+            "metastore index ARCHIVE --db URL creates one)"
+        )
+
+
 def _sqlite_casefold(text: str | None) -> str | None:
     """SQL ``metastore_casefold(x)``: Python's ``str.casefold`` for SQLite."""
     return None if text is None else text.casefold()
@@ -472,9 +495,10 @@ def create_engine(
             changes nothing (a brand-new database still gets its schema).
 
     Raises:
-        StoreError: the URL cannot be parsed or names another database, or
-            (``read_only``) the SQLite file is missing from a folder this
-            process cannot write.
+        StoreError: the URL cannot be parsed or names another database, a
+            PostgreSQL URL is given without psycopg installed (the
+            ``postgresql`` extra), or (``read_only``) the SQLite file is
+            missing from a folder this process cannot write.
     """
     if isinstance(url_or_engine, Engine):
         return url_or_engine
@@ -498,7 +522,13 @@ def create_engine(
         engine = sa.create_engine(url, **options)
         _setup_sqlite(engine)
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    try:
+        return sa.create_engine(url, pool_pre_ping=True)
+    except ImportError as exc:  # SQLAlchemy imports the driver here
+        raise StoreError(
+            f"cannot open {redact(url)}: PostgreSQL support is not installed "
+            f"({exc.name or 'psycopg'} is missing): pip install 'metastore[postgresql]'"
+        ) from None
 
 
 class _ReadOnlyConnection(sqlite3.Connection):
@@ -767,13 +797,18 @@ def is_at_head(engine: Engine) -> bool:
     return current(engine) == head()
 
 
-def ensure_schema(engine: Engine, *, upgrade: bool = False) -> None:
+def ensure_schema(
+    engine: Engine, *, upgrade: bool = False, create: bool = True
+) -> None:
     """Make sure the schema is usable, migrating only where that is safe.
 
-    A brand-new database (no tables at all) is upgraded to head.  A database
-    behind head is upgraded only with ``upgrade=True``.
+    A brand-new database (no tables at all) is upgraded to head, unless
+    ``create`` is false.  A database behind head is upgraded only with
+    ``upgrade=True``.
 
     Raises:
+        DatabaseNotFoundError: the database has no tables at all and
+            ``create`` is false (a reader found nothing to read).
         SchemaNotAtHeadError: the schema is behind and ``upgrade`` is false;
             the message names the command to run.
         SchemaError: the database has tables but no metastore schema, a
@@ -797,6 +832,11 @@ def ensure_schema(engine: Engine, *, upgrade: bool = False) -> None:
             raise SchemaError(
                 f"{redact(engine.url)} has tables but no metastore schema "
                 f"(no {VERSION_TABLE} table); use an empty database"
+            )
+        if not create:
+            raise DatabaseNotFoundError(
+                f"{redact(engine.url)} is empty (no metastore schema): nothing "
+                "to read (metastore index ARCHIVE --db URL fills it)"
             )
         upgrade_to_head(engine)
         return

@@ -239,6 +239,20 @@ class IndexErrorRow(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class Setting(Base):
+    """A setting of the whole store (since revision 0005).
+
+    ``wadors_root``: the DICOMweb root the stored ``wadors:`` imageIds were
+    made under (``--wadors-root``), or NULL for imageIds made without one;
+    no row while the store has not recorded it.
+    """
+
+    __tablename__ = "settings"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str | None] = mapped_column(Text)
+
+
 studies: Table = metadata.tables["studies"]
 series: Table = metadata.tables["series"]
 sources: Table = metadata.tables["sources"]
@@ -249,6 +263,7 @@ module_types: Table = metadata.tables["module_types"]
 module_values: Table = metadata.tables["module_values"]
 image_modules: Table = metadata.tables["image_modules"]
 index_errors: Table = metadata.tables["index_errors"]
+settings: Table = metadata.tables["settings"]
 
 __all__ = [
     "NAMING_CONVENTION",
@@ -261,6 +276,7 @@ __all__ = [
     "ModuleTypeRow",
     "ModuleValueRow",
     "Series",
+    "Setting",
     "Source",
     "Study",
     "image_id_prefixes",
@@ -272,6 +288,7 @@ __all__ = [
     "module_types",
     "module_values",
     "series",
+    "settings",
     "sources",
     "studies",
 ]

@@ -263,7 +263,11 @@ def create_app(
             static files, say); the Guard checks them too.
     """
     owned = not isinstance(url_or_store, Store)
-    store = Store(url_or_store) if isinstance(url_or_store, str) else url_or_store
+    store = (
+        Store(url_or_store, read_only=True, create=False)
+        if isinstance(url_or_store, str)
+        else url_or_store
+    )
     server = _Server(store, max_results, corrections)
 
     @contextlib.asynccontextmanager

@@ -12,11 +12,10 @@ from __future__ import annotations
 import logging
 import socket
 import sys
-from pathlib import Path
 
 from metastore.errors import MetastoreError
 from metastore.store import Store
-from metastore.store.db import database_files, redact, secrets
+from metastore.store.db import redact, require_database, secrets
 from metastore.web.app import PREFIX, create_app
 from metastore.web.security import LOOPBACK_NAMES, SecretFilter, is_loopback, log
 
@@ -34,19 +33,6 @@ def check_binding(host: str, token: str | None, insecure: bool) -> None:
         "(--token or METASTORE_TOKEN; clients send Authorization: Bearer "
         "TOKEN), or --insecure to serve without one"
     )
-
-
-def _check_database(url: str) -> None:
-    """A SQLite file that does not exist is an error, not a new database."""
-    try:
-        files = database_files(url)
-    except MetastoreError:
-        return  # the store says what is wrong with it
-    if files and not Path(files[0]).is_file():
-        raise ServeError(
-            f"no database at {files[0]}: index an archive first "
-            "(metastore index ARCHIVE --db ...)"
-        )
 
 
 def _note_stale(store: Store) -> None:
@@ -77,12 +63,15 @@ def run(
     """Serve the store at ``url`` until interrupted.
 
     Raises:
-        ServeError: unsafe binding or no database (before anything starts).
+        ServeError: unsafe binding (before anything starts).
+        DatabaseNotFoundError: the SQLite file does not exist, or the
+            database is empty (before anything starts).
     """
     import uvicorn
 
     check_binding(host, token, insecure)
-    _check_database(url)
+    # a SQLite file that does not exist is an error, not a new database
+    require_database(url)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     handler.addFilter(SecretFilter([token, *secrets(url)]))
