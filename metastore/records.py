@@ -10,6 +10,7 @@ imports only ``metastore.types``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from metastore.types import DicomJson, ModuleValue
 
@@ -61,6 +62,11 @@ class InstanceRecord:
     number_of_frames: int
     dicom_json: DicomJson
     images: list[ImageRecord] = field(default_factory=list)
+    #: The values of the store's other search columns (revision 0003), per
+    #: table, computed from ``dicom_json`` by the store before the batch is
+    #: written (in the indexer's workers, before the JSON is encoded);
+    #: ``None`` until then.
+    search_values: dict[str, dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

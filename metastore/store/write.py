@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from metastore.records import ErrorRecord
+from metastore.store import attrs
 from metastore.store import schema as t
 from metastore.store.encode import (
     EncodedInstance,
@@ -47,6 +48,7 @@ STUDY_FIELDS = (
     "accession_number_key",
     "study_description",
     "study_description_key",
+    *attrs.STUDY_COLUMNS,
 )
 #: The instances columns written, in the order of the rows ``write`` builds.
 INSTANCE_COLUMNS = (
@@ -58,12 +60,14 @@ INSTANCE_COLUMNS = (
     "source_id",
     "dicom_json",
     "dicom_json_base_id",
+    *attrs.INSTANCE_COLUMNS,
 )
 SERIES_FIELDS = (
     "modality",
     "series_number",
     "series_description",
     "series_description_key",
+    *attrs.SERIES_COLUMNS,
 )
 
 
@@ -374,6 +378,7 @@ def write(
             "accession_number_key": fold(r.accession_number),
             "study_description": r.study_description,
             "study_description_key": fold(r.study_description),
+            **_search(r, "study"),
         }
     study_ids = _upsert_keyed(
         conn, t.studies, "study_instance_uid", studies, STUDY_FIELDS
@@ -386,6 +391,7 @@ def write(
             "series_number": int32(r.series_number),
             "series_description": r.series_description,
             "series_description_key": fold(r.series_description),
+            **_search(r, "series"),
         }
     series_ids = _upsert_keyed(
         conn, t.series, "series_instance_uid", series, SERIES_FIELDS
@@ -440,6 +446,7 @@ def write(
                     None
                     if item.dicom_json_base is None
                     else base_ids[item.dicom_json_base],
+                    *map(_search(item.record, "instance").get, attrs.INSTANCE_COLUMNS),
                 )
                 for item in sorted(
                     batch.instances, key=lambda item: item.record.sop_instance_uid
@@ -529,6 +536,15 @@ def write(
     # A location whose every instance was a duplicate is not "stored".
     drop_empty_sources(conn, list(source_ids.values()))
     return new_errors
+
+
+def _search(record: Any, table: str) -> dict[str, Any]:
+    """A record's values of ``table``'s search columns of revision 0003.
+
+    ``prepare`` has filled them in (``store_encode.search_values``).
+    """
+    values: dict[str, Any] = record.search_values[table]
+    return values
 
 
 def write_images(
