@@ -94,7 +94,7 @@ def test_changed_file_is_read_again_and_replaced(store: Store, tmp_path: Path) -
     touch_later(one)
     report = index_paths(store, [tmp_path], workers=1)
     assert (report.indexed, report.unchanged, report.duplicates) == (1, 1, 0)
-    names = [row["patient_name"] for row in store.query("instance")]
+    names = [row["patient_name"] for row in store.search("instance")]
     assert names.count("New^Name") == 1
     assert store.stats()["instances"] == 2
 
@@ -110,7 +110,7 @@ def test_prune_removes_what_disappeared(store: Store, tmp_path: Path) -> None:
     assert store.stats()["instances"] == 3
     index_paths(store, [tmp_path / "a"], workers=1, prune=True)
     assert store.stats()["instances"] == 2  # b/three.dcm is not under the root
-    assert not any("two.dcm" in row["location"] for row in store.query("instance"))
+    assert not any("two.dcm" in row["location"] for row in store.search("instance"))
 
 
 def test_prune_removes_a_file_that_is_no_longer_dicom(
@@ -139,7 +139,7 @@ def test_same_sop_instance_in_two_files_is_stored_once(
     (error,) = report.errors
     assert (error.location, error.kind) == (str(tmp_path / "b.dcm"), "duplicate")
     assert store.stats()["instances"] == 1
-    assert [row["location"] for row in store.query("instance")] == [
+    assert [row["location"] for row in store.search("instance")] == [
         str(tmp_path / "a.dcm")
     ]
 
@@ -290,7 +290,7 @@ def test_moved_archive_with_prune(store: Store, tmp_path: Path) -> None:
     # which prune then removes: the same run then stores it from its new place
     assert (report.files_seen, report.indexed, report.duplicates) == (1, 1, 0)
     assert (report.errors, report.error_count, report.exit_status) == ((), 0, 0)
-    (row,) = store.query("instance")
+    (row,) = store.search("instance")
     assert row["location"] == str(tmp_path / "root" / "b" / "x.dcm")
     assert store.errors() == []
     again = index_paths(store, [tmp_path / "root"], workers=1, prune=True)
@@ -314,7 +314,7 @@ def test_prune_keeps_a_duplicate_whose_original_stays(
     assert [(e.location, e.kind) for e in report.errors] == [
         (str(src / "b.dcm"), "duplicate")
     ]
-    locations = sorted(row["location"] for row in store.query("instance"))
+    locations = sorted(row["location"] for row in store.search("instance"))
     assert locations == [str(src / "a.dcm"), str(src / "d.dcm")]
     assert [(e.location, e.kind) for e in store.errors()] == [
         (str(src / "b.dcm"), "duplicate")

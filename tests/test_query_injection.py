@@ -111,7 +111,7 @@ def check(store: Store, rows: dict[str, tuple[str, str]], pattern: str) -> None:
         ("description", 1),
     ):
         filters: dict[str, Any] = {field: pattern}
-        got = {row["study_instance_uid"] for row in store.query("study", **filters)}
+        got = {row["study_instance_uid"] for row in store.search("study", **filters)}
         want = {uid for uid, value in rows.items() if matches(pattern, value[index])}
         assert got == want, (field, pattern)
 

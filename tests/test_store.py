@@ -258,8 +258,8 @@ def test_prune_deletes_unseen_locations_and_orphans(store: Store) -> None:
         "/data/z.zip!/x/1.dcm",
     }
     assert store.errors() == []
-    assert store.query("series", series_instance_uid="1.9") == []
-    assert store.query("study", study_instance_uid="1.8") == []
+    assert store.search("series", series_instance_uid="1.9") == []
+    assert store.search("study", study_instance_uid="1.8") == []
     assert store.prune(["/data/z.zip"], set()) == 1
     assert store.stats()["instances"] == 2
 
@@ -365,13 +365,13 @@ def uids(rows: list[dict[str, Any]], key: str = "study_instance_uid") -> list[st
 
 def test_query_levels_return_rows(searchable: Store) -> None:
     """Each level returns its own rows with counts."""
-    studies = searchable.query("study")
+    studies = searchable.search("study")
     assert uids(studies) == ["2.1", "2.2", "2.3"]
     assert studies[2]["modalities"] == ["CT", "SR"]
     assert studies[2]["number_of_series"] == 2
     assert studies[2]["number_of_instances"] == 2
-    assert len(searchable.query("series")) == 4
-    instances = searchable.query("instance", series_instance_uid="2.3.2")
+    assert len(searchable.search("series")) == 4
+    instances = searchable.search("instance", series_instance_uid="2.3.2")
     assert uids(instances, "sop_instance_uid") == ["1.4"]
     assert instances[0]["location"] == "/q/4"
 
@@ -408,16 +408,16 @@ def test_query_study_filters(
     searchable: Store, filters: dict[str, Any], expected: list[str]
 ) -> None:
     """Study filters ignore case, honour * and ?, and treat % _ ' as data."""
-    assert uids(searchable.query("study", **filters)) == expected
+    assert uids(searchable.search("study", **filters)) == expected
     assert count(searchable, t.studies) == 3
 
 
 def test_query_series_level_filters(searchable: Store) -> None:
     """Series level filters by modality and series description."""
-    rows = searchable.query("series", modality="CT")
+    rows = searchable.search("series", modality="CT")
     assert uids(rows, "series_instance_uid") == ["2.2.1", "2.3.1"]
     assert rows[0]["number_of_instances"] == 1
-    assert searchable.query("series", description="axial") != []
+    assert searchable.search("series", description="axial") != []
 
 
 @pytest.mark.parametrize(
@@ -437,13 +437,13 @@ def test_query_bad_filters_raise_query_error(
     from metastore.errors import QueryError
 
     with pytest.raises(QueryError):
-        searchable.query("study", **filters)
+        searchable.search("study", **filters)
 
 
 def test_query_unknown_level_is_an_error(searchable: Store) -> None:
     """An unknown level raises QueryError (also a ValueError)."""
     with pytest.raises(ValueError, match="level"):
-        searchable.query("patient")
+        searchable.search("patient")
 
 
 def _concurrent_writer(url: str, worker: int, rounds: int) -> int:
@@ -592,7 +592,7 @@ def test_numbers_past_32_bits_are_stored_without_them(
     record = record_fields(make_instance("/n/1.dcm", "1.1"))
     record.update(instance_number=number, series_number=number)
     assert store.write_batch([InstanceRecord(**record)]) == []
-    rows = store.query("instance")
+    rows = store.search("instance")
     assert [(r["instance_number"], r["series_number"]) for r in rows] == [(None, None)]
 
 
