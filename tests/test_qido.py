@@ -525,6 +525,33 @@ def test_streaming_is_lazy_and_leaves_the_store_usable(db_url: str) -> None:
         assert store.stats()["instances"] == CHUNK * 2 + 10
 
 
+def test_slower_path_across_chunks_of_many_series(db_url: str) -> None:
+    """JSON filters and includes over more series than the decoded bases kept
+    (each series' JSON is stored against a base of its own)."""
+    records = []
+    for series in range(80):
+        for i in range(8):
+            json = {
+                "00080018": el("UI", f"6.1.{series}.{i}"),
+                "00180050": el("DS", 1 + i % 2),
+                "0020000D": el("UI", "6"),
+                "0020000E": el("UI", f"6.1.{series}"),
+                "00200011": el("IS", series),
+                "00200013": el("IS", i),
+            }
+            name = lambda a, b, c: parse_image_id(wadors_image_id(ROOT, a, b, c, 1))  # noqa: E731
+            records.append(build_instance(json, Source(f"/b/{series}/{i}", 1, 1), name))
+    with Store(db_url) as store:
+        assert store.write_batch(records) == []
+        rows = list(
+            store.query("instances", {"SliceThickness": "2"}, include=["00180050"])
+        )
+        assert len(rows) == 80 * 4
+        assert {r["00180050"]["Value"][0] for r in rows} == {2}
+        series = list(store.query("series", include=["SliceThickness"]))
+        assert [r["00180050"]["Value"] for r in series] == [[1]] * 80
+
+
 def _many(n: int, study: str) -> list[InstanceRecord]:
     """``n`` instances of one series, numbered 0..n-1 (sorted by UID alike)."""
     out = []

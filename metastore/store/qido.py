@@ -45,6 +45,7 @@ from metastore.store.names import (
     wildcard_regex,
 )
 from metastore.store.query import ESCAPE, escape_like
+from metastore.store.read import gc_paused
 from metastore.types import DicomJson
 
 Level = Literal["studies", "series", "instances"]
@@ -552,6 +553,8 @@ class Plan:
     columns: list[Column]
     #: Tags returned from the DICOM JSON (included, not columns).
     json_tags: list[str]
+    #: Included columns of a lower level: from the level's first instance.
+    lower_columns: list[Column]
     computed: list[str]
     include_all: bool
     limit: int | None
@@ -605,6 +608,7 @@ def plan(
         json_filters=[],
         columns=[],
         json_tags=[],
+        lower_columns=[],
         computed=[],
         include_all=False,
         limit=limit,  # type: ignore[arg-type]
@@ -662,6 +666,8 @@ def plan(
         column = BY_TAG.get(tag)
         if column is not None and column.depth <= depth:
             p.columns.append(column)
+        elif column is not None:
+            p.lower_columns.append(column)
         elif tag in COMPUTED:
             if COMPUTED[tag][2] <= depth:  # a lower level's count: not here
                 p.computed.append(tag)
@@ -843,7 +849,8 @@ def run(engine: Engine, p: Plan) -> Iterator[DicomJson]:
             rows = [r for r in part if all(match([r[i]]) for i, match in checks)]
             jsons: dict[int, DicomJson | None] = {}
             if p.json_filters:
-                jsons = fetch.json(conn, p.depth, [r[p.depth] for r in rows])
+                with gc_paused():
+                    jsons = fetch.json(conn, p.depth, [r[p.depth] for r in rows])
                 rows = [
                     r
                     for r in rows
@@ -855,7 +862,12 @@ def run(engine: Engine, p: Plan) -> Iterator[DicomJson]:
             if left is not None:
                 rows, left = rows[:left], left - min(left, len(rows))
             if rows:
-                yield from _build(conn, p, columns, rows, jsons, fetch)
+                # thousands of new dicts: the cyclic GC would walk them all
+                # again and again (3x slower); paused per chunk, never while
+                # the caller has a row
+                with gc_paused():
+                    built = _build(conn, p, columns, rows, jsons, fetch)
+                yield from built
             if left == 0:
                 return
 
@@ -875,8 +887,9 @@ def _build(
     rows: list[Any],
     jsons: dict[int, DicomJson | None],
     fetch: _Fetcher,
-) -> Iterator[DicomJson]:
+) -> list[DicomJson]:
     """DICOM JSON rows for one chunk of matching rows."""
+    built: list[DicomJson] = []
     n_ids = p.depth + 1
     own = p.depth  # the row id of the level's own table
     wanted = [r[own] for r in rows]
@@ -889,6 +902,11 @@ def _build(
     missing = [i for i in wanted if i not in jsons]
     if missing:
         jsons.update(fetch.json(conn, p.depth, missing))
+    lower: dict[int, dict[str, Any]] = {}
+    if p.lower_columns:
+        lower = fetch.lower_columns(
+            conn, p.depth, [r[own] for r in rows], p.lower_columns
+        )
     studies: dict[int, tuple[list[str], int, int]] = {}
     series: dict[int, int] = {}
     if any(COMPUTED[tag][2] == 0 for tag in p.computed):
@@ -916,7 +934,11 @@ def _build(
                 out[c.tag] = _element(c.vr, value)
         for tag in p.computed:
             out[tag] = _computed(tag, r, studies, series)
-        yield dict(sorted(out.items()))
+        values = lower.get(r[own], {})
+        for c in p.lower_columns:
+            out[c.tag] = _element(c.vr, values.get(c.tag))
+        built.append(dict(sorted(out.items())))
+    return built
 
 
 def _element(vr: str, value: Any) -> dict[str, Any]:
@@ -949,32 +971,69 @@ class _Fetcher:
     def __init__(self) -> None:
         self.bases: dict[int, bytes] = {}
 
+    def first_instances(
+        self, conn: Connection, depth: int, ids: Sequence[int]
+    ) -> dict[int, int]:
+        """``{row id: instances.id}`` of each row's first instance (lowest id).
+
+        Per series an index seek (``min(id)`` of ``ix_instances_series_id``),
+        per study the least of its series'.
+        """
+        se, ins = t.series, t.instances
+        ids = sorted(set(ids))
+        if depth == 2 or not ids:
+            return {i: i for i in ids}
+        first = (
+            sa.select(sa.func.min(ins.c.id))
+            .where(ins.c.series_id == se.c.id)
+            .scalar_subquery()
+        )
+        if depth == 1:
+            stmt = sa.select(se.c.id, first).where(se.c.id.in_(ids))
+            return {i: f for i, f in conn.execute(stmt) if f is not None}
+        per_series = (
+            sa.select(se.c.study_id.label("study_id"), first.label("first"))
+            .where(se.c.study_id.in_(ids))
+            .subquery()
+        )
+        stmt = sa.select(
+            per_series.c.study_id, sa.func.min(per_series.c.first)
+        ).group_by(per_series.c.study_id)
+        return {i: f for i, f in conn.execute(stmt) if f is not None}
+
+    def lower_columns(
+        self, conn: Connection, depth: int, ids: Sequence[int], columns: list[Column]
+    ) -> dict[int, dict[str, Any]]:
+        """``{row id: {tag: value}}``: columns of a lower level, from each
+        row's first instance (and its series)."""
+        se, ins = t.series, t.instances
+        first = self.first_instances(conn, depth, ids)
+        if not first:
+            return {}
+        tables = _tables(2)
+        cols = [tables[c.depth].c[c.name] for c in columns]
+        stmt = (
+            sa.select(ins.c.id, *cols)
+            .select_from(ins.join(se, se.c.id == ins.c.series_id))
+            .where(ins.c.id.in_(sorted(set(first.values()))))
+        )
+        found = {row[0]: row[1:] for row in conn.execute(stmt)}
+        return {
+            row_id: {c.tag: v for c, v in zip(columns, found[i], strict=True)}
+            for row_id, i in first.items()
+            if i in found
+        }
+
     def json(
         self, conn: Connection, depth: int, ids: Sequence[int]
     ) -> dict[int, DicomJson | None]:
         """The DICOM JSON of each row id of a level (its first instance's for
         a study or a series: the lowest ``instances.id``)."""
-        se, ins = t.series, t.instances
+        ins = t.instances
         ids = sorted(set(ids))
         if not ids:
             return {}
-        if depth == 2:
-            first = {i: i for i in ids}
-        elif depth == 1:
-            stmt = (
-                sa.select(ins.c.series_id, sa.func.min(ins.c.id))
-                .where(ins.c.series_id.in_(ids))
-                .group_by(ins.c.series_id)
-            )
-            first = {row_id: i for row_id, i in conn.execute(stmt)}
-        else:
-            stmt = (
-                sa.select(se.c.study_id, sa.func.min(ins.c.id))
-                .select_from(ins.join(se, se.c.id == ins.c.series_id))
-                .where(se.c.study_id.in_(ids))
-                .group_by(se.c.study_id)
-            )
-            first = {row_id: i for row_id, i in conn.execute(stmt)}
+        first = self.first_instances(conn, depth, ids)
         blobs = {
             i: (blob, base)
             for i, blob, base in conn.execute(
@@ -1004,7 +1063,8 @@ class _Fetcher:
         if not missing:
             return
         if len(self.bases) + len(missing) > BASE_CACHE:
-            self.bases.clear()
+            # forget all but this chunk's (a chunk may need more than the cap)
+            self.bases = {k: v for k, v in self.bases.items() if k in wanted}
         mv = t.module_values
         stmt = sa.select(mv.c.id, mv.c.value).where(mv.c.id.in_(missing))
         for base_id, blob in conn.execute(stmt):
