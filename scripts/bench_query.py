@@ -39,10 +39,10 @@ from benchlib import PYTHON, ROOT, median
 
 sys.path.insert(0, str(ROOT))
 
-from metastore.imageid import parse_image_id, wadors_image_id  # noqa: E402
-from metastore.index.extract import build_instance  # noqa: E402
-from metastore.records import InstanceRecord, Source  # noqa: E402
-from metastore.store import Store  # noqa: E402
+from metastore.imageid import parse_image_id, wadors_image_id
+from metastore.index.extract import build_instance
+from metastore.records import InstanceRecord, Source
+from metastore.store import Store
 
 TARGET_S = 0.020
 WEB = "http://pacs/dicomweb"

@@ -552,6 +552,31 @@ def test_slower_path_across_chunks_of_many_series(db_url: str) -> None:
         assert [r["00180050"]["Value"] for r in series] == [[1]] * 80
 
 
+def test_values_cut_or_replaced_in_columns_come_from_the_json(db_url: str) -> None:
+    """A search column holds text cut at 400 characters, U+FFFD for NUL: the
+    row gives the stored element instead; the filter finds what was stored."""
+    long_id, odd = "P" * 450, "nul\x00desc"
+    json = {
+        "00080018": el("UI", "4.1.1"),
+        "00081030": el("LO", odd),
+        "00100010": pn("Doe^Jane"),
+        "00100020": el("LO", long_id),
+        "0020000D": el("UI", "4"),
+        "0020000E": el("UI", "4.1"),
+    }
+    name = lambda a, b, c: parse_image_id(wadors_image_id(ROOT, a, b, c, 1))  # noqa: E731
+    with Store(db_url) as store:
+        store.write_batch([build_instance(json, Source("/c/1", 1, 1), name)])
+        (row,) = store.query("studies", {"PatientID": long_id[:400]})
+        assert row["00100020"] == el("LO", long_id)
+        assert row["00081030"] == el("LO", odd)
+        assert row["00100010"] == pn("Doe^Jane")
+        (row,) = store.query(
+            "instances", {"StudyDescription": odd}, include=["PatientID"]
+        )
+        assert row["00100020"] == el("LO", long_id)
+
+
 def _many(n: int, study: str) -> list[InstanceRecord]:
     """``n`` instances of one series, numbered 0..n-1 (sorted by UID alike)."""
     out = []
