@@ -844,6 +844,11 @@ def run(engine: Engine, p: Plan) -> Iterator[DicomJson]:
     checks = [(n_ids + columns.index(c.column), c.match) for c in p.row_checks]
     fetch = _Fetcher()
     with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            # JIT compiling costs 5-20 ms a statement, more than these
+            # statements take; the planner asks for it when its estimates
+            # are high (a table not ANALYZEd since a bulk index, say)
+            conn.exec_driver_sql("SET LOCAL jit = off")
         result = conn.execution_options(yield_per=CHUNK).execute(stmt)
         for part in result.partitions():
             rows = [r for r in part if all(match([r[i]]) for i, match in checks)]
@@ -983,8 +988,12 @@ class _Fetcher:
         ids = sorted(set(ids))
         if depth == 2 or not ids:
             return {i: i for i in ids}
+        # PostgreSQL: "+ 0" keeps the planner from answering min(id) by
+        # walking the primary key from its start until a row of the series
+        # turns up (seconds on a database not yet ANALYZEd)
+        key = ins.c.id if conn.dialect.name == "sqlite" else ins.c.id + 0
         first = (
-            sa.select(sa.func.min(ins.c.id))
+            sa.select(sa.func.min(key))
             .where(ins.c.series_id == se.c.id)
             .scalar_subquery()
         )
@@ -1074,15 +1083,12 @@ class _Fetcher:
         self, conn: Connection, study_ids: Sequence[int]
     ) -> dict[int, tuple[list[str], int, int]]:
         """``{study id: (modalities, series, instances)}``."""
-        se, ins = t.series, t.instances
+        se = t.series
         ids = sorted(set(study_ids))
         found: dict[int, tuple[set[str], int, int]] = {i: (set(), 0, 0) for i in ids}
-        per_series = (
-            sa.select(se.c.study_id, se.c.modality, sa.func.count(ins.c.id))
-            .select_from(se.outerjoin(ins, ins.c.series_id == se.c.id))
-            .where(se.c.study_id.in_(ids))
-            .group_by(se.c.id, se.c.study_id, se.c.modality)
-        )
+        per_series = sa.select(
+            se.c.study_id, se.c.modality, _instances_of_series()
+        ).where(se.c.study_id.in_(ids))
         for study_id, modality, n in conn.execute(per_series):
             modalities, n_series, n_instances = found[study_id]
             if modality:
@@ -1094,10 +1100,20 @@ class _Fetcher:
         self, conn: Connection, series_ids: Sequence[int]
     ) -> dict[int, int]:
         """``{series id: instances}``."""
-        ins = t.instances
-        stmt = (
-            sa.select(ins.c.series_id, sa.func.count(ins.c.id))
-            .where(ins.c.series_id.in_(sorted(set(series_ids))))
-            .group_by(ins.c.series_id)
+        se = t.series
+        stmt = sa.select(se.c.id, _instances_of_series()).where(
+            se.c.id.in_(sorted(set(series_ids)))
         )
         return {series_id: n for series_id, n in conn.execute(stmt)}
+
+
+def _instances_of_series() -> sa.ScalarSelect[Any]:
+    """How many instances ``series`` has: one index range count per series
+    (a join would let PostgreSQL pick a scan of every instance)."""
+    ins = t.instances
+    return (
+        sa.select(sa.func.count())
+        .select_from(ins)
+        .where(ins.c.series_id == t.series.c.id)
+        .scalar_subquery()
+    )
