@@ -849,8 +849,12 @@ def run(engine: Engine, p: Plan) -> Iterator[DicomJson]:
             # statements take; the planner asks for it when its estimates
             # are high (a table not ANALYZEd since a bulk index, say)
             conn.exec_driver_sql("SET LOCAL jit = off")
-        result = conn.execution_options(yield_per=CHUNK).execute(stmt)
-        for part in result.partitions():
+        small = not in_python and p.limit is not None and p.limit <= CHUNK
+        if small:  # one round trip, no server-side cursor to declare and close
+            result = conn.execute(stmt)
+        else:
+            result = conn.execution_options(yield_per=CHUNK).execute(stmt)
+        for part in result.partitions(CHUNK):
             rows = [r for r in part if all(match([r[i]]) for i, match in checks)]
             jsons: dict[int, DicomJson | None] = {}
             if p.json_filters:
