@@ -852,8 +852,8 @@ def run(engine: Engine, p: Plan) -> Iterator[DicomJson]:
         small = not in_python and p.limit is not None and p.limit <= CHUNK
         if small:  # one round trip, no server-side cursor to declare and close
             result = conn.execute(stmt)
-        else:
-            result = conn.execution_options(yield_per=CHUNK).execute(stmt)
+        else:  # on the statement: the chunk's other queries stay client-side
+            result = conn.execute(stmt.execution_options(yield_per=CHUNK))
         for part in result.partitions(CHUNK):
             rows = [r for r in part if all(match([r[i]]) for i, match in checks)]
             jsons: dict[int, DicomJson | None] = {}
