@@ -176,7 +176,7 @@ def queries(store: Store, n: int) -> None:
         ("instances InstanceNumber=7, limit 101", lambda: list(q("instances", {"InstanceNumber": "7"}, limit=101))),
     ]  # fmt: skip
     other: list[tuple[str, Callable[[], object]]] = [
-        ("studies limit 101 + OHIF includefield (Modality from JSON)", lambda: list(q("studies", limit=101, include=["00081030", "00080060", "00080090", "00100030"]))),
+        ("studies limit 101 + OHIF includefield (Modality: first instance)", lambda: list(q("studies", limit=101, include=["00081030", "00080060", "00080090", "00100030"]))),
         ("series StudyInstanceUID=... + SeriesDate/Time (JSON)", lambda: list(q("series", {"StudyInstanceUID": study}, include=["00080021", "00080031", "0008103E", "00200011"]))),
         ("instances SeriesInstanceUID=... include=all", lambda: list(q("instances", {"SeriesInstanceUID": study + ".2"}, include="all"))),
         ("studies InstitutionName=clinic* (JSON, every study)", lambda: list(q("studies", {"InstitutionName": "clinic*"}))),

@@ -974,6 +974,11 @@ def _computed(
     return {"vr": vr, "Value": [n_series if tag == "00201206" else n_instances]}
 
 
+#: The ids of a chunk, bound as one list (SQLAlchemy expands it per call,
+#: without coercing each id into a literal of the statement).
+_IDS: sa.BindParameter[Any] = sa.bindparam("ids", expanding=True)
+
+
 class _Fetcher:
     """What a query reads beside its main statement, a chunk at a time."""
 
@@ -1002,17 +1007,19 @@ class _Fetcher:
             .scalar_subquery()
         )
         if depth == 1:
-            stmt = sa.select(se.c.id, first).where(se.c.id.in_(ids))
-            return {i: f for i, f in conn.execute(stmt) if f is not None}
+            stmt = sa.select(se.c.id, first).where(se.c.id.in_(_IDS))
+            found = conn.execute(stmt, {"ids": ids})
+            return {i: f for i, f in found if f is not None}
         per_series = (
             sa.select(se.c.study_id.label("study_id"), first.label("first"))
-            .where(se.c.study_id.in_(ids))
+            .where(se.c.study_id.in_(_IDS))
             .subquery()
         )
         stmt = sa.select(
             per_series.c.study_id, sa.func.min(per_series.c.first)
         ).group_by(per_series.c.study_id)
-        return {i: f for i, f in conn.execute(stmt) if f is not None}
+        found = conn.execute(stmt, {"ids": ids})
+        return {i: f for i, f in found if f is not None}
 
     def lower_columns(
         self, conn: Connection, depth: int, ids: Sequence[int], columns: list[Column]
@@ -1028,9 +1035,10 @@ class _Fetcher:
         stmt = (
             sa.select(ins.c.id, *cols)
             .select_from(ins.join(se, se.c.id == ins.c.series_id))
-            .where(ins.c.id.in_(sorted(set(first.values()))))
+            .where(ins.c.id.in_(_IDS))
         )
-        found = {row[0]: row[1:] for row in conn.execute(stmt)}
+        rows = conn.execute(stmt, {"ids": sorted(set(first.values()))})
+        found = {row[0]: row[1:] for row in rows}
         return {
             row_id: {c.tag: v for c, v in zip(columns, found[i], strict=True)}
             for row_id, i in first.items()
@@ -1051,8 +1059,9 @@ class _Fetcher:
             i: (blob, base)
             for i, blob, base in conn.execute(
                 sa.select(ins.c.id, ins.c.dicom_json, ins.c.dicom_json_base_id).where(
-                    ins.c.id.in_(sorted(first.values()))
-                )
+                    ins.c.id.in_(_IDS)
+                ),
+                {"ids": sorted(set(first.values()))},
             )
         }
         self._load_bases(conn, {b for _, b in blobs.values() if b is not None})
@@ -1079,8 +1088,8 @@ class _Fetcher:
             # forget all but this chunk's (a chunk may need more than the cap)
             self.bases = {k: v for k, v in self.bases.items() if k in wanted}
         mv = t.module_values
-        stmt = sa.select(mv.c.id, mv.c.value).where(mv.c.id.in_(missing))
-        for base_id, blob in conn.execute(stmt):
+        stmt = sa.select(mv.c.id, mv.c.value).where(mv.c.id.in_(_IDS))
+        for base_id, blob in conn.execute(stmt, {"ids": missing}):
             self.bases[base_id] = codec.inflate(bytes(blob))
 
     def study_counts(
@@ -1092,8 +1101,8 @@ class _Fetcher:
         found: dict[int, tuple[set[str], int, int]] = {i: (set(), 0, 0) for i in ids}
         per_series = sa.select(
             se.c.study_id, se.c.modality, _instances_of_series()
-        ).where(se.c.study_id.in_(ids))
-        for study_id, modality, n in conn.execute(per_series):
+        ).where(se.c.study_id.in_(_IDS))
+        for study_id, modality, n in conn.execute(per_series, {"ids": ids}):
             modalities, n_series, n_instances = found[study_id]
             if modality:
                 modalities.add(modality)
@@ -1105,10 +1114,9 @@ class _Fetcher:
     ) -> dict[int, int]:
         """``{series id: instances}``."""
         se = t.series
-        stmt = sa.select(se.c.id, _instances_of_series()).where(
-            se.c.id.in_(sorted(set(series_ids)))
-        )
-        return {series_id: n for series_id, n in conn.execute(stmt)}
+        stmt = sa.select(se.c.id, _instances_of_series()).where(se.c.id.in_(_IDS))
+        found = conn.execute(stmt, {"ids": sorted(set(series_ids))})
+        return {series_id: n for series_id, n in found}
 
 
 def _instances_of_series() -> sa.ScalarSelect[Any]:
