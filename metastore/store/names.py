@@ -45,6 +45,8 @@ def fuzzy_fold(text: str) -> str:
     Decomposed again after folding, since folding can produce composed
     characters.
     """
+    if text.isascii():  # nothing to decompose or strip (most names)
+        return text.lower()
     text = unicodedata.normalize("NFKD", text).casefold()
     text = unicodedata.normalize("NFKD", text.translate(_BASE_LETTERS))
     return "".join(c for c in text if not unicodedata.combining(c))
