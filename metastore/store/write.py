@@ -9,6 +9,7 @@ store and imports no pydicom.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from sqlalchemy.engine import Connection
 
 from metastore.attributes import SearchAttributes, search_attributes
 from metastore.records import ErrorRecord, InstanceRecord, LazyImages
-from metastore.store import codec
+from metastore.store import attrs, codec
 from metastore.store import schema as t
 from metastore.store.db import announce_statement
 from metastore.store.encode import (
@@ -33,6 +34,7 @@ from metastore.store.encode import (
     image_key,
     int32,
     int64,
+    search_values,
     split_image_id,
     storable_attributes,
 )
@@ -56,6 +58,7 @@ STUDY_FIELDS = (
     "accession_number_key",
     "study_description",
     "study_description_key",
+    *attrs.STUDY_COLUMNS,
 )
 #: The instances columns written, in the order of the rows ``write`` builds.
 INSTANCE_COLUMNS = (
@@ -68,12 +71,14 @@ INSTANCE_COLUMNS = (
     "dicom_json",
     "dicom_json_base_id",
     "mapping_version",
+    *attrs.INSTANCE_COLUMNS,
 )
 SERIES_FIELDS = (
     "modality",
     "series_number",
     "series_description",
     "series_description_key",
+    *attrs.SERIES_COLUMNS,
 )
 
 
@@ -363,6 +368,7 @@ def study_values(found: Searchable) -> dict[str, Any]:
         "accession_number_key": fold(found.accession_number),
         "study_description": found.study_description,
         "study_description_key": fold(found.study_description),
+        **_search(found, "study"),
     }
 
 
@@ -373,6 +379,7 @@ def series_values(found: Searchable) -> dict[str, Any]:
         "series_number": int32(found.series_number),
         "series_description": found.series_description,
         "series_description_key": fold(found.series_description),
+        **_search(found, "series"),
     }
 
 
@@ -486,6 +493,7 @@ def write(
                     if item.dicom_json_base is None
                     else base_ids[item.dicom_json_base],
                     item.record.mapping_version,
+                    *map(_search(item.record, "instance").get, attrs.INSTANCE_COLUMNS),
                 )
                 for item in sorted(
                     batch.instances, key=lambda item: item.record.sop_instance_uid
@@ -634,6 +642,22 @@ def write_frames(
             )
     write_image_modules(conn, module_rows)
     return new_errors
+
+
+def _search(found: Searchable, table: str) -> dict[str, Any]:
+    """The values of ``table``'s search columns of revision 0003 (``attrs``).
+
+    ``prepare`` fills them in for a record, :func:`_read_back` for the
+    attributes read back from a stored instance
+    (``store_encode.search_values`` both); a record that has none yet
+    (written without ``prepare``) gets them computed here.
+    """
+    values = found.search_values
+    if values is None:
+        if not isinstance(found, InstanceRecord):
+            raise AssertionError("read-back attributes carry their search values")
+        values = search_values(found.dicom_json, found.patient_name)
+    return values[table]
 
 
 def write_images(
@@ -929,7 +953,12 @@ def _read_back(
             instance = codec.decode_dicom_json(
                 blob, None if base_blob is None else codec.inflate(base_blob)
             )
-            into[sop] = storable_attributes(search_attributes(instance))
+            # The 0003 columns from the same instance and its JSON, as the
+            # write path computes them (store_encode.search_values).
+            found = storable_attributes(search_attributes(instance))
+            into[sop] = dataclasses.replace(
+                found, search_values=search_values(instance, found.patient_name)
+            )
 
 
 def _study_id(
