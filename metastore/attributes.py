@@ -120,6 +120,10 @@ class SearchAttributes:
     modality: str | None
     series_number: int | None
     series_description: str | None
+    #: The values of the store's search columns of revision 0003, per table
+    #: (as ``InstanceRecord.search_values``): the store fills them in from
+    #: the same DICOM JSON when it reads an instance back.
+    search_values: dict[str, dict[str, Any]] | None = None
 
 
 def search_attributes(instance: DicomJson) -> SearchAttributes:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from metastore.types import DicomJson, ModuleValue
 
@@ -104,6 +104,11 @@ class InstanceRecord:
     #: The ``metastore.modules.MAPPING_VERSION`` that computed the modules
     #: of ``images``; ``None``: unknown (the store counts it as stale).
     mapping_version: str | None = None
+    #: The values of the store's other search columns (revision 0003), per
+    #: table, computed from ``dicom_json`` by the store before the batch is
+    #: written (in the indexer's workers, before the JSON is encoded);
+    #: ``None`` until then.
+    search_values: dict[str, dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

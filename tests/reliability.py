@@ -192,7 +192,7 @@ def export(url: str) -> list[tuple[str, Any]]:
 def searched(url: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Every study and series a search finds, by UID (the same on both backends)."""
     with Store(url) as store:
-        studies, series = store.query("study"), store.query("series")
+        studies, series = store.search("study"), store.search("series")
     return (
         sorted(studies, key=lambda s: s["study_instance_uid"]),
         sorted(series, key=lambda s: s["series_instance_uid"]),

@@ -130,12 +130,12 @@ def test_every_name_is_found_and_answered(
             for other, pn in decoded.items()
             if text(pn).casefold() == name.casefold()
         }
-        found = store.query("instance", patient_name=name)
+        found = store.search("instance", patient_name=name)
         assert {row["sop_instance_uid"] for row in found} == same
         assert {row["patient_name"] for row in found} == {name}
         for variant in (name.upper(), name.lower(), name.swapcase()):
             if variant.casefold() == name.casefold():
-                hits = store.query("instance", patient_name=variant)
+                hits = store.search("instance", patient_name=variant)
                 assert {row["sop_instance_uid"] for row in hits} == same, variant
         found = [row for row in found if row["sop_instance_uid"] == sop_uid]
         # wildcards: a prefix, a suffix, one character, in any script
@@ -145,7 +145,7 @@ def test_every_name_is_found_and_answered(
             "?" + name[1:],
             name[:-1] + "?",
         ):
-            matched = store.query("instance", patient_name=pattern)
+            matched = store.search("instance", patient_name=pattern)
             assert sop_uid in {row["sop_instance_uid"] for row in matched}, pattern
         study, series = found[0]["study_instance_uid"], found[0]["series_instance_uid"]
         modules = store.image_modules(wadors_image_id(ROOT, study, series, sop_uid, 1))

@@ -295,7 +295,7 @@ def store(db_url: str) -> Iterator[Store]:
 
 def stored_uids(store: Store) -> set[str]:
     """The SOP Instance UIDs the store holds."""
-    return {row["sop_instance_uid"] for row in store.query("instance")}
+    return {row["sop_instance_uid"] for row in store.search("instance")}
 
 
 BAD_INSTANCES: dict[str, Any] = {
@@ -365,7 +365,7 @@ def test_huge_integers_do_not_stop_the_run(
     (tmp_path / "b.json").write_text(json.dumps(instance(2)))
     report = index_paths(store, [tmp_path], workers=1)
     assert report.ok
-    rows = {row["sop_instance_uid"]: row for row in store.query("instance")}
+    rows = {row["sop_instance_uid"]: row for row in store.search("instance")}
     assert set(rows) == {"1.2.3.1", "1.2.3.2"}
     field = "instance_number" if tag == "00200013" else "series_number"
     if -(2**31) <= value < 2**31:

@@ -96,7 +96,7 @@ def run(
                 store, [root / "a valid", root / "broken"], workers=workers
             )
             stored = {
-                r["location"]: r["sop_instance_uid"] for r in store.query("instance")
+                r["location"]: r["sop_instance_uid"] for r in store.search("instance")
             }
             recorded = store.errors()
     errors = {e.location: e.reason for e in recorded if e.kind != "duplicate"}

@@ -96,7 +96,7 @@ def test_changed_file_is_read_again_and_replaced(store: Store, tmp_path: Path) -
     touch_later(one)
     report = index_paths(store, [tmp_path], workers=1)
     assert (report.indexed, report.unchanged, report.duplicates) == (1, 1, 0)
-    names = [row["patient_name"] for row in store.query("instance")]
+    names = [row["patient_name"] for row in store.search("instance")]
     assert names.count("New^Name") == 1
     assert store.stats()["instances"] == 2
 
@@ -112,7 +112,7 @@ def test_prune_removes_what_disappeared(store: Store, tmp_path: Path) -> None:
     assert store.stats()["instances"] == 3
     index_paths(store, [tmp_path / "a"], workers=1, prune=True)
     assert store.stats()["instances"] == 2  # b/three.dcm is not under the root
-    assert not any("two.dcm" in row["location"] for row in store.query("instance"))
+    assert not any("two.dcm" in row["location"] for row in store.search("instance"))
 
 
 def test_prune_removes_a_file_that_is_no_longer_dicom(
@@ -145,7 +145,7 @@ def test_same_sop_instance_in_two_files_is_stored_once(
     (error,) = report.errors
     assert (error.location, error.kind) == (str(tmp_path / "b.dcm"), "duplicate")
     assert store.stats()["instances"] == 1
-    assert [row["location"] for row in store.query("instance")] == [
+    assert [row["location"] for row in store.search("instance")] == [
         str(tmp_path / "a.dcm")
     ]
 
@@ -167,17 +167,17 @@ def test_a_duplicate_never_rewrites_the_study_it_copies(
     a = copy(CT, tmp_path / "src" / "a" / "ct.dcm")
     intruder_copy(a, tmp_path / "src" / "b" / "ct.dcm")
     index_paths(store, [a.parent], workers=1)
-    before = store.query("study"), store.query("series")
+    before = store.search("study"), store.search("series")
     for _ in range(2):  # a duplicate is read again on every run
         report = index_paths(store, [tmp_path / "src" / "b"], workers=1)
         assert (report.indexed, report.skipped, report.duplicates) == (0, 1, 1)
-        assert (store.query("study"), store.query("series")) == before
-    [study] = store.query("study", patient_id="1CT1")
+        assert (store.search("study"), store.search("series")) == before
+    [study] = store.search("study", patient_id="1CT1")
     assert (study["patient_name"], study["modalities"]) == (
         "CompressedSamples^CT1",
         ["CT"],
     )
-    assert store.query("study", patient_id="WRONG") == []
+    assert store.search("study", patient_id="WRONG") == []
 
 
 def test_removing_the_lowest_instance_gives_the_next_ones_attributes(
@@ -225,10 +225,10 @@ def test_pruning_the_series_of_the_lowest_instance_rereads_the_study(
     write_ct(src / "s2" / "2.dcm", 2, series=2, patient_name="Patient^2")
     with Store(db_url) as store:
         index_paths(store, [src], workers=1)
-        assert [s["patient_name"] for s in store.query("study")] == ["Patient^1"]
+        assert [s["patient_name"] for s in store.search("study")] == ["Patient^1"]
         shutil.rmtree(src / "s1")
         index_paths(store, [src], workers=1, prune=True)
-        [study] = store.query("study")
+        [study] = store.search("study")
         assert (study["patient_name"], study["number_of_series"]) == ("Patient^2", 1)
     assert problems(db_url) == {}
 
@@ -407,7 +407,7 @@ def test_moved_archive_with_prune(store: Store, tmp_path: Path) -> None:
     # which prune then removes: the same run then stores it from its new place
     assert (report.files_seen, report.indexed, report.duplicates) == (1, 1, 0)
     assert (report.errors, report.error_count, report.exit_status) == ((), 0, 0)
-    (row,) = store.query("instance")
+    (row,) = store.search("instance")
     assert row["location"] == str(tmp_path / "root" / "b" / "x.dcm")
     assert store.errors() == []
     again = index_paths(store, [tmp_path / "root"], workers=1, prune=True)
@@ -431,7 +431,7 @@ def test_prune_keeps_a_duplicate_whose_original_stays(
     assert [(e.location, e.kind) for e in report.errors] == [
         (str(src / "b.dcm"), "duplicate")
     ]
-    locations = sorted(row["location"] for row in store.query("instance"))
+    locations = sorted(row["location"] for row in store.search("instance"))
     assert locations == [str(src / "a.dcm"), str(src / "d.dcm")]
     assert [(e.location, e.kind) for e in store.errors()] == [
         (str(src / "b.dcm"), "duplicate")

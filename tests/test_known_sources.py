@@ -109,7 +109,7 @@ def test_a_location_spelled_before_the_escape_is_replaced_when_written(
     assert store.write_batch([make_instance(old, "9.1", frames=2)]) == []
     assert store.write_batch([make_instance(new, "9.1", frames=2)]) == []
     assert old not in store.known_sources()
-    rows = store.query("instance")
+    rows = store.search("instance")
     assert [r["location"] for r in rows if r["sop_instance_uid"] == "9.1"] == [new]
     # a zip member that really is at the old spelling (other imageIds) stays
     other_old, other_new = "/x/g!/2.dcm", "/x/g\ufffd21/2.dcm"

@@ -39,7 +39,7 @@ def export(store: Store) -> dict[str, Any]:
 
 def locations(store: Store) -> dict[str, str]:
     """``{SOP Instance UID: location}`` of every stored instance."""
-    return {r["sop_instance_uid"]: r["location"] for r in store.query("instance")}
+    return {r["sop_instance_uid"]: r["location"] for r in store.search("instance")}
 
 
 def twins(folder: Path) -> Path:

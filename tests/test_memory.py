@@ -496,12 +496,12 @@ def test_a_streamed_file_changes_nothing_stored_for_its_duplicates(
             (str(path), "duplicate")
         }
         assert [store.dicom_json(sop) for sop in sops] == before
-        where = {r["sop_instance_uid"]: r["location"] for r in store.query("instance")}
+        where = {r["sop_instance_uid"]: r["location"] for r in store.search("instance")}
         assert {where[sop] for sop in sops} == {str(first)}
-        assert store.query("study", patient_id="WRONG") == []
-        assert store.query("series", modality="MR") == []
-        assert store.query("study", study_instance_uid="9.9") == []
-        [study] = store.query("study")
+        assert store.search("study", patient_id="WRONG") == []
+        assert store.search("series", modality="MR") == []
+        assert store.search("study", study_instance_uid="9.9") == []
+        [study] = store.search("study")
         assert study["patient_name"] == "Stored^Pat"
     clean_url = f"sqlite:///{tmp_path / 'clean.sqlite'}"
     with Store(clean_url) as store:

@@ -429,6 +429,90 @@ def test_store_deletes_leave_no_module_row_behind(db_url: str, tmp_path: Path) -
     assert answers == _export(fresh)
 
 
+# -- revision 0003: QIDO search columns, filled from the stored DICOM JSON -----
+
+#: The columns revision 0003 adds, per table.
+QIDO_COLUMNS = {
+    "studies": [
+        "referring_physician_name",
+        "referring_physician_name_key",
+        "referring_physician_name_fuzzy",
+        "patient_name_fuzzy",
+        "patient_birth_date",
+        "patient_sex",
+        "dicom_study_id",
+        "dicom_study_id_key",
+    ],
+    "series": [
+        "performed_procedure_step_start_date",
+        "performed_procedure_step_start_time",
+    ],
+    "instances": ["image_rows", "image_columns", "bits_allocated"],
+}
+
+
+def _qido_columns(engine: sa.Engine) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row's values of the 0003 columns, by UID, per table."""
+    keys = {
+        "studies": "study_instance_uid",
+        "series": "series_instance_uid",
+        "instances": "sop_instance_uid",
+    }
+    out = {}
+    with engine.connect() as connection:
+        for table, columns in QIDO_COLUMNS.items():
+            sql = f"SELECT {keys[table]}, {', '.join(columns)} FROM {table} ORDER BY 1"
+            out[table] = [tuple(row) for row in connection.exec_driver_sql(sql)]
+    return out
+
+
+def test_0003_fills_the_new_columns_from_the_stored_json(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Down to 0002 (columns gone) and up again: the backfill from the stored
+    DICOM JSON gives what the write path wrote, and queries answer alike."""
+    from test_qido import records
+
+    _index(db_url, _archive(tmp_path / "archive"))
+    with Store(db_url) as store:
+        assert store.write_batch(records()) == []
+        before = {
+            level: list(store.query(level, include=["SliceThickness"]))
+            for level in ("studies", "series", "instances")
+        }
+        fuzzy = list(store.query("studies", {"PatientName": "jose"}, fuzzy=True))
+    assert len(fuzzy) == 1
+    engine = db.create_engine(db_url)
+    try:
+        written = _qido_columns(engine)
+        # the archive has values in every column (not only NULLs)
+        for table, rows in written.items():
+            for i, column in enumerate(QIDO_COLUMNS[table], 1):
+                assert any(row[i] is not None for row in rows), (table, column)
+        db.downgrade(engine, "0002")
+        inspector = sa.inspect(engine)
+        for table, columns in QIDO_COLUMNS.items():
+            names = {c["name"] for c in inspector.get_columns(table)}
+            assert not names & set(columns), table
+        indexes = {i["name"] for i in inspector.get_indexes("instances")}
+        assert "ix_instances_instance_number" not in indexes
+        db.upgrade(engine)
+        assert _qido_columns(engine) == written
+        indexes = {i["name"] for i in sa.inspect(engine).get_indexes("instances")}
+        assert {"ix_instances_instance_number", "ix_instances_sop_class_uid"} <= indexes
+        if engine.dialect.name == "sqlite":
+            with engine.connect() as connection:
+                check = connection.exec_driver_sql("PRAGMA integrity_check")
+                assert check.scalar() == "ok"
+    finally:
+        engine.dispose()
+    with Store(db_url) as store:
+        for level, rows in before.items():
+            assert list(store.query(level, include=["SliceThickness"])) == rows
+        again = list(store.query("studies", {"PatientName": "jose"}, fuzzy=True))
+        assert again == fuzzy
+
+
 # -- revision 0004: instances.mapping_version ----------------------------------
 
 

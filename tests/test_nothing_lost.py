@@ -271,7 +271,7 @@ def test_sqlite_readers_and_a_second_writer_during_a_write(
     assert all(final[image_id] == modules for image_id, modules in seen)
     with Store(sqlite_url) as store:
         assert store.stats()["images"] == len(seen)
-        series = store.query("series")
+        series = store.search("series")
         assert (
             sum(s["number_of_instances"] for s in series)
             == (store.stats()["instances"])

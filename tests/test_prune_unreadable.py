@@ -239,7 +239,7 @@ def test_a_zip_with_two_members_of_one_name_reports_the_clash(
         assert "another member named 'b.dcm'" in error.reason
         assert report.exit_status == 1
         assert (report.indexed, report.unchanged) == ((1, 0) if run == 0 else (0, 1))
-        (row,) = store.query("instance")
+        (row,) = store.search("instance")
         assert row["sop_instance_uid"].endswith(".2")
         assert [e.location for e in store.errors()] == [error.location]
 

@@ -3,9 +3,10 @@
 Patient IDs and names full of SQL and LIKE metacharacters (quotes, ``;``,
 ``--``, ``%``, ``_``, backslashes, ``' OR 1=1 --``, non-ASCII) are stored and
 then searched for; every search must return exactly the rows a pure-Python
-matcher of the documented semantics picks (``Store.query``: case-insensitive,
-``*`` any run, ``?`` one character, everything else literal), on SQLite and
-PostgreSQL.
+matcher of the documented semantics picks (case-insensitive, ``*`` any
+run, ``?`` one character, everything else literal; for ``Store.query``'s
+person names, per component group), through ``Store.search`` and
+``Store.query``, on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -86,6 +87,9 @@ def test_reference_matcher() -> None:
     assert matches("a%b", "A%B") and not matches("a%b", "axb")
     assert matches("a*", "a%_\\") and matches("?", "%") and not matches("?", "ab")
     assert matches("' or 1=1 --", "' OR 1=1 --") and not matches("'", "' OR 1=1 --")
+    assert name_matches("b", "a=b") and not name_matches("a=b", "b=a")
+    assert name_matches("=b*", "a=bc=d") and not name_matches("a*c", "ab=c")
+    assert name_matches("c", "a=b\\c") and name_matches("=", "x")
 
 
 @pytest.fixture
@@ -102,8 +106,26 @@ def fill(store: Store, values: list[tuple[str, str]]) -> dict[str, tuple[str, st
     return {f"1.2.{n}": value for n, value in enumerate(values)}
 
 
+def name_matches(pattern: str, name: str) -> bool:
+    """Store.query's person-name rule: the pattern matches one whole component
+    group (``=`` separates groups, ``\\`` values); with ``=`` in the pattern,
+    each non-empty part matches the group in its place."""
+    values = [value.split("=") for value in name.split("\\")]
+    if "=" not in pattern:
+        return any(matches(pattern, g) for groups in values for g in groups)
+    parts = pattern.split("=")
+    return any(
+        all(
+            not part or (i < len(groups) and matches(part, groups[i]))
+            for i, part in enumerate(parts)
+        )
+        for groups in values
+    )
+
+
 def check(store: Store, rows: dict[str, tuple[str, str]], pattern: str) -> None:
-    """Every text filter with ``pattern`` returns exactly the matching studies."""
+    """Every text filter with ``pattern`` returns exactly the matching studies,
+    through Store.search and Store.query alike."""
     for field, index in (
         ("patient_id", 0),
         ("patient_name", 1),
@@ -111,9 +133,20 @@ def check(store: Store, rows: dict[str, tuple[str, str]], pattern: str) -> None:
         ("description", 1),
     ):
         filters: dict[str, Any] = {field: pattern}
-        got = {row["study_instance_uid"] for row in store.query("study", **filters)}
+        got = {row["study_instance_uid"] for row in store.search("study", **filters)}
         want = {uid for uid, value in rows.items() if matches(pattern, value[index])}
         assert got == want, (field, pattern)
+    for keyword, index in (
+        ("PatientID", 0),
+        ("PatientName", 1),
+        ("AccessionNumber", 0),
+        ("StudyDescription", 1),
+    ):
+        rule = name_matches if keyword == "PatientName" else matches
+        found = store.query("studies", {keyword: pattern})
+        got = {row["0020000D"]["Value"][0] for row in found}
+        want = {uid for uid, value in rows.items() if rule(pattern, value[index])}
+        assert got == want, (keyword, pattern)
 
 
 def test_injection_strings_are_data(store: Store) -> None:

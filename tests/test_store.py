@@ -195,7 +195,7 @@ def test_duplicate_within_one_batch(store: Store) -> None:
 
 def searched(store: Store) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """What a search finds: every study and every series."""
-    return store.query("study"), store.query("series")
+    return store.search("study"), store.search("series")
 
 
 def rows(store: Store) -> dict[str, int | None]:
@@ -229,9 +229,9 @@ def test_a_duplicate_changes_nothing_stored(store: Store) -> None:
         assert [(e.location, e.kind) for e in found] == [("/b/ct.dcm", "duplicate")]
         assert searched(store) == before
         assert rows(store) == counted
-    [study] = store.query("study", patient_id="PID1")
+    [study] = store.search("study", patient_id="PID1")
     assert (study["patient_name"], study["modalities"]) == ("Doe^John", ["CT"])
-    assert store.query("study", patient_id="WRONG") == []
+    assert store.search("study", patient_id="WRONG") == []
 
 
 def test_duplicates_under_other_uids_leave_no_row_behind(db_url: str) -> None:
@@ -295,7 +295,7 @@ def test_attributes_are_those_of_the_lowest_sop_instance_uid(
         store.write_batch(
             [differing(n, description=None if n == 1 else "X") for n in batch]
         )
-    [study] = store.query("study")
+    [study] = store.search("study")
     assert (study["patient_id"], study["patient_name"]) == ("P1", "Name^1")
     assert (study["accession_number"], study["study_description"]) == ("A1", None)
     assert study["modalities"] == ["MR"]
@@ -376,8 +376,8 @@ def test_an_empty_series_or_study_is_deleted_with_its_last_instance(
             "/a/1.dcm", "1.1", study="2.2", series="2.2.2", mtime_ns=5
         )
         store.write_batch([moved])
-        assert [s["study_instance_uid"] for s in store.query("study")] == ["2.2"]
-        assert [s["series_instance_uid"] for s in store.query("series")] == ["2.2.2"]
+        assert [s["study_instance_uid"] for s in store.search("study")] == ["2.2"]
+        assert [s["series_instance_uid"] for s in store.search("series")] == ["2.2.2"]
     # (the old values stay until a prune sweeps them: docs/store.md)
     assert problems(db_url, garbage=False) == {}
 
@@ -409,8 +409,8 @@ def test_a_stream_screens_and_settles_as_a_batch(db_url: str, tmp_path: Path) ->
         found = store.write_stream(lambda: iter(items), part_size=2)
         assert [(e.location, e.kind) for e in found] == [(big, "duplicate")] * 3
         assert store.dicom_json("1.5") == stored[0].dicom_json
-        assert store.query("study", patient_id="WRONG") == []
-        assert store.query("series", series_instance_uid="9.9.9") == []
+        assert store.search("study", patient_id="WRONG") == []
+        assert store.search("series", series_instance_uid="9.9.9") == []
         got = searched(store)
     clean = f"sqlite:///{tmp_path / 'clean.sqlite'}"
     with Store(clean) as store:
@@ -522,8 +522,8 @@ def test_prune_deletes_unseen_locations_and_orphans(store: Store) -> None:
         "/data/z.zip!/x/1.dcm",
     }
     assert store.errors() == []
-    assert store.query("series", series_instance_uid="1.9") == []
-    assert store.query("study", study_instance_uid="1.8") == []
+    assert store.search("series", series_instance_uid="1.9") == []
+    assert store.search("study", study_instance_uid="1.8") == []
     assert store.prune(["/data/z.zip"], set()) == 1
     assert store.stats()["instances"] == 2
 
@@ -641,13 +641,13 @@ def uids(rows: list[dict[str, Any]], key: str = "study_instance_uid") -> list[st
 
 def test_query_levels_return_rows(searchable: Store) -> None:
     """Each level returns its own rows with counts."""
-    studies = searchable.query("study")
+    studies = searchable.search("study")
     assert uids(studies) == ["2.1", "2.2", "2.3"]
     assert studies[2]["modalities"] == ["CT", "SR"]
     assert studies[2]["number_of_series"] == 2
     assert studies[2]["number_of_instances"] == 2
-    assert len(searchable.query("series")) == 4
-    instances = searchable.query("instance", series_instance_uid="2.3.2")
+    assert len(searchable.search("series")) == 4
+    instances = searchable.search("instance", series_instance_uid="2.3.2")
     assert uids(instances, "sop_instance_uid") == ["1.4"]
     assert instances[0]["location"] == "/q/4"
 
@@ -684,16 +684,16 @@ def test_query_study_filters(
     searchable: Store, filters: dict[str, Any], expected: list[str]
 ) -> None:
     """Study filters ignore case, honour * and ?, and treat % _ ' as data."""
-    assert uids(searchable.query("study", **filters)) == expected
+    assert uids(searchable.search("study", **filters)) == expected
     assert count(searchable, t.studies) == 3
 
 
 def test_query_series_level_filters(searchable: Store) -> None:
     """Series level filters by modality and series description."""
-    rows = searchable.query("series", modality="CT")
+    rows = searchable.search("series", modality="CT")
     assert uids(rows, "series_instance_uid") == ["2.2.1", "2.3.1"]
     assert rows[0]["number_of_instances"] == 1
-    assert searchable.query("series", description="axial") != []
+    assert searchable.search("series", description="axial") != []
 
 
 @pytest.mark.parametrize(
@@ -713,13 +713,13 @@ def test_query_bad_filters_raise_query_error(
     from metastore.errors import QueryError
 
     with pytest.raises(QueryError):
-        searchable.query("study", **filters)
+        searchable.search("study", **filters)
 
 
 def test_query_unknown_level_is_an_error(searchable: Store) -> None:
     """An unknown level raises QueryError (also a ValueError)."""
     with pytest.raises(ValueError, match="level"):
-        searchable.query("patient")
+        searchable.search("patient")
 
 
 def _varied(location: str, i: int, frames: int = 1) -> InstanceRecord:
@@ -782,7 +782,7 @@ def test_concurrent_writers_never_duplicate_or_fail(db_url: str, workers: int) -
         with store.engine.connect() as conn:
             used = sa.select(sa.func.count(sa.distinct(t.image_modules.c.value_id)))
             assert conn.execute(used).scalar() <= 16 + 24
-        [study], [series] = store.query("study"), store.query("series")
+        [study], [series] = store.search("study"), store.search("series")
         assert (study["patient_id"], series["modality"]) == ("P0", "CT")
         assert stats["image_modules"] == 4 * stats["images"]
         assert set(store.series_image_modules(SERIES)) == {
@@ -876,7 +876,7 @@ def test_numbers_past_32_bits_are_stored_without_them(
     record = record_fields(make_instance("/n/1.dcm", "1.1"))
     record.update(instance_number=number, series_number=number)
     assert store.write_batch([InstanceRecord(**record)]) == []
-    rows = store.query("instance")
+    rows = store.search("instance")
     assert [(r["instance_number"], r["series_number"]) for r in rows] == [(None, None)]
 
 

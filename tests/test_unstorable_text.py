@@ -147,7 +147,7 @@ def test_nul_and_lone_surrogates_in_dicom_json(db_url: str, tmp_path: Path) -> N
         assert patient["patientID"] == "nul\u0000id"
         study = exported[ids[1]]["generalStudyModule"]
         assert study["studyDescription"] == "lone \ud800 half"
-        found = list(store.query("instance", patient_id="nul\ufffdid"))
+        found = list(store.search("instance", patient_id="nul\ufffdid"))
         assert [row["sop_instance_uid"] for row in found] == ["1.2.3.2"]
 
 
@@ -200,7 +200,7 @@ def test_a_modality_longer_than_its_column_is_cut(db_url: str, tmp_path: Path) -
     (tmp_path / "b.json").write_text(json.dumps([instance]))
     with Store(db_url) as store:
         assert index_paths(store, [tmp_path], workers=1).indexed == 1
-        (row,) = store.query("series", modality="A" * 16)
+        (row,) = store.search("series", modality="A" * 16)
         assert row["modality"] == "A" * 16
         ((_, modules),) = store.export()
         assert modules["generalSeriesModule"]["modality"] == "A" * 40
@@ -249,7 +249,7 @@ def test_search_attributes_past_an_index_entry_are_cut(
     (tmp_path / "b.json").write_text(json.dumps([instance]))
     with Store(db_url) as store:
         assert index_paths(store, [tmp_path], workers=1).indexed == 1
-        (row,) = store.query("study", patient_id=long_id[:400])
+        (row,) = store.search("study", patient_id=long_id[:400])
         assert row["patient_name"] == long_id[:400]
         ((_, modules),) = store.export()
         assert modules["patientModule"]["patientID"] == long_id
@@ -263,11 +263,11 @@ def test_query_filters_with_nul_or_surrogates_match_what_was_stored(
     (tmp_path / "b.json").write_text(json.dumps(odd))
     with Store(db_url) as store:
         index_paths(store, [tmp_path], workers=1)
-        assert len(store.query("study", patient_id="nul\x00id")) == 1
-        assert len(store.query("study", patient_id="NUL\x00*")) == 1
+        assert len(store.search("study", patient_id="nul\x00id")) == 1
+        assert len(store.search("study", patient_id="NUL\x00*")) == 1
         for text in ("a\x00b", "a\udcffb", "\ud800*"):
-            assert store.query("series", patient_name=text, description=text) == []
-            assert store.query("instance", study_instance_uid=text) == []
+            assert store.search("series", patient_name=text, description=text) == []
+            assert store.search("instance", study_instance_uid=text) == []
 
 
 def test_lookups_by_unstorable_identifiers_find_nothing(db_url: str) -> None:

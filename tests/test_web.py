@@ -125,8 +125,6 @@ def site(
             report = index_paths(store, [folder / "files"], workers=1)
         assert report.failed == 0, report.errors
         with (
-            pytest.MonkeyPatch.context() as mp,
-            ws.query_layer(mp),
             ws.AccessLog().attached() as log,
             ws.ServerThread(create_app(url)) as server,
         ):
@@ -425,13 +423,12 @@ def test_qido_matching_keys_include_fields_and_paging(site: Site) -> None:
 
 
 def test_server_maximum_cuts_answers_with_a_warning(
-    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    db_url: str, tmp_path: Path
 ) -> None:
     ws.build_archive(tmp_path, extras=False)
     with Store(db_url) as store:
         index_paths(store, [tmp_path / "files"], workers=1)
     with (
-        ws.query_layer(monkeypatch),
         ws.ServerThread(create_app(db_url, max_results=2)) as server,
     ):
         s = Site(db_url, ws.Archive(tmp_path), server, ws.AccessLog())
@@ -628,14 +625,14 @@ def test_sql_and_path_text_is_data(site: Site) -> None:
 
 
 def test_deleted_moved_and_changed_sources_are_refused(
-    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    db_url: str, tmp_path: Path
 ) -> None:
     archive = ws.build_archive(tmp_path, extras=False)
     with Store(db_url) as store:
         index_paths(store, [tmp_path / "files"], workers=1)
     a, b, c = [s for s in archive.specs if s.series == archive.specs[0].series]
     assert a.path and b.path and c.path
-    with ws.query_layer(monkeypatch), ws.ServerThread(create_app(db_url)) as server:
+    with ws.ServerThread(create_app(db_url)) as server:
         s = Site(db_url, archive, server, ws.AccessLog())
 
         def frame(spec: ws.Spec) -> tuple[int, bytes]:
@@ -764,15 +761,12 @@ def test_source_cache_is_bounded(db_url: str, tmp_path: Path) -> None:
 # -- security -----------------------------------------------------------------
 
 
-def test_token_hosts_and_methods(
-    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_token_hosts_and_methods(db_url: str, tmp_path: Path) -> None:
     ws.build_archive(tmp_path, extras=False)
     with Store(db_url) as store:
         index_paths(store, [tmp_path / "files"], workers=1)
     token = "s3cret-" + uuid.uuid4().hex
     with (
-        ws.query_layer(monkeypatch),
         ws.AccessLog().attached() as log,
         ws.ServerThread(create_app(db_url, token=token, allowed_hosts=None)) as srv,
     ):
@@ -791,7 +785,7 @@ def test_token_hosts_and_methods(
         )
         s.store.close()
     assert not any(token in line for line in log.lines)
-    with ws.query_layer(monkeypatch), ws.ServerThread(create_app(db_url)) as srv:
+    with ws.ServerThread(create_app(db_url)) as srv:
         s = Site(db_url, ws.Archive(tmp_path), srv, ws.AccessLog())
         got, _, body = s.get("/studies", {"Host": "attacker.example:8042"})
         assert got == 421 and b"--token" in body
@@ -820,9 +814,7 @@ def test_access_log_has_no_query_values(site: Site) -> None:
     assert not any("Secret" in line for line in site.log.lines)
 
 
-def test_corrections_are_layered_over_answers(
-    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_corrections_are_layered_over_answers(db_url: str, tmp_path: Path) -> None:
     archive = ws.build_archive(tmp_path, extras=False)
     with Store(db_url) as store:
         index_paths(store, [tmp_path / "files"], workers=1)
@@ -834,7 +826,6 @@ def test_corrections_are_layered_over_answers(
 
     ct = archive.specs[0]
     with (
-        ws.query_layer(monkeypatch),
         ws.ServerThread(create_app(db_url, corrections=fix_spacing)) as srv,
     ):
         s = Site(db_url, archive, srv, ws.AccessLog())

@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -138,7 +137,7 @@ def _distinct_values(png: Path) -> int:
     return len(np.unique(array))
 
 
-def test_ohif_browses_an_indexed_archive(tmp_path: Path, monkeypatch: Any) -> None:
+def test_ohif_browses_an_indexed_archive(tmp_path: Path) -> None:
     cache, chromium, node = _setup_or_skip()
     archive = ws.build_archive(tmp_path, extras=False)
     url = f"sqlite:///{tmp_path / 'viewer.sqlite'}"
@@ -156,7 +155,6 @@ def test_ohif_browses_an_indexed_archive(tmp_path: Path, monkeypatch: Any) -> No
         {s.series_description for s in archive.specs if s.study == ct.study}
     )
     with (
-        ws.query_layer(monkeypatch),
         ws.AccessLog().attached() as log,
         ws.ServerThread(app) as server,
     ):

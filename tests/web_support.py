@@ -11,23 +11,17 @@ a DICOM JSON instance.
 from __future__ import annotations
 
 import contextlib
-import datetime
-import inspect
 import json
 import logging
-import re
 import threading
 import time
-import unicodedata
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
-import sqlalchemy as sa
 import uvicorn
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
@@ -37,9 +31,6 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
     RLELossless,
 )
-
-from metastore.errors import QueryError
-from metastore.store import Store
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
@@ -449,194 +440,6 @@ class AccessLog(logging.Handler):
         finally:
             logger.removeHandler(self)
             logger.setLevel(old)
-
-
-# -- the query layer's contract, until issue 11 lands -------------------------
-
-
-def has_query_layer() -> bool:
-    """Whether ``Store.query`` is the query layer of issue 11 already."""
-    return "filters" in inspect.signature(Store.query).parameters
-
-
-_STUDY_KEYS = [
-    "00080005",
-    "00080020",
-    "00080030",
-    "00080050",
-    "00080056",
-    "00080090",
-    "00080201",
-    "00100010",
-    "00100020",
-    "00100030",
-    "00100040",
-    "0020000D",
-    "00200010",
-]
-_SERIES_KEYS = [
-    "00080005",
-    "00080060",
-    "00080201",
-    "0008103E",
-    "0020000E",
-    "00200011",
-    "00400244",
-    "00400245",
-    "00400275",
-]
-_INSTANCE_KEYS = [
-    "00080005",
-    "00080016",
-    "00080018",
-    "00080056",
-    "00080201",
-    "00200013",
-    "00280010",
-    "00280011",
-    "00280100",
-    "00280008",
-]
-_LEVEL_KEYS = {
-    "studies": _STUDY_KEYS,
-    "series": _SERIES_KEYS,
-    "instances": _INSTANCE_KEYS,
-}
-
-
-def _tag(key: str) -> str:
-    if re.fullmatch(r"[0-9A-Fa-f]{8}", key):
-        return key.upper()
-    tag = pydicom.datadict.tag_for_keyword(key)
-    if tag is None:
-        raise QueryError(f"unknown attribute {key!r}")
-    return f"{tag:08X}"
-
-
-def _values(element: Any) -> list[str]:
-    if not isinstance(element, dict):
-        return []
-    out = []
-    for value in element.get("Value", []):
-        if isinstance(value, dict):  # PN
-            out.append(
-                "=".join(
-                    value.get(g, "") for g in ("Alphabetic", "Ideographic", "Phonetic")
-                ).rstrip("=")
-            )
-        else:
-            out.append(str(value))
-    return out
-
-
-def _fold(text: str) -> str:
-    return "".join(
-        c
-        for c in unicodedata.normalize("NFKD", text.casefold())
-        if not unicodedata.combining(c)
-    )
-
-
-def _matches(vr: str, values: list[str], wanted: str, fuzzy: bool) -> bool:
-    if vr == "UI":
-        return any(v in wanted.split(",") for v in values)
-    if vr in ("DA", "TM", "DT") and "-" in wanted:
-        low, _, high = wanted.partition("-")
-        return any(
-            (not low or v >= low) and (not high or v[: len(high)] <= high)
-            for v in values
-        )
-    if fuzzy and vr == "PN":
-        words = [w for w in re.split(r"[\^= ]", _fold(values[0]))] if values else []
-        return any(w.startswith(_fold(wanted).rstrip("*")) for w in words if w)
-    pattern = "".join(
-        ".*" if c == "*" else "." if c == "?" else re.escape(c) for c in wanted
-    )
-    flags = re.IGNORECASE if vr == "PN" else 0
-    return any(re.fullmatch(pattern, v, flags) for v in values)
-
-
-def standin_query(
-    self: Store,
-    level: str,
-    filters: Mapping[str, str | Sequence[str] | datetime.date] | None = None,
-    *,
-    include: Sequence[str] | str = (),
-    limit: int | None = None,
-    offset: int = 0,
-    fuzzy: bool = False,
-) -> Iterator[dict[str, Any]]:
-    """A slow, test-only ``Store.query`` of the issue-11 contract."""
-    if level not in _LEVEL_KEYS:
-        raise QueryError(f"unknown level {level!r}")
-    with self.engine.connect() as conn:
-        sops = [
-            r[0]
-            for r in conn.execute(
-                sa.text("SELECT sop_instance_uid FROM instances ORDER BY id")
-            )
-        ]
-    docs = [self.dicom_json(sop) or {} for sop in sops]
-    wanted = {_tag(k): v for k, v in (filters or {}).items()}
-    extra = [] if include == "all" else [_tag(k) for k in include]
-    key = {
-        "studies": ("0020000D",),
-        "series": ("0020000D", "0020000E"),
-        "instances": ("0020000D", "0020000E", "00080018"),
-    }[level]
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for doc in docs:
-        groups.setdefault(tuple(_values(doc.get(t))[0] for t in key), []).append(doc)
-    rows = []
-    for ident in sorted(groups):
-        members = groups[ident]
-        first = members[0]
-        study_docs = [d for d in docs if _values(d.get("0020000D")) == [ident[0]]]
-        ok = True
-        for tag, value in wanted.items():
-            if isinstance(value, datetime.date):
-                value = value.strftime("%Y%m%d")
-            if not isinstance(value, str):
-                value = ",".join(value)
-            if tag == "00080061":
-                present = {v for d in study_docs for v in _values(d.get("00080060"))}
-                ok = ok and any(m in present for m in value.split(","))
-                continue
-            vr = pydicom.datadict.dictionary_VR(int(tag, 16))
-            ok = ok and any(
-                _matches(vr, _values(d.get(tag)), value, fuzzy) for d in members
-            )
-        if not ok:
-            continue
-        names = _LEVEL_KEYS[level] + ["0020000D", "0020000E"][: len(key)]
-        if include == "all":
-            names = list(first)
-        row = {t: first[t] for t in [*names, *extra] if t in first}
-        if level == "studies":
-            row["00080061"] = {
-                "vr": "CS",
-                "Value": sorted(
-                    {v for d in study_docs for v in _values(d.get("00080060"))}
-                ),
-            }
-            row["00201206"] = {
-                "vr": "IS",
-                "Value": [len({_values(d.get("0020000E"))[0] for d in study_docs})],
-            }
-            row["00201208"] = {"vr": "IS", "Value": [len(study_docs)]}
-        if level == "series":
-            row["00201209"] = {"vr": "IS", "Value": [len(members)]}
-        rows.append(row)
-    end = None if limit is None else offset + limit
-    yield from rows[offset:end]
-
-
-@contextlib.contextmanager
-def query_layer(monkeypatch: Any) -> Iterator[None]:
-    """Use the real query layer when it exists, else the test stand-in."""
-    if not has_query_layer():
-        monkeypatch.setattr(Store, "query", standin_query)
-    yield
 
 
 def read_json(path: Path) -> Any:

@@ -259,7 +259,7 @@ def query(
     if dates is not None:
         date_from, date_to = date_from or dates[0], date_to or dates[1]
     with Store(url, read_only=True, create=False) as store:
-        rows = store.query(
+        rows = store.search(
             LEVELS[level],
             study_date_from=date_from,
             study_date_to=date_to,

@@ -225,9 +225,10 @@ def _read_part10(
         return Outcome(location, "skipped", reason="DICOMDIR")
     if kind is Kind.RAW and len(ds) < 2:
         return Outcome(location, "skipped", reason="not DICOM")
-    pixel = None
     if _meta_text(meta, _TS_TAG) != DeflatedExplicitVRLittleEndian:
-        pixel = _check_pixel_data(guard, size, ds)  # (deflated: inflated in memory)
+        pixel = _check_pixel_data(guard, size, ds)
+    else:
+        pixel = _check_deflated_pixel_data(ds, location)
     name = _namer(entry, root, uris, json=False)
     try:
         study, series, sop = (_raw_text(ds, tag) for tag in _UID_TAGS)
@@ -399,6 +400,20 @@ def _check_pixel_data(
             f"truncated: pixel data needs {length} bytes, {size - fp.tell()} left"
         )
     return f"{tag:08X}", vr
+
+
+def _check_deflated_pixel_data(ds: Dataset, location: str) -> tuple[str, str] | None:
+    """:func:`_check_pixel_data` for a deflated data set.
+
+    pydicom inflates the whole data set into memory (``ds.buffer``) and stops
+    before the pixel data in there, so the element is found and checked in
+    the inflated bytes: its value must end within them.
+    """
+    buffer: Any = getattr(ds, "buffer", None)  # a pydicom DicomBytesIO
+    if buffer is None or not hasattr(buffer, "getvalue"):
+        return None
+    size = len(buffer.getvalue())
+    return _check_pixel_data(_TruncationGuard(buffer, location), size, ds)
 
 
 def _check_fragments(fp: _TruncationGuard, size: int, order: str) -> None:

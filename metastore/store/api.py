@@ -2,9 +2,10 @@
 
 This module owns the store's public API: batched writes of
 :class:`~metastore.records.InstanceRecord` (``store_write``), module lookups
-per imageId and per series, the full DICOM JSON, search (``store_query``),
-export, prune and statistics.  It talks to the database only through
-its siblings ``db``, ``schema`` and ``codec``; it imports no pydicom.
+per imageId and per series, the full DICOM JSON, QIDO-style queries
+(``store_qido``) and the CLI's search (``store_query``), export, prune and
+statistics.  It talks to the database only through its siblings ``db``,
+``schema`` and ``codec``; it imports pydicom only in :meth:`Store.dataset`.
 Values it returns are decoded afresh per call unless documented.
 """
 
@@ -16,8 +17,9 @@ import sys
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import date
 from types import ModuleType, TracebackType
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
 
 import orjson
 import sqlalchemy as sa
@@ -43,7 +45,12 @@ from metastore.store.db import (
 from metastore.store.refs import ImageRef
 from metastore.types import DicomJson, ModuleValue
 
-__all__ = ["ImageRef", "InstanceSource", "Store"]
+__all__ = ["FilterValue", "ImageRef", "InstanceSource", "Level", "Store"]
+
+#: A level of :meth:`Store.query`.
+Level = Literal["studies", "series", "instances"]
+#: A filter value of :meth:`Store.query`: text, a date, or a list ("any of").
+FilterValue = str | Sequence[str] | date
 
 
 class _OnFirstUse:
@@ -91,6 +98,12 @@ def _store_rewrite() -> ModuleType:
     return store_rewrite
 
 
+def _store_qido() -> ModuleType:
+    from metastore.store import qido as store_qido
+
+    return store_qido
+
+
 def _store_write() -> ModuleType:
     from metastore.store import write as store_write
 
@@ -98,7 +111,10 @@ def _store_write() -> ModuleType:
 
 
 if TYPE_CHECKING:
+    import pydicom
+
     from metastore.store import prune as store_prune
+    from metastore.store import qido as store_qido
     from metastore.store import query as store_query
     from metastore.store import rewrite as store_rewrite
     from metastore.store import schema as t
@@ -106,6 +122,7 @@ if TYPE_CHECKING:
 else:
     t = _OnFirstUse("t", _schema)
     store_prune = _OnFirstUse("store_prune", _store_prune)
+    store_qido = _OnFirstUse("store_qido", _store_qido)
     store_query = _OnFirstUse("store_query", _store_query)
     store_rewrite = _OnFirstUse("store_rewrite", _store_rewrite)
     store_write = _OnFirstUse("store_write", _store_write)
@@ -786,6 +803,67 @@ class Store:
 
     def query(
         self,
+        level: Level,
+        filters: Mapping[str, FilterValue] | None = None,
+        *,
+        include: Sequence[str] | Literal["all"] = (),
+        limit: int | None = None,
+        offset: int = 0,
+        fuzzy: bool = False,
+    ) -> Iterator[DicomJson]:
+        """Find studies, series or instances as QIDO-RS does; stream DICOM JSON rows.
+
+        The query is checked before this returns (a bad one raises here);
+        the rows are read when iterated, a chunk at a time (a server-side
+        cursor on PostgreSQL), so memory stays flat for any result size.
+        The iterator holds one pooled connection until it is exhausted or
+        closed; the store stays usable meanwhile.  Matching rules per VR,
+        ordering and what is indexed: ``docs/query.md``.
+
+        Args:
+            level: ``"studies"``, ``"series"`` or ``"instances"``.
+            filters: ``{attribute: value}``; the attribute is a keyword
+                (``PatientName``), an 8-hex-digit tag (``00100010``) or a
+                path into sequences (``RequestAttributesSequence.
+                RequestedProcedureID``).
+                Values as QIDO-RS gives them: one value, ``*``/``?``
+                wildcards, UID lists (``a,b``; a list also means "any of"),
+                date/time ranges (``20200101-20201231``, ``20200101-``,
+                ``-20201231``), a ``datetime.date``; ``""`` and ``*`` match
+                anything.  Parent UIDs filter lower levels.
+            include: more attributes per row (keywords or tags, any of the
+                stored DICOM JSON; for a study or series, from its first
+                stored instance), or ``"all"`` for every stored attribute.
+            limit: at most this many rows.
+            offset: skip this many matching rows first.
+            fuzzy: person names also ignore accents and match any name
+                component by prefix (``jose`` finds ``Gómez^José``).
+
+        Returns:
+            An iterator of DICOM JSON objects (``{"0020000D": {"vr": "UI",
+            "Value": [...]}, ...}``) in a fixed order: studies by date, time
+            and UID; series by study UID, series number and UID; instances
+            by study UID, series number, series UID, instance number and UID.
+            Each row has the level's required QIDO-RS return attributes the
+            store keeps, the computed counts and modalities, the UIDs of its
+            parents, and what ``include`` names.
+
+        Raises:
+            QueryError: an unknown level or attribute, a malformed value or
+                range, a negative limit or offset (the message names it).
+        """
+        p = store_qido.plan(
+            self.engine.dialect.name, level, filters, include, limit, offset, fuzzy
+        )
+        return self._rows(p)
+
+    def _rows(self, p: Any) -> Iterator[DicomJson]:
+        """Stream a planned query's rows (:meth:`query`) inside :meth:`_read`."""
+        with self._read() as conn:
+            yield from store_qido.run(conn, p)
+
+    def search(
+        self,
         level: str,
         *,
         patient_id: str | None = None,
@@ -799,11 +877,13 @@ class Store:
         series_instance_uid: str | None = None,
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Find studies, series or instances.
+        """Find studies, series or instances by the CLI's options, as flat dicts.
 
-        Text filters ignore case (non-Latin scripts too) and take DICOM
-        wildcards: ``*`` for any run of characters, ``?`` for one; every
-        other character, ``%`` and ``_`` included, is matched literally.
+        The convenience search behind ``metastore query``'s options (the
+        QIDO-style search is :meth:`query`).  Text filters ignore case
+        (non-Latin scripts too) and take DICOM wildcards: ``*`` for any run
+        of characters, ``?`` for one; every other character, ``%`` and
+        ``_`` included, is matched literally.
         UIDs match exactly.  ``description`` is the study description at
         study level and the series description below it; ``modality`` at
         study level finds studies with a series of that modality.
@@ -923,6 +1003,40 @@ class Store:
             return store_refs.image_id_for(
                 conn, sop_instance_uid, frame, study_instance_uid, series_instance_uid
             )
+
+    def dataset(
+        self,
+        sop_instance_uid: str,
+        bulk_data: Callable[[str, str, str], Any] | None = None,
+    ) -> pydicom.Dataset | None:
+        """The stored DICOM JSON of one instance as a pydicom ``Dataset``.
+
+        It holds every element the file held before its pixel data
+        (``docs/indexing.md``); (0002,0010) TransferSyntaxUID is put in
+        ``file_meta``.  ``None`` if the instance is unknown.
+
+        Args:
+            sop_instance_uid: (0008,0018) SOPInstanceUID of the instance.
+            bulk_data: called as ``bulk_data(tag, vr, uri)`` for each element
+                stored as a ``BulkDataURI`` (Pixel Data among them); returns
+                its value.  Default: such elements are present and empty
+                (metastore stores no pixels).
+        """
+        instance = self.dicom_json(sop_instance_uid)
+        if instance is None:
+            return None
+        import pydicom
+
+        handler = bulk_data or (lambda tag, vr, uri: None)
+        meta = {k: v for k, v in instance.items() if k.startswith("0002")}
+        ds = pydicom.Dataset.from_json(
+            {k: v for k, v in instance.items() if k not in meta}, handler
+        )
+        if meta:
+            ds.file_meta = pydicom.dataset.FileMetaDataset(
+                pydicom.Dataset.from_json(meta)
+            )
+        return ds
 
     def dicom_json(self, sop_instance_uid: str) -> DicomJson | None:
         """The stored DICOM JSON of one instance, or ``None`` if unknown."""

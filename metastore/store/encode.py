@@ -21,7 +21,7 @@ from typing import Any, NamedTuple, TypeVar
 from metastore.attributes import SearchAttributes
 from metastore.locations import legacy_location
 from metastore.records import ErrorRecord, ImageRecord, InstanceRecord, LazyImages
-from metastore.store import codec
+from metastore.store import attrs, codec
 
 #: Longest DICOM UI value (PS3.5 6.2).
 MAX_UID = 64
@@ -175,6 +175,32 @@ def storable_attributes(record: Searchable) -> Searchable:
     return dataclasses.replace(record, **changes) if changes else record
 
 
+def search_values(dicom_json: Any, patient_name: str | None) -> attrs.Values:
+    """The values of the search columns of revision 0003 (:mod:`attrs`).
+
+    Text is made :func:`storable` and cut to :data:`MAX_SEARCH` characters
+    before its search keys are derived, like the record's own search
+    attributes (:func:`storable_attributes`).  ``dicom_json`` may be the
+    :class:`codec.Encoded` form :func:`pre_encode` leaves.
+    """
+    if type(dicom_json) is codec.Encoded:
+        dicom_json = codec.decode_value(bytes((dicom_json.flags,)) + dicom_json.data)
+
+    def clean(text: str) -> str:
+        return storable(text)[:MAX_SEARCH]
+
+    name = None if patient_name is None else clean(patient_name)
+    return attrs.from_json(dicom_json, name, clean)
+
+
+def _with_search_values(record: InstanceRecord) -> InstanceRecord:
+    """``record`` with :attr:`InstanceRecord.search_values` filled in."""
+    if record.search_values is not None:
+        return record
+    values = search_values(record.dicom_json, record.patient_name)
+    return dataclasses.replace(record, search_values=values)
+
+
 def _storable_error(error: ErrorRecord) -> ErrorRecord:
     """``error`` as text the store holds (its location cut to fit an index)."""
     location, reason = storable(error.location), storable(error.reason)
@@ -303,6 +329,7 @@ def pre_encode(
                     keep.append(value)
                 modules[module_type] = encoded
             images.append(ImageRecord(image.image_id, image.frame, modules))
+        record = _with_search_values(record)
         data, flags = _canonical_json(record.dicom_json)
         out.append(
             dataclasses.replace(
@@ -404,6 +431,7 @@ def prepare(
             )
     out_errors = [_storable_error(error) for error in errors]
     kept, refused = screen(instances, stored_at or {})
+    kept = [_with_search_values(record) for record in kept]
     out_errors.extend(refused)
     batch = Prepared([], {}, {}, set(), out_errors, set(replaced))
     batch.replaced |= {e.location for e in refused if e.kind == "duplicate"}

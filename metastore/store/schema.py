@@ -72,6 +72,25 @@ class Study(Base):
     study_description: Mapped[str | None] = mapped_column(Text)
     #: ``study_description`` case-folded in Python (``str.casefold``) for search.
     study_description_key: Mapped[str | None] = mapped_column(Text)
+    # Revision 0003: the rest of the QIDO-RS study attributes
+    # (``metastore.store.attrs``).
+    #: (0008,0090) ReferringPhysicianName as Part 10 text (``A=I=P``).
+    referring_physician_name: Mapped[str | None] = mapped_column(Text)
+    #: ``referring_physician_name`` case-folded (``str.casefold``) for search.
+    referring_physician_name_key: Mapped[str | None] = mapped_column(Text, index=True)
+    #: Fuzzy-matching tokens of the referring physician's name
+    #: (``metastore.store.names.fuzzy_key``).
+    referring_physician_name_fuzzy: Mapped[str | None] = mapped_column(Text)
+    #: Fuzzy-matching tokens of ``patient_name``.
+    patient_name_fuzzy: Mapped[str | None] = mapped_column(Text)
+    #: (0010,0030) PatientBirthDate as ``YYYYMMDD``.
+    patient_birth_date: Mapped[str | None] = mapped_column(String(8))
+    #: (0010,0040) PatientSex.
+    patient_sex: Mapped[str | None] = mapped_column(String(16))
+    #: (0020,0010) StudyID (named so as not to read as a key of ``studies``).
+    dicom_study_id: Mapped[str | None] = mapped_column(Text)
+    #: ``dicom_study_id`` case-folded (``str.casefold``) for search.
+    dicom_study_id_key: Mapped[str | None] = mapped_column(Text, index=True)
 
 
 class Series(Base):
@@ -83,10 +102,16 @@ class Series(Base):
     series_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
     modality: Mapped[str | None] = mapped_column(String(16), index=True)
-    series_number: Mapped[int | None] = mapped_column(Integer)
+    series_number: Mapped[int | None] = mapped_column(Integer, index=True)
     series_description: Mapped[str | None] = mapped_column(Text)
     #: ``series_description`` case-folded in Python (``str.casefold``) for search.
     series_description_key: Mapped[str | None] = mapped_column(Text)
+    #: (0040,0244) PerformedProcedureStepStartDate as ``YYYYMMDD`` (0003).
+    performed_procedure_step_start_date: Mapped[str | None] = mapped_column(
+        String(8), index=True
+    )
+    #: (0040,0245) PerformedProcedureStepStartTime (0003).
+    performed_procedure_step_start_time: Mapped[str | None] = mapped_column(Text)
 
 
 class Source(Base):
@@ -109,9 +134,13 @@ class Instance(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     sop_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
     series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
-    sop_class_uid: Mapped[str | None] = mapped_column(UID)
-    instance_number: Mapped[int | None] = mapped_column(Integer)
+    sop_class_uid: Mapped[str | None] = mapped_column(UID, index=True)
+    instance_number: Mapped[int | None] = mapped_column(Integer, index=True)
     number_of_frames: Mapped[int] = mapped_column(Integer)
+    #: (0028,0010) Rows, (0028,0011) Columns, (0028,0100) BitsAllocated (0003).
+    image_rows: Mapped[int | None] = mapped_column(Integer)
+    image_columns: Mapped[int | None] = mapped_column(Integer)
+    bits_allocated: Mapped[int | None] = mapped_column(Integer)
     source_id: Mapped[int] = mapped_column(ForeignKey("sources.id"), index=True)
     #: ``metastore.store.codec.encode_dicom_json`` output.
     dicom_json: Mapped[bytes] = mapped_column(LargeBinary)

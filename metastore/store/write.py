@@ -9,6 +9,7 @@ store and imports no pydicom.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,7 +24,7 @@ from metastore.attributes import SearchAttributes, search_attributes
 from metastore.chunking import chunked
 from metastore.imageid import split_for_storage
 from metastore.records import ErrorRecord, InstanceRecord, LazyImages
-from metastore.store import codec
+from metastore.store import attrs, codec
 from metastore.store import schema as t
 from metastore.store.db import announce_statement
 from metastore.store.encode import (
@@ -35,6 +36,7 @@ from metastore.store.encode import (
     image_key,
     int32,
     int64,
+    search_values,
     storable_attributes,
 )
 
@@ -57,6 +59,7 @@ STUDY_FIELDS = (
     "accession_number_key",
     "study_description",
     "study_description_key",
+    *attrs.STUDY_COLUMNS,
 )
 #: The instances columns written, in the order of the rows ``write`` builds.
 INSTANCE_COLUMNS = (
@@ -69,12 +72,14 @@ INSTANCE_COLUMNS = (
     "dicom_json",
     "dicom_json_base_id",
     "mapping_version",
+    *attrs.INSTANCE_COLUMNS,
 )
 SERIES_FIELDS = (
     "modality",
     "series_number",
     "series_description",
     "series_description_key",
+    *attrs.SERIES_COLUMNS,
 )
 
 
@@ -358,6 +363,7 @@ def study_values(found: Searchable) -> dict[str, Any]:
         "accession_number_key": fold(found.accession_number),
         "study_description": found.study_description,
         "study_description_key": fold(found.study_description),
+        **_search(found, "study"),
     }
 
 
@@ -368,6 +374,7 @@ def series_values(found: Searchable) -> dict[str, Any]:
         "series_number": int32(found.series_number),
         "series_description": found.series_description,
         "series_description_key": fold(found.series_description),
+        **_search(found, "series"),
     }
 
 
@@ -561,6 +568,7 @@ def _instance_row(
         item.dicom_json,
         None if item.dicom_json_base is None else base_ids[item.dicom_json_base],
         record.mapping_version,
+        *map(_search(record, "instance").get, attrs.INSTANCE_COLUMNS),
     )
 
 
@@ -739,6 +747,22 @@ def write_frames(
             )
     write_image_modules(conn, module_rows)
     return new_errors
+
+
+def _search(found: Searchable, table: str) -> dict[str, Any]:
+    """The values of ``table``'s search columns of revision 0003 (``attrs``).
+
+    ``prepare`` fills them in for a record, :func:`_read_back` for the
+    attributes read back from a stored instance
+    (``store_encode.search_values`` both); a record that has none yet
+    (written without ``prepare``) gets them computed here.
+    """
+    values = found.search_values
+    if values is None:
+        if not isinstance(found, InstanceRecord):
+            raise AssertionError("read-back attributes carry their search values")
+        values = search_values(found.dicom_json, found.patient_name)
+    return values[table]
 
 
 def write_images(
@@ -1064,7 +1088,12 @@ def _read_back(
             instance = codec.decode_dicom_json(
                 blob, None if base_blob is None else codec.inflate(base_blob)
             )
-            into[sop] = storable_attributes(search_attributes(instance))
+            # The 0003 columns from the same instance and its JSON, as the
+            # write path computes them (store_encode.search_values).
+            found = storable_attributes(search_attributes(instance))
+            into[sop] = dataclasses.replace(
+                found, search_values=search_values(instance, found.patient_name)
+            )
 
 
 def _study_id(
