@@ -18,7 +18,6 @@ from dicom_samples import (
     copy,
     dicom_json,
     mixed_archive,
-    write_ct,
     write_json,
 )
 
@@ -308,84 +307,6 @@ def test_export_is_the_same_bytes_on_both_backends_and_after_rewrites(
     assert export_bytes(postgres_url) == first
 
 
-@pytest.fixture
-def studies(db_url: str, tmp_path: Path) -> str:
-    """Three studies: two CT (2020 and 2021) and one MR (2021)."""
-    src = tmp_path / "src"
-    write_ct(src / "1.dcm", 1, study=1, patient_name="Doe^Jane", study_date="20200105")
-    write_ct(src / "2.dcm", 2, study=2, patient_name="Roe^Rich", study_date="20210610")
-    write_ct(
-        src / "3.dcm",
-        3,
-        study=3,
-        patient_name="Doe^John",
-        study_date="20211231",
-        modality="MR",
-    )
-    assert run("index", str(src), db_url=db_url).exit_code == 0
-    return db_url
-
-
-@pytest.mark.parametrize(
-    ("args", "names"),
-    [
-        ([], ["Doe^Jane", "Roe^Rich", "Doe^John"]),
-        (["--patient-name", "doe*"], ["Doe^Jane", "Doe^John"]),
-        (["--date", "20210101-20211231"], ["Roe^Rich", "Doe^John"]),
-        (["--date", "20200105"], ["Doe^Jane"]),
-        (["--date", "-20201231"], ["Doe^Jane"]),
-        (["--date-from", "20210101", "--modality", "MR"], ["Doe^John"]),
-        (["--limit", "1"], ["Doe^Jane"]),
-    ],
-)
-def test_query_studies_filters(studies: str, args: list[str], names: list[str]) -> None:
-    """`query studies` filters by name, dates and modality (JSON Lines off a tty)."""
-    result = run("query", "studies", *args, db_url=studies)
-    assert result.exit_code == 0, result.output
-    assert [r["patient_name"] for r in json_lines(result.stdout)] == names
-
-
-def test_query_series_and_instances(studies: str) -> None:
-    """`query series` and `query instances` give one row per series or instance."""
-    series = json_lines(
-        run("query", "series", "--modality", "CT", db_url=studies).stdout
-    )
-    assert [s["modality"] for s in series] == ["CT", "CT"]
-    instances = json_lines(run("query", "instances", db_url=studies).stdout)
-    assert len(instances) == 3
-    assert all(Path(i["location"]).name.endswith(".dcm") for i in instances)
-
-
-def test_query_table(studies: str) -> None:
-    """`--table` prints a header, a rule and one line per row."""
-    result = run("query", "studies", "--table", db_url=studies)
-    lines = result.stdout.splitlines()
-    assert lines[0].split()[:3] == ["study_instance_uid", "patient_id", "patient_name"]
-    assert set(lines[1]) <= {"─", " "}  # rich's rule under the header
-    assert len(lines) == 5
-
-
-@pytest.mark.parametrize(
-    ("args", "text"),
-    [
-        (["--date", "2021-2020"], "study_date_from"),
-        (["--date-from", "20211301"], "not a valid date"),
-        (["--limit", "-1"], "limit"),
-    ],
-)
-def test_query_bad_filter_is_one_line(studies: str, args: list[str], text: str) -> None:
-    """A bad filter is one line and exit 2."""
-    result = run("query", "studies", *args, db_url=studies)
-    assert_one_line_error(result, 2, text)
-
-
-def test_query_unparseable_date_range_is_a_usage_error(studies: str) -> None:
-    """`--date abc` is refused by click with exit 2."""
-    result = run("query", "studies", "--date", "abc", db_url=studies)
-    assert result.exit_code == 2
-    assert "not a date range" in result.stderr
-
-
 def test_stats(indexed: str) -> None:
     """`stats` prints the row counts as one JSON object."""
     (stats,) = json_lines(run("stats", db_url=indexed).stdout)
@@ -535,15 +456,6 @@ def test_url_with_a_port_that_is_no_number_is_one_line(url: str, text: str) -> N
         result = run(*args, db_url=url)
         assert_one_line_error(result, 2, text)
         assert "pw-7" not in result.output
-
-
-def test_query_limit_past_64_bits_is_one_line(studies: str) -> None:
-    """A limit no backend takes: one line naming it, exit 2 (was OverflowError)."""
-    for limit in ("99999999999999999999", str(2**63)):
-        result = run("query", "studies", "--limit", limit, db_url=studies)
-        assert_one_line_error(result, 2, f"limit {limit} is more than the largest")
-    result = run("query", "studies", "--limit", str(2**63 - 1), db_url=studies)
-    assert result.exit_code == 0 and len(json_lines(result.stdout)) == 3
 
 
 def test_every_command_has_help_ending_with_an_example() -> None:

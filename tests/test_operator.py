@@ -19,6 +19,7 @@ from dicom_samples import CT, copy, mixed_archive, write_ct
 from reliability import PATIENCE, command, env, module_rows_sql, wait_for
 from rich.cells import cell_len
 from rich.console import Console
+from web_support import query_layer
 
 from metastore.cli import cli
 from metastore.cli.output import plain_numbers
@@ -126,7 +127,9 @@ def test_verbose_shows_the_library_log(tmp_path: Path) -> None:
     assert "INFO metastore.store.db: upgrading sqlite:///" in loud.stderr
 
 
-def test_tables_align_wide_characters(db_url: str, tmp_path: Path) -> None:
+def test_tables_align_wide_characters(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A Japanese name takes two columns per character: rich lines the table up."""
     ds = pydicom.dcmread(write_ct(tmp_path / "src" / "a.dcm", 1))
     ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8
@@ -134,7 +137,8 @@ def test_tables_align_wide_characters(db_url: str, tmp_path: Path) -> None:
     ds.save_as(tmp_path / "src" / "a.dcm")
     write_ct(tmp_path / "src" / "b.dcm", 1, patient_name="Doe^Jane", study=2)
     run("index", str(tmp_path / "src"), db_url=db_url)
-    result = run("query", "studies", "--table", db_url=db_url)
+    with query_layer(monkeypatch):
+        result = run("query", "studies", "--table", db_url=db_url)
     assert result.exit_code == 0, result.output
     rows = [line for line in result.stdout.splitlines() if "20200115" in line]
     assert len(rows) == 2 and any("山田" in row for row in rows)

@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from dicom_samples import CT, EMRI, copy, write_ct
+from web_support import has_query_layer
 
 from metastore.cli import cli
 
@@ -87,11 +88,12 @@ def run(*args: str) -> Any:
 
 
 #: The read-only commands, with what they print as root in a writable folder.
+#: ``query`` (run in a subprocess, out of a stand-in's reach) once the query
+#: layer of issue 11 is in.
 COMMANDS = [
     ("stats",),
     ("export",),
-    ("query", "studies"),
-    ("query", "instances"),
+    *([("query", "studies"), ("query", "instances")] if has_query_layer() else []),
     ("db", "current"),
 ]
 

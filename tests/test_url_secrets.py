@@ -29,6 +29,7 @@ from reliability import (
     terminate_backends,
 )
 from sqlalchemy.engine import make_url
+from web_support import query_layer
 
 from metastore.cli import cli
 from metastore.store import db
@@ -160,7 +161,10 @@ def source_folder(root: Path, count: int) -> Path:
 
 @pytest.mark.postgres
 def test_the_role_url_works_and_no_command_prints_a_secret(
-    role_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    role_url: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """db upgrade, index, stats, query, export, db current as the role: no secret."""
     engine = db.create_engine(role_url)
@@ -182,7 +186,8 @@ def test_the_role_url_works_and_no_command_prints_a_secret(
         ("export",),
         ("db", "current"),
     ):
-        status, output = invoke(*args, url=role_url)
+        with query_layer(monkeypatch):
+            status, output = invoke(*args, url=role_url)
         assert status == 0, (args, output)
         assert_no_secret(output)
     assert_no_secret(caplog.text)

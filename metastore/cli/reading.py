@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import itertools
+import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 import click
 
 from metastore.cli.base import F, Failure, cli, db_option, module_types
 from metastore.cli.output import (
+    cell,
     plain_numbers,
     print_table,
     stdout,
@@ -26,9 +29,6 @@ from metastore.errors import ImageNotFoundError
 
 if TYPE_CHECKING:
     from metastore.store import ImageRef, Store
-
-#: ``query`` levels as the command spells them, and as ``Store.query`` does.
-LEVELS = {"studies": "study", "series": "series", "instances": "instance"}
 
 
 def frame_option(command: F) -> F:
@@ -205,75 +205,194 @@ def _open_output(output: str) -> Iterator[IO[bytes]]:
         yield out
 
 
-class DateRange(click.ParamType[tuple[str | None, str | None]]):
-    """``YYYYMMDD``, ``YYYYMMDD-YYYYMMDD``, ``YYYYMMDD-`` or ``-YYYYMMDD``."""
+#: Per level, the UIDs every row carries (the level's and its parents').
+LEVEL_UIDS = {
+    "studies": ("StudyInstanceUID",),
+    "series": ("StudyInstanceUID", "SeriesInstanceUID"),
+    "instances": ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"),
+}
 
-    name = "range"
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> tuple[str | None, str | None]:
-        """Split a range into its (first, last) dates; either may be ``None``."""
-        if isinstance(value, tuple):
-            return value
-        first, sep, last = str(value).partition("-")
-        if not sep:
-            last = first
-        if not (first or last) or not all(d.isdigit() for d in (first, last) if d):
-            self.fail(f"{value!r} is not a date range like 20200101-20201231")
-        return first or None, last or None
+#: Rows read before the CSV header is written: its columns are theirs.
+CSV_HEADER_ROWS = 1000
 
 
 @cli.command()
-@click.argument("level", type=click.Choice(list(LEVELS)))
-@click.option("--patient-id", help="PatientID (* and ? are wildcards).")
-@click.option("--patient-name", help="Patient name, any case; * and ? wildcards.")
-@click.option("--modality", help="Modality (a study matches if a series does).")
-@click.option("--date", "dates", type=DateRange(), help="StudyDate or a range of them.")
-@click.option("--date-from", metavar="YYYYMMDD", help="StudyDate on or after.")
-@click.option("--date-to", metavar="YYYYMMDD", help="StudyDate on or before.")
-@click.option("--accession", help="AccessionNumber.")
-@click.option("--description", help="Study (series) description; * and ? wildcards.")
-@click.option("--limit", type=int, help="At most this many rows.")
-@click.option("--json/--table", "as_json", default=None, help="Output format.")
+@click.argument("level", type=click.Choice(list(LEVEL_UIDS)))
+@click.argument("matches", nargs=-1, metavar="[ATTR=VALUE]...")
+@click.option(
+    "--include",
+    "includes",
+    multiple=True,
+    metavar="ATTR",
+    help="Also return ATTR (repeat; 'all' for every stored attribute).",
+)
+@click.option("--fuzzy", is_flag=True, help="Names ignore accents, match any part.")
+@click.option("--limit", type=click.IntRange(min=0), help="At most this many rows.")
+@click.option("--offset", type=click.IntRange(min=0), default=0, help="Skip N rows.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "table", "csv"]),
+    help="JSON Lines (default when piped), a table (default on a terminal) or CSV.",
+)
+@click.option("--json", "fmt", flag_value="jsonl", hidden=True)
+@click.option("--table", "fmt", flag_value="table", hidden=True)
+@click.option("--patient-id", "PatientID", multiple=True, help="PatientID=X.")
+@click.option("--patient-name", "PatientName", multiple=True, help="PatientName=X.")
+@click.option(
+    "--modality",
+    "Modality",
+    multiple=True,
+    help="Modality=X (ModalitiesInStudy=X for studies).",
+)
+@click.option("--date", "StudyDate", multiple=True, help="StudyDate=D or D1-D2.")
+@click.option("--date-from", metavar="D", help="StudyDate=D- (on or after D).")
+@click.option("--date-to", metavar="D", help="StudyDate=-D (on or before D).")
+@click.option(
+    "--accession", "AccessionNumber", multiple=True, help="AccessionNumber=X."
+)
+@click.option(
+    "--description",
+    "Description",
+    multiple=True,
+    help="StudyDescription=X (SeriesDescription=X for series, instances).",
+)
 @db_option
 def query(
-    level: str,
-    dates: tuple[str | None, str | None] | None,
+    level: Literal["studies", "series", "instances"],
+    matches: tuple[str, ...],
+    includes: tuple[str, ...],
+    fuzzy: bool,
+    limit: int | None,
+    offset: int,
+    fmt: str | None,
     date_from: str | None,
     date_to: str | None,
-    accession: str | None,
-    as_json: bool | None,
     url: str,
-    **filters: Any,
+    **aliases: tuple[str, ...],
 ) -> None:
-    """Find studies, series or instances: JSON Lines, or a table on a terminal.
+    """Find studies, series or instances matching ATTR=VALUE filters.
+
+    ATTR is a keyword (PatientName) or a tag (00100010); VALUE takes DICOM
+    matching: * and ? wildcards, a comma-separated list (any of), a date
+    range (20200101-20201231, open ends).  A repeated ATTR or option means
+    any of its values.  Each row is keyword -> value (names as DICOM
+    strings, numbers as numbers, several values as a list) with the
+    level's UIDs; instance rows add imageIds, every frame's imageId.
 
     Example:
 
     \b
-        metastore query studies --patient-name 'doe*' --date 20200101-20201231 --table
+        metastore query studies PatientName='doe*' StudyDate=20200101-20201231
+        metastore query series --modality CT --modality PT --format csv
+        metastore query instances 0020000E=1.2.3 --include SliceThickness
     """
     from metastore.store import Store
 
-    if dates is not None:
-        date_from, date_to = date_from or dates[0], date_to or dates[1]
+    filters = _filters(level, matches, aliases, date_from, date_to)
+    include: Sequence[str] | Literal["all"] = "all" if "all" in includes else includes
+    if fmt is None:
+        fmt = "table" if sys.stdout.isatty() else "jsonl"
     with Store(url, read_only=True, create=False) as store:
-        rows = store.search(
-            LEVELS[level],
-            study_date_from=date_from,
-            study_date_to=date_to,
-            accession_number=accession,
-            **filters,
+        found = store.query(
+            level,
+            filters or None,
+            include=include,
+            limit=limit,
+            offset=offset,
+            fuzzy=fuzzy,
         )
-    if as_json is None:
-        as_json = not sys.stdout.isatty()
-    if as_json:
-        write_json_lines(rows, stdout())
-    else:
-        columns = list(rows[0]) if rows else []
-        table = ([row.get(c) for c in columns] for row in rows)
-        print_table(table, columns, empty="(no rows)")
+        rows = _keyword_rows(store, level, found)
+        if fmt == "jsonl":
+            write_json_lines(rows, stdout())
+        elif fmt == "csv":
+            _write_csv(rows)
+        else:
+            table = list(rows)
+            columns = list(dict.fromkeys(key for row in table for key in row))
+            cells = ([_text(row.get(c)) for c in columns] for row in table)
+            print_table(cells, columns, empty="(no rows)")
+
+
+def _filters(
+    level: str,
+    matches: tuple[str, ...],
+    aliases: Mapping[str, tuple[str, ...]],
+    date_from: str | None,
+    date_to: str | None,
+) -> dict[str, str | list[str]]:
+    """ATTR=VALUE arguments and the alias options as ``Store.query`` filters.
+
+    Values of the same ATTR (repeated, or an alias and ATTR=VALUE) are a
+    list: any of them matches.
+    """
+    found: dict[str, list[str]] = {}
+    for match in matches:
+        attr, sep, value = match.partition("=")
+        if not sep or not attr.strip():
+            raise click.BadParameter(
+                f"{match!r} is not ATTR=VALUE (e.g. PatientName='doe*')",
+                param_hint="'[ATTR=VALUE]...'",
+            )
+        found.setdefault(attr.strip(), []).append(value)
+    names = {
+        "Modality": "ModalitiesInStudy" if level == "studies" else "Modality",
+        "Description": (
+            "StudyDescription" if level == "studies" else "SeriesDescription"
+        ),
+    }
+    for option, values in aliases.items():
+        if values:
+            found.setdefault(names.get(option, option), []).extend(values)
+    if date_from or date_to:
+        # one range: both ends (DICOM's "D1-D2") or an open one
+        found.setdefault("StudyDate", []).append(f"{date_from or ''}-{date_to or ''}")
+    return {k: v[0] if len(v) == 1 else v for k, v in found.items()}
+
+
+def _keyword_rows(
+    store: Store, level: str, found: Iterable[dict[str, Any]]
+) -> Iterator[dict[str, Any]]:
+    """DICOM JSON rows as keyword rows: the UIDs first, imageIds on instances."""
+    from metastore.dicomjson import keyword_row  # pydicom: not for --help
+
+    for dicom_json in found:
+        plain = keyword_row(dicom_json)
+        row = {uid: plain.pop(uid, None) for uid in LEVEL_UIDS[level]}
+        row.update(plain)
+        if level == "instances":
+            sop = row["SOPInstanceUID"]
+            row["imageIds"] = store.image_ids(sop) if isinstance(sop, str) else []
+        yield row
+
+
+def _write_csv(rows: Iterator[dict[str, Any]]) -> None:
+    """CSV with a header, streamed: the columns are those of the first rows.
+
+    An attribute that first appears after :data:`CSV_HEADER_ROWS` rows has
+    no column; it is named on stderr (JSON Lines keeps every attribute).
+    """
+    head = list(itertools.islice(rows, CSV_HEADER_ROWS))
+    columns = list(dict.fromkeys(key for row in head for key in row))
+    writer = csv.writer(sys.stdout)
+    writer.writerow(columns)
+    known, left_out = set(columns), set[str]()
+    for row in itertools.chain(head, rows):
+        for key in row.keys() - known - left_out:
+            left_out.add(key)
+            click.echo(f"{key}: not in the CSV columns; see --format jsonl", err=True)
+        writer.writerow([_text(row.get(c)) for c in columns])
+    sys.stdout.flush()
+
+
+def _text(value: Any) -> str:
+    """A keyword row's value as one cell: several values joined by ``\\`` (as
+    DICOM does), a sequence as its JSON, ``None`` empty."""
+    if isinstance(value, list) and any(isinstance(v, dict | list) for v in value):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    if isinstance(value, list):
+        return "\\".join(cell(v) for v in value)
+    return cell(value)
 
 
 @cli.command()

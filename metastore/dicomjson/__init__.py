@@ -7,7 +7,8 @@ Its public face is :func:`dataset_to_dicom_json`, with the VR table
 - ``convert``: the dataset walk, bulk data and the fast/fallback paths;
 - ``_values``: one element's value bytes -> DICOM JSON values, per VR;
 - ``_sequences``: encoded sequences decoded without building datasets;
-- ``keywords``: attribute names as users write them (keywords, tags).
+- ``keywords``: attribute names as users write them (keywords, tags), and
+  datasets as keyword -> plain value.
 
 pydicom is imported here and by the indexer's reader, nowhere below.
 """
@@ -19,7 +20,7 @@ from metastore.dicomjson.convert import (
     PIXEL_DATA_TAGS,
     dataset_to_dicom_json,
 )
-from metastore.dicomjson.keywords import keyword_of, tag_of
+from metastore.dicomjson.keywords import keyword_of, keyword_row, tag_of
 
 __all__ = [
     "DEFAULT_INLINE_TAGS",
@@ -28,5 +29,6 @@ __all__ = [
     "PIXEL_DATA_TAGS",
     "dataset_to_dicom_json",
     "keyword_of",
+    "keyword_row",
     "tag_of",
 ]

@@ -1038,6 +1038,14 @@ class Store:
             )
         return ds
 
+    def image_ids(self, sop_instance_uid: str) -> list[str]:
+        """Every stored imageId of an instance (one per frame, frame 1 first).
+
+        ``[]`` when the instance is not stored.
+        """
+        with self._read() as conn:
+            return store_refs.image_ids(conn, sop_instance_uid)
+
     def dicom_json(self, sop_instance_uid: str) -> DicomJson | None:
         """The stored DICOM JSON of one instance, or ``None`` if unknown."""
         if not store_encode.is_storable(sop_instance_uid):

@@ -35,7 +35,7 @@ from metastore.store.encode import image_key, is_storable
 if TYPE_CHECKING:
     from metastore.imageid import ImageId
 
-__all__ = ["ImageRef", "image_id_for", "resolve"]
+__all__ = ["ImageRef", "image_id_for", "image_ids", "resolve"]
 
 
 class ImageRef(NamedTuple):
@@ -97,6 +97,15 @@ SELECT p.prefix || i.suffix
  WHERE i.instance_id = :id AND i.frame = :frame
 """)
 
+_IMAGE_IDS = sa.text("""
+SELECT p.prefix || i.suffix
+  FROM images i
+  JOIN image_id_prefixes p ON p.id = i.prefix_id
+  JOIN instances n ON n.id = i.instance_id
+ WHERE n.sop_instance_uid = :sop
+ ORDER BY i.frame
+""")
+
 _FRAMES = sa.text("SELECT min(frame), max(frame) FROM images WHERE instance_id = :id")
 
 
@@ -152,6 +161,14 @@ def image_id_for(
     if series_instance_uid not in (None, instance.series_instance_uid):
         return None
     return _frame_image_id(conn, instance.id, frame)
+
+
+def image_ids(conn: Connection, sop_instance_uid: str) -> list[str]:
+    """Every stored imageId of an instance, frame 1 first; ``[]`` if unknown."""
+    if not is_storable(sop_instance_uid):
+        return []  # never stored; and the driver could not send it
+    rows = conn.execute(_IMAGE_IDS, {"sop": sop_instance_uid})
+    return [str(row[0]) for row in rows]
 
 
 def _resolve_image_id(conn: Connection, parsed: ImageId, frame: int | None) -> ImageRef:
