@@ -16,6 +16,7 @@ from metastore.dicomjson.convert import (
     OVERLAY_DATA_TAGS,
     PIXEL_DATA_TAGS,
     dataset_to_dicom_json,
+    raw_elements_to_dicom_json,
 )
 
 __all__ = [
@@ -24,4 +25,5 @@ __all__ = [
     "OVERLAY_DATA_TAGS",
     "PIXEL_DATA_TAGS",
     "dataset_to_dicom_json",
+    "raw_elements_to_dicom_json",
 ]
