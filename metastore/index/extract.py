@@ -16,7 +16,7 @@ from typing import Any
 
 from metastore.errors import DicomError, IndexingError
 from metastore.imageid import ImageId
-from metastore.modules import instance_frame_modules, number_of_frames
+from metastore.modules import ModuleMemo, instance_frame_modules, number_of_frames
 from metastore.records import ImageRecord, InstanceRecord, LazyImages, Source
 from metastore.types import DicomJson
 
@@ -184,7 +184,10 @@ def _image_frames(instance: DicomJson, frames: int) -> int:
 
 
 def build_instance(
-    instance: DicomJson, source: Source, image_id: ImageIdFactory
+    instance: DicomJson,
+    source: Source,
+    image_id: ImageIdFactory,
+    memo: ModuleMemo | None = None,
 ) -> InstanceRecord:
     """Build the record of one instance, with one image per frame.
 
@@ -198,6 +201,9 @@ def build_instance(
         instance: The instance in DICOM JSON form.
         source: Where it was read from.
         image_id: Names the instance (its frame 1).
+        memo: Shared by the instances a process reads in a row: their
+            study- and series-level modules are built once while their
+            inputs repeat (``metastore.modules.ModuleMemo``).
 
     Raises:
         IndexingError: The instance lacks a UID (the reason names the tag),
@@ -222,7 +228,7 @@ def build_instance(
     frame = 0
     try:
         for frame, frame_id, modules in instance_frame_modules(
-            instance, base.with_frame, last
+            instance, base.with_frame, last, None if lazy else memo
         ):
             if modules is not None:
                 count += 1

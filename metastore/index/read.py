@@ -52,6 +52,7 @@ from metastore.index.discovery import (
     sniff,
 )
 from metastore.index.extract import build_instance
+from metastore.modules import ModuleMemo
 from metastore.records import (
     ErrorRecord,
     InstanceRecord,
@@ -110,7 +111,9 @@ class ReadCache:
     Opening an archive reads its whole central directory; a chunk of members
     from one archive should pay that once, not once per member.  File
     imageIds need each file's resolved path (:class:`FileUris`): a folder is
-    resolved once.  Keep one per indexing run.
+    resolved once.  The instances of a series repeat their study- and
+    series-level modules: they are built once while their inputs repeat
+    (:class:`~metastore.modules.ModuleMemo`).  Keep one per indexing run.
     """
 
     def __init__(self) -> None:
@@ -118,6 +121,8 @@ class ReadCache:
         self._zip: zipfile.ZipFile | None = None
         #: The ``file://`` URIs of files and archives, folders resolved once.
         self.uris = FileUris()
+        #: The last study- and series-level module values.
+        self.modules = ModuleMemo()
 
     def get(self, path: str) -> zipfile.ZipFile:
         """Return the open archive at ``path``, opening it if needed."""
@@ -166,12 +171,12 @@ def _read_entry(entry: Entry, wadors_root: str | None, zips: ReadCache) -> Outco
             fp.seek(0)
             kind = sniff(head, size)
             if kind is Kind.PART10 or kind is Kind.RAW:
-                return _read_part10(entry, fp, size, kind, wadors_root, zips.uris)
+                return _read_part10(entry, fp, size, kind, wadors_root, zips)
             if kind is Kind.JSON:
                 if size > JSON_EAGER_BYTES:
                     return Outcome(location, "stream")
                 # a zip member reads no more than its declared size
-                return _read_json(entry, fp.read(size + 1), wadors_root, zips.uris)
+                return _read_json(entry, fp.read(size + 1), wadors_root, zips)
             reason = {Kind.ZIP: "nested zip archive", Kind.EMPTY: "empty"}.get(
                 kind, "not DICOM"
             )
@@ -219,18 +224,18 @@ def _read_part10(
     size: int,
     kind: Kind,
     root: str | None,
-    uris: FileUris,
+    cache: ReadCache,
 ) -> Outcome:
     if kind is Kind.PART10:
-        outcome = _read_part10_direct(entry, fp, size, root, uris)
+        outcome = _read_part10_direct(entry, fp, size, root, cache)
         if outcome is not None:
             return outcome
         fp.seek(0)
-    return _read_part10_dataset(entry, fp, size, kind, root, uris)
+    return _read_part10_dataset(entry, fp, size, kind, root, cache)
 
 
 def _read_part10_direct(
-    entry: Entry, fp: IO[bytes], size: int, root: str | None, uris: FileUris
+    entry: Entry, fp: IO[bytes], size: int, root: str | None, cache: ReadCache
 ) -> Outcome | None:
     """Read a Part 10 file without ``dcmread``'s ``FileDataset``, or ``None``.
 
@@ -264,13 +269,13 @@ def _read_part10_direct(
     if header is None:
         return None
     elements, implicit, ts, pixel = header
-    name = _namer(entry, root, uris, json=False)
+    name = _namer(entry, root, cache.uris, json=False)
     try:
         study, series, sop = (_raw_text(elements, tag) for tag in _UID_TAGS)
         base = name(study, series, sop) if study and series and sop else None
     except ValueError:
         base = None  # a UID wadors cannot carry: build_instance says which
-    bulk = _bulk_uri(entry, root, base, uris)
+    bulk = _bulk_uri(entry, root, base, cache.uris)
     instance = raw_elements_to_dicom_json(
         elements,
         implicit=implicit,
@@ -284,7 +289,7 @@ def _read_part10_direct(
     if pixel is not None:
         tag, vr = pixel
         instance[tag] = {"vr": vr, "BulkDataURI": bulk(tag)}
-    return _build(entry, [instance], name, shaped=bool(instance))
+    return _build(entry, [instance], name, cache.modules, shaped=bool(instance))
 
 
 #: The first element of a conformant file meta, (0002,0000)
@@ -439,7 +444,7 @@ def _read_part10_dataset(
     size: int,
     kind: Kind,
     root: str | None,
-    uris: FileUris,
+    cache: ReadCache,
 ) -> Outcome:
     """Read any Part 10 file (or raw data set) through ``pydicom.dcmread``."""
     location = entry.source.location
@@ -460,13 +465,13 @@ def _read_part10_dataset(
         implicit, little = ds.original_encoding
         if implicit is not None:
             pixel = _check_pixel_data(guard, size, implicit, bool(little))
-    name = _namer(entry, root, uris, json=False)
+    name = _namer(entry, root, cache.uris, json=False)
     try:
         study, series, sop = (_raw_text(ds._dict, tag) for tag in _UID_TAGS)
         base = name(study, series, sop) if study and series and sop else None
     except ValueError:
         base = None  # a UID wadors cannot carry: build_instance says which
-    bulk = _bulk_uri(entry, root, base, uris)
+    bulk = _bulk_uri(entry, root, base, cache.uris)
     instance = dataset_to_dicom_json(
         ds, bulk_data_uri=bulk, bulk_threshold=BULK_THRESHOLD
     )
@@ -475,7 +480,7 @@ def _read_part10_dataset(
         instance[tag] = {"vr": vr, "BulkDataURI": bulk(tag)}
     # dataset_to_dicom_json makes 8-hex-digit keys with object values: only
     # an empty result is not a DICOM JSON object
-    return _build(entry, [instance], name, shaped=bool(instance))
+    return _build(entry, [instance], name, cache.modules, shaped=bool(instance))
 
 
 # (0020,000D) StudyInstanceUID, (0020,000E) SeriesInstanceUID and
@@ -648,7 +653,9 @@ def _check_fragments(fp: _TruncationGuard, size: int, order: str) -> None:
 # --- DICOM JSON ----------------------------------------------------------
 
 
-def _read_json(entry: Entry, data: bytes, root: str | None, uris: FileUris) -> Outcome:
+def _read_json(
+    entry: Entry, data: bytes, root: str | None, cache: ReadCache
+) -> Outcome:
     location = entry.source.location
     try:
         document = orjson.loads(data)
@@ -664,7 +671,8 @@ def _read_json(entry: Entry, data: bytes, root: str | None, uris: FileUris) -> O
         return Outcome(location, "skipped", reason="not DICOM")
     if len(items) > EAGER_INSTANCES:
         return Outcome(location, "stream")
-    return _build(entry, items, _namer(entry, root, uris, json=True), eager=True)
+    name = _namer(entry, root, cache.uris, json=True)
+    return _build(entry, items, name, cache.modules, eager=True)
 
 
 def _is_dicom_json(item: Any) -> bool:
@@ -693,6 +701,7 @@ def _build(
     entry: Entry,
     items: list[Any],
     name: Namer,
+    memo: ModuleMemo,
     *,
     shaped: bool = False,
     eager: bool = False,
@@ -706,7 +715,7 @@ def _build(
     instances, errors = [], []
     images = 0
     for n, item in enumerate(items, 1):
-        record = _record(entry, item, name, n if len(items) > 1 else 0, shaped)
+        record = _record(entry, item, name, n if len(items) > 1 else 0, shaped, memo)
         if isinstance(record, ErrorRecord):
             errors.append(record)
             continue
@@ -720,7 +729,7 @@ def _build(
 
 
 def _record(
-    entry: Entry, item: Any, name: Namer, n: int, shaped: bool
+    entry: Entry, item: Any, name: Namer, n: int, shaped: bool, memo: ModuleMemo
 ) -> InstanceRecord | ErrorRecord:
     """The record of item ``n`` (0: the only one) of a source, or why not."""
     location = entry.source.location
@@ -728,7 +737,7 @@ def _record(
     if not shaped and not _is_dicom_json(item):
         return ErrorRecord(location, "invalid", f"{where}not a DICOM JSON object")
     try:
-        return build_instance(item, entry.source, name)
+        return build_instance(item, entry.source, name, memo)
     except MetastoreError as exc:
         reason = getattr(exc, "reason", str(exc))
         return ErrorRecord(location, "invalid", f"{where}{reason}")
@@ -789,7 +798,9 @@ class SourceStream:
                                 ErrorRecord(self.location, "invalid", why)
                             )
                     not_shaped = -1
-                    record = _record(self.entry, item, name, n, False)
+                    record = _record(
+                        self.entry, item, name, n, False, self._zips.modules
+                    )
                     if isinstance(record, ErrorRecord):
                         yield self._error(record)
                         continue
