@@ -287,6 +287,16 @@ def _mutations(data: st.DataObject, body: bytes) -> dict[str, bytes]:
 def test_fuzzed_files_read_alike(data: st.DataObject) -> None:
     """Cut, flipped, spliced, inserted into, overwritten: the same outcome both ways."""
     bodies = {name: sample_path(name).read_bytes() for name in FUZZED}
+    # headers read from the first bytes alone, or read on from the file
+    head = data.draw(st.sampled_from([read.HEAD_BYTES, 400, 1500]), label="head")
+    saved, read.HEAD_BYTES = read.HEAD_BYTES, head
+    try:
+        _fuzz(data, bodies)
+    finally:
+        read.HEAD_BYTES = saved
+
+
+def _fuzz(data: st.DataObject, bodies: dict[str, bytes]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for name, body in bodies.items():
@@ -297,6 +307,26 @@ def test_fuzzed_files_read_alike(data: st.DataObject) -> None:
             resume = data.draw(st.integers(0, len(other)), label="resume at")
             (folder / f"spliced {name}").write_bytes(body[:at] + other[resume:])
         check_alike(folder)
+
+
+@pytest.mark.parametrize("head", [140, 190, 333, 1000, 2048])
+def test_headers_longer_than_the_first_read_read_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, head: int
+) -> None:
+    """A header that does not fit in HEAD_BYTES is read on from the file.
+
+    (A file meta that does not fit is left to dcmread: it never happens
+    with the real HEAD_BYTES.)
+    """
+    monkeypatch.setattr(read, "HEAD_BYTES", head)
+    for name in FUZZED:
+        body = sample_path(name).read_bytes()
+        (tmp_path / name).write_bytes(body)
+        (tmp_path / f"cut {name}").write_bytes(body[: len(body) * 2 // 3])
+    paths = check_alike(tmp_path)
+    if head >= 1000:
+        answered = {paths.by_location[str(tmp_path / name)] for name in FUZZED}
+        assert answered == {"direct"}
 
 
 def test_every_cut_of_a_header_reads_alike(tmp_path: Path) -> None:

@@ -72,6 +72,9 @@ BULK_THRESHOLD = 1024
 #: JSON file.  Anything larger fails the source (zip bombs of 1 GiB of
 #: zeros take 1 MB), instead of being held.
 MAX_VALUE_BYTES = 64 * 2**20
+#: The first bytes of a Part 10 file read at once: most headers end in
+#: them (the rest is read from the file).
+HEAD_BYTES = 16 * 2**10
 #: A DICOM JSON source larger than this is not read whole: the writing
 #: process reads it a part at a time (``status="stream"``).
 JSON_EAGER_BYTES = 8 * 2**20
@@ -357,15 +360,17 @@ def _direct_header(
     exactly so (see :func:`_read_part10_direct`); ``None`` for any other.
     Raises for damaged files (which the caller then reads the usual way).
     """
-    preamble = fp.read(140)
-    if preamble[128:140] != b"DICM" + _GROUP_LENGTH:
+    # Headers are read from memory: pydicom reads a value or two per
+    # element, and a BytesIO answers them far cheaper than a file.
+    head = fp.read(HEAD_BYTES)
+    if head[128:140] != b"DICM" + _GROUP_LENGTH:
         return None
-    fp.seek(132)
-    reader = cast(BinaryIO, fp)  # (pydicom's type for a binary file)
+    buffer = io.BytesIO(head)
+    buffer.seek(132)
     # _read_file_meta_info: Explicit VR Little Endian, up to another group
     stop = _Stop()
     meta: RawElements = {}
-    for elem in data_element_generator(reader, False, True, stop.meta):
+    for elem in data_element_generator(buffer, False, True, stop.meta):
         meta[elem.tag] = elem
     if stop.tag is None or stop.tag >> 16 == 2:
         return None  # the file ends in the file meta, or a value to refuse
@@ -375,8 +380,8 @@ def _direct_header(
     sop_class = meta.get(_SOP_CLASS_TAG)
     if sop_class is None or _DICOMDIR_UID in (sop_class.value or b""):
         return None  # (a DICOMDIR is skipped: the dataset reader says so)
-    start = fp.tell()
-    first = fp.read(8)
+    start = buffer.tell()
+    first = buffer.read(8)
     # A command set (group 0000) is read apart, and an empty data set
     # is odd: both are the dataset reader's.
     if len(first) < 8 or first[:2] == b"\0\0":
@@ -388,14 +393,19 @@ def _direct_header(
     looks_explicit = 0x40 < first[4] < 0x5B and 0x40 < first[5] < 0x5B
     if implicit == looks_explicit:
         return None
-    fp.seek(start)
-    stop = _Stop()
-    elements: RawElements = {}
-    last = None
-    # read_dataset's own dict: a repeated tag keeps its first place and its
-    # last value
-    for elem in data_element_generator(reader, implicit, True, stop.plain):
-        elements[elem.tag] = last = elem
+    buffer.seek(start)
+    try:
+        elements, last, stop = _plain_elements(buffer, implicit)
+        whole = stop.tag is not None or len(head) == size
+    except struct.error:  # a length cut by the end of the buffer
+        if len(head) == size:
+            raise
+        whole = False
+    if whole:
+        fp.seek(buffer.tell())
+    else:  # the header is longer than what was read of it: read the file
+        fp.seek(start)
+        elements, last, stop = _plain_elements(cast(BinaryIO, fp), implicit)
     if stop.tag is None:
         # No guard watched: only a clean end of file will do, right where
         # the last value ends (a short read anywhere ends at the end of
@@ -423,6 +433,23 @@ def _direct_header(
         if guard.truncated:
             return None
     return elements, implicit, ts, _check_pixel_data(guard, size, implicit, True)
+
+
+def _plain_elements(
+    reader: BinaryIO, implicit: bool
+) -> tuple[RawElements, RawDataElement | DataElement | None, _Stop]:
+    """The data set's elements up to Pixel Data or a value that needs the guard.
+
+    Returns the elements, the last one read and where reading stopped.
+    """
+    stop = _Stop()
+    elements: RawElements = {}
+    last = None
+    # read_dataset's own dict: a repeated tag keeps its first place and its
+    # last value
+    for elem in data_element_generator(reader, implicit, True, stop.plain):
+        elements[elem.tag] = last = elem
+    return elements, last, stop
 
 
 def _uid_of(elem: RawDataElement | DataElement | None) -> str | None:
