@@ -244,6 +244,40 @@ def test_a_large_value_in_an_undefined_length_sequence_is_refused(
     assert set(paths.by_location.values()) == {"direct"}
 
 
+def test_undefined_length_sequences_with_values_only_pydicom_converts(
+    tmp_path: Path,
+) -> None:
+    """Sequences pydicom reads into datasets, and text only pydicom decodes.
+
+    The direct decoding gives up on the ISO 2022 names without converting
+    anything in place (not in the sequence items either), so the dataset
+    read_partial would build is built from the same elements and converted:
+    still no dcmread, and the same answer.
+    """
+    ds = pydicom.dcmread(sample_path("chrH31.dcm"))  # ISO 2022 IR 87 names
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2.3", "1.2.3.4"
+    item = Dataset()
+    item.PatientName = ds.PatientName  # a name only pydicom decodes, nested
+    item.CodeValue = "T-04000"
+    inner = Dataset()
+    inner.CodeMeaning = "nested"
+    item.add_new(0x00400260, "SQ", Sequence([inner]))
+    item[0x00400260].is_undefined_length = True
+    ds.add_new(0x00082218, "SQ", Sequence([item]))  # AnatomicRegionSequence
+    ds[0x00082218].is_undefined_length = True
+    path = tmp_path / "nested names.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    paths = check_alike(path)
+    assert set(paths.by_location.values()) == {"direct"}
+    (outcome,) = [read.read_entry(e, None, read.ReadCache()) for e in _entries(path)]
+    (instance,) = outcome.instances
+    nested = instance.dicom_json["00082218"]["Value"][0]
+    assert nested["00100010"]["Value"][0]["Alphabetic"] == str(
+        ds.PatientName.alphabetic
+    )
+
+
 def _entries(path: Path) -> Iterator[Entry]:
     return (e for e in discover([path]) if isinstance(e, Entry))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping, MutableSequence
 from typing import Any, cast
 
 from pydicom import config as _pd_config
@@ -192,8 +192,9 @@ def raw_elements_to_dicom_json(
     )
     meta = _from_raw(elements, little, ctx) if _fast_path_allowed() else None
     if meta is None:
-        if any(type(e) is not RawDataElement for e in elements.values()):
-            return None  # the direct decoding may have converted some items
+        # _from_raw changed nothing (no element was converted in place, not
+        # even in the items of sequences pydicom read): the elements are as
+        # read_partial found them.
         try:
             meta = dataset_to_dicom_json(
                 _dataset(elements, implicit, little),
@@ -257,28 +258,49 @@ class _NeedsDataset(Exception):
 
 
 class _RawDataset:
-    """The parts of a dataset :func:`_convert` reads, over raw elements only."""
+    """The parts of a dataset :func:`_convert` reads, over raw elements only.
+
+    Converting through it never changes a dataset: an element that pydicom
+    would have to convert (in place, in a real ``Dataset``) raises
+    :class:`_NeedsDataset` instead, so the elements can still be handed to
+    the ``Dataset`` that ``read_partial`` would have built.
+    """
 
     __slots__ = ("_dict", "_read_little", "original_character_set")
 
     def __init__(
         self,
-        elements: dict[BaseTag, RawDataElement | DataElement],
+        elements: MutableMapping[BaseTag, Any],
         little: bool,
-        enc: list[str],
+        enc: str | MutableSequence[str],
     ) -> None:
         self._dict = elements
         self._read_little = little
         self.original_character_set = enc
 
     def __getitem__(self, tag: int) -> DataElement:
-        # Dataset.__getitem__ converts a raw element (which needs the
-        # Dataset) and returns any other as it is: a sequence of undefined
-        # length, which pydicom has read into datasets already.
+        # Dataset.__getitem__ converts a raw element, and returns any other
+        # as it is: a sequence of undefined length, whose items pydicom has
+        # read into datasets already.  Those items are read through views
+        # too (their raw elements, encoding and character set as read).
         elem = self._dict[tag]  # type: ignore[index]
-        if type(elem) is DataElement:
-            return elem
+        if type(elem) is DataElement and elem.VR == "SQ":
+            items = [
+                _RawDataset(item._dict, item._read_little, item.original_character_set)
+                for item in elem.value
+            ]
+            return cast(DataElement, _RawSequence(items))
         raise _NeedsDataset(tag_str(hash(tag)))
+
+
+class _RawSequence:
+    """What :func:`_element` reads of a sequence element: its VR and items."""
+
+    __slots__ = ("value",)
+    VR = "SQ"
+
+    def __init__(self, items: list[_RawDataset]) -> None:
+        self.value = items
 
 
 def _with_transfer_syntax(meta: DicomJson, ts: Any) -> DicomJson:
