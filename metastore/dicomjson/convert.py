@@ -169,11 +169,12 @@ def raw_elements_to_dicom_json(
     the ``dcmread(stop_before_pixels=True)`` dataset of that file:
 
     - every element is decoded as :func:`dataset_to_dicom_json` decodes it,
-      as long as none needs pydicom itself;
-    - else, when every element is still raw, the dataset ``read_partial``
-      builds is built from them (the same ``Dataset``, encodings and
-      character set; a ``FileDataset`` adds only the file meta and file
-      attributes, which the conversion does not read) and converted;
+      through read-only views, as long as none needs pydicom itself;
+    - else (nothing having been converted in place) the dataset
+      ``read_partial`` builds is built from the same elements (the same
+      ``Dataset``, encodings and character set; a ``FileDataset`` adds only
+      the file meta and file attributes, which the conversion does not
+      read) and converted;
     - else ``None``: the caller reads the file with ``dcmread``.
 
     Args:

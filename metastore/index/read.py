@@ -257,10 +257,12 @@ def _read_part10_direct(
     ``None`` for anything else, which :func:`_read_part10_dataset` reads as
     before and which decides what the file gives or why it fails: a damaged
     or truncated file, deflated or big endian data, a command set, a file
-    meta without (0002,0000) first, a DICOMDIR, elements that pydicom reads
-    inside undefined-length sequences and that then need converting.
-    ``tests/test_part10_direct.py`` holds the two readers to the same
-    answers on every pydicom test file and on fuzzed ones.
+    meta without (0002,0000) first, a DICOMDIR, data not encoded as its
+    transfer syntax says, elements that fail to convert.  Past an undefined
+    length or a value over :data:`MAX_VALUE_BYTES`, reading goes through the
+    same guard as ``dcmread``'s.  ``tests/test_part10_direct.py`` holds the
+    two readers to the same answers on every pydicom test file and on fuzzed
+    ones.
     """
     location = entry.source.location
     try:
@@ -306,7 +308,6 @@ _ODD_SYNTAXES = frozenset({"1.2.840.10008.1.2.2", DeflatedExplicitVRLittleEndian
 _DICOMDIR_UID = DICOMDIR_SOP_CLASS.encode()
 #: (0008,0005) SpecificCharacterSet
 _CHARSET_TAG = BaseTag(0x00080005)
-_UNDEFINED = 0xFFFFFFFF
 
 RawElements = dict[BaseTag, RawDataElement | DataElement]
 
@@ -323,7 +324,7 @@ class _Stop:
         """The file meta ends at the first element of another group.
 
         A value larger than :data:`MAX_VALUE_BYTES` (or undefined) stops it
-        too: the dataset reader refuses it.
+        too: such a file meta is left to the dataset reader.
         """
         if tag >> 16 != 2 or length > MAX_VALUE_BYTES:
             self.tag = tag
