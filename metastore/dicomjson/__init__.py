@@ -19,6 +19,7 @@ from metastore.dicomjson.convert import (
     OVERLAY_DATA_TAGS,
     PIXEL_DATA_TAGS,
     dataset_to_dicom_json,
+    raw_elements_to_dicom_json,
 )
 from metastore.dicomjson.keywords import keyword_of, keyword_row, tag_of
 
@@ -30,5 +31,6 @@ __all__ = [
     "dataset_to_dicom_json",
     "keyword_of",
     "keyword_row",
+    "raw_elements_to_dicom_json",
     "tag_of",
 ]

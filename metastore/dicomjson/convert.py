@@ -11,15 +11,18 @@ imported only by this package and by the indexer's reader.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any
+import warnings
+from collections.abc import Callable, MutableMapping, MutableSequence
+from typing import Any, cast
 
 from pydicom import config as _pd_config
 from pydicom import hooks as _pd_hooks
 from pydicom import valuerep as _pd_valuerep
+from pydicom.charset import default_encoding
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
 
 from metastore.dicomjson import _sequences as _sq
 from metastore.dicomjson import _values as _vr
@@ -32,6 +35,7 @@ __all__ = [
     "OVERLAY_DATA_TAGS",
     "PIXEL_DATA_TAGS",
     "dataset_to_dicom_json",
+    "raw_elements_to_dicom_json",
 ]
 
 logger = logging.getLogger(__name__)
@@ -142,6 +146,166 @@ def dataset_to_dicom_json(
         ts = _transfer_syntax(ds, ctx)
     finally:
         ctx.close()
+    return _with_transfer_syntax(meta, ts)
+
+
+def raw_elements_to_dicom_json(
+    elements: dict[BaseTag, RawDataElement | DataElement],
+    *,
+    implicit: bool,
+    little: bool,
+    transfer_syntax: str,
+    bulk_data_uri: Callable[[str], str] | None = None,
+    bulk_threshold: int = 1024,
+    inline_tags: frozenset[int] | None = None,
+) -> DicomJson | None:
+    """Convert a file's data set from its raw elements, without a ``FileDataset``.
+
+    ``elements`` is what pydicom's ``read_dataset`` collects from
+    ``data_element_generator`` for the top-level data set of a file (tag ->
+    ``RawDataElement``, or ``DataElement`` for a sequence of undefined
+    length, which pydicom reads into datasets; in the order read; no pixel
+    data).  The answer is the one :func:`dataset_to_dicom_json` gives for
+    the ``dcmread(stop_before_pixels=True)`` dataset of that file:
+
+    - every element is decoded as :func:`dataset_to_dicom_json` decodes it,
+      through read-only views, as long as none needs pydicom itself;
+    - else (nothing having been converted in place) the dataset
+      ``read_partial`` builds is built from the same elements (the same
+      ``Dataset``, encodings and character set; a ``FileDataset`` adds only
+      the file meta and file attributes, which the conversion does not
+      read) and converted;
+    - else ``None``: the caller reads the file with ``dcmread``.
+
+    Args:
+        elements: The raw elements, unconverted.
+        implicit: Implicit VR data (ambiguous VRs are resolved with it).
+        little: Little endian data.
+        transfer_syntax: (0002,0010) TransferSyntaxUID, as pydicom's UID.
+        bulk_data_uri: As for :func:`dataset_to_dicom_json`.
+        bulk_threshold: As for :func:`dataset_to_dicom_json`.
+        inline_tags: As for :func:`dataset_to_dicom_json`.
+    """
+    ctx = Ctx(
+        bulk_data_uri,
+        bulk_threshold,
+        DEFAULT_INLINE_TAGS if inline_tags is None else inline_tags,
+    )
+    meta = _from_raw(elements, little, ctx) if _fast_path_allowed() else None
+    if meta is None:
+        # _from_raw changed nothing (no element was converted in place, not
+        # even in the items of sequences pydicom read): the elements are as
+        # read_partial found them.
+        try:
+            meta = dataset_to_dicom_json(
+                _dataset(elements, implicit, little),
+                bulk_data_uri=bulk_data_uri,
+                bulk_threshold=bulk_threshold,
+                inline_tags=inline_tags,
+            )
+        except Exception:  # dcmread's dataset decides
+            return None
+    return _with_transfer_syntax(meta, transfer_syntax)
+
+
+def _from_raw(
+    elements: dict[BaseTag, RawDataElement | DataElement], little: bool, ctx: Ctx
+) -> DicomJson | None:
+    """The direct decoding of raw elements; None if one needs pydicom."""
+    try:
+        # What dcmread's dataset decodes text with (its _character_set):
+        # pydicom's convert_encodings of (0008,0005) converted as CS, or the
+        # default without one.
+        charset = elements.get(_CHARSET_TAG)
+        if charset is None:
+            enc = [default_encoding]
+        elif (
+            type(charset) is RawDataElement
+            and charset.VR in (None, "CS")
+            and type(charset.value) is bytes
+        ):
+            enc = _vr.item_encodings(charset.value, ctx)
+        else:
+            return None
+        # _convert reads only these attributes of a dataset until it needs
+        # pydicom to convert an element (ds[tag]), which _RawDataset refuses.
+        view = cast(Dataset, _RawDataset(elements, little, enc))
+        return _convert(view, ctx, "", True, top=True)
+    except Exception:  # _NeedsDataset (as _Fallback) or anything else: pydicom's
+        return None
+    finally:
+        ctx.close()
+
+
+def _dataset(
+    elements: dict[BaseTag, RawDataElement | DataElement], implicit: bool, little: bool
+) -> Dataset:
+    """The data set ``read_partial`` builds from these elements (without file meta)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # as around dcmread
+        # read_dataset: Dataset(raw, parent_encoding=default_encoding), its
+        # original encoding then replaced by read_partial's, whose character
+        # set is the dataset's _character_set (which converts (0008,0005))
+        ds = Dataset(elements, parent_encoding=default_encoding)
+        ds.set_original_encoding(implicit, little, ds._character_set)
+    return ds
+
+
+_CHARSET_TAG = BaseTag(0x00080005)
+
+
+class _NeedsDataset(Exception):
+    """An element only pydicom converts: convert the dcmread dataset instead."""
+
+
+class _RawDataset:
+    """The parts of a dataset :func:`_convert` reads, over raw elements only.
+
+    Converting through it never changes a dataset: an element that pydicom
+    would have to convert (in place, in a real ``Dataset``) raises
+    :class:`_NeedsDataset` instead, so the elements can still be handed to
+    the ``Dataset`` that ``read_partial`` would have built.
+    """
+
+    __slots__ = ("_dict", "_read_little", "original_character_set")
+
+    def __init__(
+        self,
+        elements: MutableMapping[BaseTag, Any],
+        little: bool,
+        enc: str | MutableSequence[str],
+    ) -> None:
+        self._dict = elements
+        self._read_little = little
+        self.original_character_set = enc
+
+    def __getitem__(self, tag: int) -> DataElement:
+        # Dataset.__getitem__ converts a raw element, and returns any other
+        # as it is: a sequence of undefined length, whose items pydicom has
+        # read into datasets already.  Those items are read through views
+        # too (their raw elements, encoding and character set as read).
+        elem = self._dict[tag]  # type: ignore[index]
+        if type(elem) is DataElement and elem.VR == "SQ":
+            items = [
+                _RawDataset(item._dict, item._read_little, item.original_character_set)
+                for item in elem.value
+            ]
+            return cast(DataElement, _RawSequence(items))
+        raise _NeedsDataset(tag_str(hash(tag)))
+
+
+class _RawSequence:
+    """What :func:`_element` reads of a sequence element: its VR and items."""
+
+    __slots__ = ("value",)
+    VR = "SQ"
+
+    def __init__(self, items: list[_RawDataset]) -> None:
+        self.value = items
+
+
+def _with_transfer_syntax(meta: DicomJson, ts: Any) -> DicomJson:
+    """Add (0002,0010) TransferSyntaxUID as make_cases does, keeping tag order."""
     # meta is in tag order; keep it so without sorting again when we can.
     if ts:
         ts_value = {"vr": "UI", "Value": [str(ts)]}

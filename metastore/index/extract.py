@@ -20,7 +20,12 @@ from metastore.attributes import (
     text_value,
 )
 from metastore.errors import DicomError, IndexingError
-from metastore.modules import MAPPING_VERSION, instance_frame_modules, number_of_frames
+from metastore.modules import (
+    MAPPING_VERSION,
+    ModuleMemo,
+    instance_frame_modules,
+    number_of_frames,
+)
 from metastore.records import ImageRecord, InstanceRecord, LazyImages, Source
 from metastore.types import DicomJson
 
@@ -117,7 +122,10 @@ def _image_frames(instance: DicomJson, frames: int) -> int:
 
 
 def build_instance(
-    instance: DicomJson, source: Source, image_id: ImageIdFactory
+    instance: DicomJson,
+    source: Source,
+    image_id: ImageIdFactory,
+    memo: ModuleMemo | None = None,
 ) -> InstanceRecord:
     """Build the record of one instance, with one image per frame.
 
@@ -131,6 +139,9 @@ def build_instance(
         instance: The instance in DICOM JSON form.
         source: Where it was read from.
         image_id: Names the instance (its frame 1).
+        memo: Shared by the instances a process reads in a row: their
+            study- and series-level modules are built once while their
+            inputs repeat (``metastore.modules.ModuleMemo``).
 
     Raises:
         IndexingError: The instance lacks a UID (the reason names the tag),
@@ -155,7 +166,7 @@ def build_instance(
     frame = 0
     try:
         for frame, frame_id, modules in instance_frame_modules(
-            instance, base.with_frame, last
+            instance, base.with_frame, last, None if lazy else memo
         ):
             if modules is not None:
                 count += 1

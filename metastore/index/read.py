@@ -21,18 +21,26 @@ import struct
 import warnings
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import IO, Any
+from typing import IO, Any, BinaryIO, cast
 
 import orjson
 import pydicom
+from pydicom.charset import convert_encodings, default_encoding
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.filereader import data_element_generator
 from pydicom.tag import BaseTag
-from pydicom.uid import DeflatedExplicitVRLittleEndian
+from pydicom.uid import DeflatedExplicitVRLittleEndian, PrivateTransferSyntaxes
+from pydicom.values import convert_string
 
-from metastore.dicomjson import LONG_VRS, dataset_to_dicom_json
+from metastore.dicomjson import (
+    LONG_VRS,
+    dataset_to_dicom_json,
+    raw_elements_to_dicom_json,
+)
 from metastore.errors import DicomError, MetastoreError
 from metastore.imageid import FileUris, ImageId, parse_image_id, wadors_image_id
 from metastore.index.discovery import (
@@ -44,6 +52,7 @@ from metastore.index.discovery import (
     sniff,
 )
 from metastore.index.extract import build_instance
+from metastore.modules import ModuleMemo
 from metastore.records import (
     ErrorRecord,
     InstanceRecord,
@@ -63,6 +72,9 @@ BULK_THRESHOLD = 1024
 #: JSON file.  Anything larger fails the source (zip bombs of 1 GiB of
 #: zeros take 1 MB), instead of being held.
 MAX_VALUE_BYTES = 64 * 2**20
+#: The first bytes of a Part 10 file read at once: most headers end in
+#: them (the rest is read from the file).
+HEAD_BYTES = 16 * 2**10
 #: A DICOM JSON source larger than this is not read whole: the writing
 #: process reads it a part at a time (``status="stream"``).
 JSON_EAGER_BYTES = 8 * 2**20
@@ -102,7 +114,9 @@ class ReadCache:
     Opening an archive reads its whole central directory; a chunk of members
     from one archive should pay that once, not once per member.  File
     imageIds need each file's resolved path (:class:`FileUris`): a folder is
-    resolved once.  Keep one per indexing run.
+    resolved once.  The instances of a series repeat their study- and
+    series-level modules: they are built once while their inputs repeat
+    (:class:`~metastore.modules.ModuleMemo`).  Keep one per indexing run.
     """
 
     def __init__(self) -> None:
@@ -110,6 +124,8 @@ class ReadCache:
         self._zip: zipfile.ZipFile | None = None
         #: The ``file://`` URIs of files and archives, folders resolved once.
         self.uris = FileUris()
+        #: The last study- and series-level module values.
+        self.modules = ModuleMemo()
 
     def get(self, path: str) -> zipfile.ZipFile:
         """Return the open archive at ``path``, opening it if needed."""
@@ -158,12 +174,12 @@ def _read_entry(entry: Entry, wadors_root: str | None, zips: ReadCache) -> Outco
             fp.seek(0)
             kind = sniff(head, size)
             if kind is Kind.PART10 or kind is Kind.RAW:
-                return _read_part10(entry, fp, size, kind, wadors_root, zips.uris)
+                return _read_part10(entry, fp, size, kind, wadors_root, zips)
             if kind is Kind.JSON:
                 if size > JSON_EAGER_BYTES:
                     return Outcome(location, "stream")
                 # a zip member reads no more than its declared size
-                return _read_json(entry, fp.read(size + 1), wadors_root, zips.uris)
+                return _read_json(entry, fp.read(size + 1), wadors_root, zips)
             reason = {Kind.ZIP: "nested zip archive", Kind.EMPTY: "empty"}.get(
                 kind, "not DICOM"
             )
@@ -211,8 +227,254 @@ def _read_part10(
     size: int,
     kind: Kind,
     root: str | None,
-    uris: FileUris,
+    cache: ReadCache,
 ) -> Outcome:
+    if kind is Kind.PART10:
+        outcome = _read_part10_direct(entry, fp, size, root, cache)
+        if outcome is not None:
+            return outcome
+        fp.seek(0)
+    return _read_part10_dataset(entry, fp, size, kind, root, cache)
+
+
+def _read_part10_direct(
+    entry: Entry, fp: IO[bytes], size: int, root: str | None, cache: ReadCache
+) -> Outcome | None:
+    """Read a Part 10 file without ``dcmread``'s ``FileDataset``, or ``None``.
+
+    ``dcmread`` spends about half its time around the reading proper: a
+    converted file meta, datasets built and filled attribute by attribute,
+    and here a truncation guard around every read.  For a file with a
+    preamble, a conformant Explicit VR Little Endian file meta and a Little
+    Endian data set, pydicom's own ``data_element_generator`` (what
+    ``dcmread`` reads with) gives the same raw elements without that, and
+    ``raw_elements_to_dicom_json`` converts them to what
+    ``dataset_to_dicom_json`` gives for the ``dcmread`` dataset.  No DICOM
+    is parsed here: the reading steps of ``pydicom.filereader.read_partial``
+    are taken in the same order with the same pydicom functions, and only
+    where their outcome is certain.
+
+    ``None`` for anything else, which :func:`_read_part10_dataset` reads as
+    before and which decides what the file gives or why it fails: a damaged
+    or truncated file, deflated or big endian data, a command set, a file
+    meta without (0002,0000) first, a DICOMDIR, data not encoded as its
+    transfer syntax says, elements that fail to convert.  Past an undefined
+    length or a value over :data:`MAX_VALUE_BYTES`, reading goes through the
+    same guard as ``dcmread``'s.  ``tests/test_part10_direct.py`` holds the
+    two readers to the same answers on every pydicom test file and on fuzzed
+    ones.
+    """
+    location = entry.source.location
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # as around dcmread
+            header = _direct_header(fp, size, location)
+    except Exception:  # whatever it is, the dataset reader says it properly
+        return None
+    if header is None:
+        return None
+    elements, implicit, ts, pixel = header
+    name = _namer(entry, root, cache.uris, json=False)
+    try:
+        study, series, sop = (_raw_text(elements, tag) for tag in _UID_TAGS)
+        base = name(study, series, sop) if study and series and sop else None
+    except ValueError:
+        base = None  # a UID wadors cannot carry: build_instance says which
+    bulk = _bulk_uri(entry, root, base, cache.uris)
+    instance = raw_elements_to_dicom_json(
+        elements,
+        implicit=implicit,
+        little=True,
+        transfer_syntax=ts,
+        bulk_data_uri=bulk,
+        bulk_threshold=BULK_THRESHOLD,
+    )
+    if instance is None:
+        return None
+    if pixel is not None:
+        tag, vr = pixel
+        instance[tag] = {"vr": vr, "BulkDataURI": bulk(tag)}
+    return _build(entry, [instance], name, cache.modules, shaped=bool(instance))
+
+
+#: The first element of a conformant file meta, (0002,0000)
+#: FileMetaInformationGroupLength, UL, 4 bytes: with it first, pydicom reads
+#: the file meta as Explicit VR Little Endian and converts its first element
+#: without fail (``_read_file_meta_info``'s implicit VR retry never runs).
+_GROUP_LENGTH = b"\x02\x00\x00\x00UL\x04\x00"
+# (0002,0010) TransferSyntaxUID values read_partial treats apart.
+_IMPLICIT_LE = "1.2.840.10008.1.2"
+_ODD_SYNTAXES = frozenset({"1.2.840.10008.1.2.2", DeflatedExplicitVRLittleEndian})
+_DICOMDIR_UID = DICOMDIR_SOP_CLASS.encode()
+#: (0008,0005) SpecificCharacterSet
+_CHARSET_TAG = BaseTag(0x00080005)
+
+RawElements = dict[BaseTag, RawDataElement | DataElement]
+
+
+class _Stop:
+    """``stop_when`` for ``data_element_generator``: where reading stopped."""
+
+    __slots__ = ("tag",)
+
+    def __init__(self) -> None:
+        self.tag: int | None = None
+
+    def meta(self, tag: BaseTag, vr: str | None, length: int) -> bool:
+        """The file meta ends at the first element of another group.
+
+        A value larger than :data:`MAX_VALUE_BYTES` (or undefined) stops it
+        too: such a file meta is left to the dataset reader.
+        """
+        if tag >> 16 != 2 or length > MAX_VALUE_BYTES:
+            self.tag = tag
+            return True
+        return False
+
+    def plain(self, tag: BaseTag, vr: str | None, length: int) -> bool:
+        """Stop at Pixel Data, and before a value that needs the guard.
+
+        An undefined length (0xFFFFFFFF) makes pydicom read on by itself
+        (nested items, delimiters): only what :class:`_TruncationGuard`
+        watches may do that.  So may a value larger than
+        :data:`MAX_VALUE_BYTES`, which the guard refuses to read.
+        """
+        if tag in _PIXEL_TAGS or length > MAX_VALUE_BYTES:
+            self.tag = tag
+            return True
+        return False
+
+    def pixels(self, tag: BaseTag, vr: str | None, length: int) -> bool:
+        """``dcmread(stop_before_pixels=True)``'s own condition."""
+        if tag in _PIXEL_TAGS:
+            self.tag = tag
+            return True
+        return False
+
+
+def _direct_header(
+    fp: IO[bytes], size: int, location: str
+) -> tuple[RawElements, bool, str, tuple[str, str] | None] | None:
+    """Raw elements, implicit VR, transfer syntax and pixel (tag, VR) of a file.
+
+    The steps of ``pydicom.filereader.read_partial`` for the files it reads
+    exactly so (see :func:`_read_part10_direct`); ``None`` for any other.
+    Raises for damaged files (which the caller then reads the usual way).
+    """
+    # Headers are read from memory: pydicom reads a value or two per
+    # element, and a BytesIO answers them far cheaper than a file.
+    head = fp.read(HEAD_BYTES)
+    if head[128:140] != b"DICM" + _GROUP_LENGTH:
+        return None
+    buffer = io.BytesIO(head)
+    buffer.seek(132)
+    # _read_file_meta_info: Explicit VR Little Endian, up to another group
+    stop = _Stop()
+    meta: RawElements = {}
+    for elem in data_element_generator(buffer, False, True, stop.meta):
+        meta[elem.tag] = elem
+    if stop.tag is None or stop.tag >> 16 == 2:
+        return None  # the file ends in the file meta, or a value to refuse
+    ts = _uid_of(meta.get(_TS_TAG))
+    if ts is None or ts in _ODD_SYNTAXES or ts in PrivateTransferSyntaxes:
+        return None
+    sop_class = meta.get(_SOP_CLASS_TAG)
+    if sop_class is None or _DICOMDIR_UID in (sop_class.value or b""):
+        return None  # (a DICOMDIR is skipped: the dataset reader says so)
+    start = buffer.tell()
+    first = buffer.read(8)
+    # A command set (group 0000) is read apart, and an empty data set
+    # is odd: both are the dataset reader's.
+    if len(first) < 8 or first[:2] == b"\0\0":
+        return None
+    implicit = ts == _IMPLICIT_LE
+    # read_dataset's _is_implicit_vr: whether the first element's VR bytes
+    # are two capitals says how the data set is really encoded; pydicom
+    # warns and follows them when they disagree with the transfer syntax.
+    looks_explicit = 0x40 < first[4] < 0x5B and 0x40 < first[5] < 0x5B
+    if implicit == looks_explicit:
+        return None
+    buffer.seek(start)
+    try:
+        elements, last, stop = _plain_elements(buffer, implicit)
+        whole = stop.tag is not None or len(head) == size
+    except struct.error:  # a length cut by the end of the buffer
+        if len(head) == size:
+            raise
+        whole = False
+    if whole:
+        fp.seek(buffer.tell())
+    else:  # the header is longer than what was read of it: read the file
+        fp.seek(start)
+        elements, last, stop = _plain_elements(cast(BinaryIO, fp), implicit)
+    if stop.tag is None:
+        # No guard watched: only a clean end of file will do, right where
+        # the last value ends (a short read anywhere ends at the end of
+        # the file, with that value the last one).
+        if type(last) is not RawDataElement or last.value_tell + last.length != size:
+            return None
+        return elements, implicit, ts, None
+    guard = _TruncationGuard(fp, location)
+    if stop.tag not in _PIXEL_TAGS:
+        # The rest is read as dcmread reads it, through the guard: an
+        # undefined length, or a value too large, which the guard refuses.
+        charset = elements.get(_CHARSET_TAG)
+        # the generator's own state: the character set nested items inherit
+        encoding = (
+            convert_encodings(convert_string(charset.value or b"", True))
+            if isinstance(charset, RawDataElement)
+            else default_encoding
+        )
+        stop = _Stop()
+        guarded = cast(BinaryIO, guard)
+        for elem in data_element_generator(
+            guarded, implicit, True, stop.pixels, None, encoding
+        ):
+            elements[elem.tag] = elem
+        if guard.truncated:
+            return None
+    return elements, implicit, ts, _check_pixel_data(guard, size, implicit, True)
+
+
+def _plain_elements(
+    reader: BinaryIO, implicit: bool
+) -> tuple[RawElements, RawDataElement | DataElement | None, _Stop]:
+    """The data set's elements up to Pixel Data or a value that needs the guard.
+
+    Returns the elements, the last one read and where reading stopped.
+    """
+    stop = _Stop()
+    elements: RawElements = {}
+    last = None
+    # read_dataset's own dict: a repeated tag keeps its first place and its
+    # last value
+    for elem in data_element_generator(reader, implicit, True, stop.plain):
+        elements[elem.tag] = last = elem
+    return elements, last, stop
+
+
+def _uid_of(elem: RawDataElement | DataElement | None) -> str | None:
+    """A file meta UID as pydicom's UI conversion gives it; None: not one UID."""
+    if type(elem) is not RawDataElement or elem.VR != "UI":
+        return None
+    value = elem.value
+    if type(value) is not bytes:
+        return None
+    text = value.decode("latin-1").rstrip("\0 ")
+    if "\\" in text:
+        return None
+    return text.strip() or None
+
+
+def _read_part10_dataset(
+    entry: Entry,
+    fp: IO[bytes],
+    size: int,
+    kind: Kind,
+    root: str | None,
+    cache: ReadCache,
+) -> Outcome:
+    """Read any Part 10 file (or raw data set) through ``pydicom.dcmread``."""
     location = entry.source.location
     guard = _TruncationGuard(fp, location)
     with warnings.catch_warnings():
@@ -225,17 +487,20 @@ def _read_part10(
         return Outcome(location, "skipped", reason="DICOMDIR")
     if kind is Kind.RAW and len(ds) < 2:
         return Outcome(location, "skipped", reason="not DICOM")
+    pixel = None
     if _meta_text(meta, _TS_TAG) != DeflatedExplicitVRLittleEndian:
-        pixel = _check_pixel_data(guard, size, ds)
+        implicit, little = ds.original_encoding
+        if implicit is not None:
+            pixel = _check_pixel_data(guard, size, implicit, bool(little))
     else:
         pixel = _check_deflated_pixel_data(ds, location)
-    name = _namer(entry, root, uris, json=False)
+    name = _namer(entry, root, cache.uris, json=False)
     try:
-        study, series, sop = (_raw_text(ds, tag) for tag in _UID_TAGS)
+        study, series, sop = (_raw_text(ds._dict, tag) for tag in _UID_TAGS)
         base = name(study, series, sop) if study and series and sop else None
     except ValueError:
         base = None  # a UID wadors cannot carry: build_instance says which
-    bulk = _bulk_uri(entry, root, base, uris)
+    bulk = _bulk_uri(entry, root, base, cache.uris)
     instance = dataset_to_dicom_json(
         ds, bulk_data_uri=bulk, bulk_threshold=BULK_THRESHOLD
     )
@@ -244,7 +509,7 @@ def _read_part10(
         instance[tag] = {"vr": vr, "BulkDataURI": bulk(tag)}
     # dataset_to_dicom_json makes 8-hex-digit keys with object values: only
     # an empty result is not a DICOM JSON object
-    return _build(entry, [instance], name, shaped=bool(instance))
+    return _build(entry, [instance], name, cache.modules, shaped=bool(instance))
 
 
 # (0020,000D) StudyInstanceUID, (0020,000E) SeriesInstanceUID and
@@ -272,13 +537,13 @@ def _meta_text(meta: Dataset | None, tag: BaseTag) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _raw_text(ds: Dataset, tag: BaseTag) -> str:
+def _raw_text(elements: Mapping[BaseTag, Any], tag: BaseTag) -> str:
     """A UID as text, read without pydicom converting the element.
 
     Converting here would be slow and would make metastore.dicomjson.convert take its
     slow path for the element; the bytes of a UI value are plain ASCII.
     """
-    element = ds._dict.get(tag)
+    element = elements.get(tag)
     value = None if element is None else element.value
     if isinstance(value, bytes):
         return value.decode("ascii", "replace").strip("\0 ")
@@ -364,16 +629,13 @@ class _TruncationGuard:
 
 
 def _check_pixel_data(
-    fp: _TruncationGuard, size: int, ds: Dataset
+    fp: _TruncationGuard, size: int, implicit: bool, little: bool
 ) -> tuple[str, str] | None:
     """Check the pixel data element pydicom stopped before; return (tag, VR).
 
     Raises:
         Unreadable: The element's value runs past the end of the file.
     """
-    implicit, little = ds.original_encoding
-    if implicit is None:
-        return None
     order = "<" if little else ">"
     header = fp.read(8)
     if len(header) < 8:
@@ -412,8 +674,12 @@ def _check_deflated_pixel_data(ds: Dataset, location: str) -> tuple[str, str] | 
     buffer: Any = getattr(ds, "buffer", None)  # a pydicom DicomBytesIO
     if buffer is None or not hasattr(buffer, "getvalue"):
         return None
+    implicit, little = ds.original_encoding
+    if implicit is None:
+        return None
     size = len(buffer.getvalue())
-    return _check_pixel_data(_TruncationGuard(buffer, location), size, ds)
+    guard = _TruncationGuard(buffer, location)
+    return _check_pixel_data(guard, size, implicit, bool(little))
 
 
 def _check_fragments(fp: _TruncationGuard, size: int, order: str) -> None:
@@ -434,7 +700,9 @@ def _check_fragments(fp: _TruncationGuard, size: int, order: str) -> None:
 # --- DICOM JSON ----------------------------------------------------------
 
 
-def _read_json(entry: Entry, data: bytes, root: str | None, uris: FileUris) -> Outcome:
+def _read_json(
+    entry: Entry, data: bytes, root: str | None, cache: ReadCache
+) -> Outcome:
     location = entry.source.location
     try:
         document = orjson.loads(data)
@@ -450,7 +718,8 @@ def _read_json(entry: Entry, data: bytes, root: str | None, uris: FileUris) -> O
         return Outcome(location, "skipped", reason="not DICOM")
     if len(items) > EAGER_INSTANCES:
         return Outcome(location, "stream")
-    return _build(entry, items, _namer(entry, root, uris, json=True), eager=True)
+    name = _namer(entry, root, cache.uris, json=True)
+    return _build(entry, items, name, cache.modules, eager=True)
 
 
 def _is_dicom_json(item: Any) -> bool:
@@ -479,6 +748,7 @@ def _build(
     entry: Entry,
     items: list[Any],
     name: Namer,
+    memo: ModuleMemo,
     *,
     shaped: bool = False,
     eager: bool = False,
@@ -492,7 +762,7 @@ def _build(
     instances, errors = [], []
     images = 0
     for n, item in enumerate(items, 1):
-        record = _record(entry, item, name, n if len(items) > 1 else 0, shaped)
+        record = _record(entry, item, name, n if len(items) > 1 else 0, shaped, memo)
         if isinstance(record, ErrorRecord):
             errors.append(record)
             continue
@@ -506,7 +776,7 @@ def _build(
 
 
 def _record(
-    entry: Entry, item: Any, name: Namer, n: int, shaped: bool
+    entry: Entry, item: Any, name: Namer, n: int, shaped: bool, memo: ModuleMemo
 ) -> InstanceRecord | ErrorRecord:
     """The record of item ``n`` (0: the only one) of a source, or why not."""
     location = entry.source.location
@@ -514,7 +784,7 @@ def _record(
     if not shaped and not _is_dicom_json(item):
         return ErrorRecord(location, "invalid", f"{where}not a DICOM JSON object")
     try:
-        return build_instance(item, entry.source, name)
+        return build_instance(item, entry.source, name, memo)
     except MetastoreError as exc:
         reason = getattr(exc, "reason", str(exc))
         return ErrorRecord(location, "invalid", f"{where}{reason}")
@@ -575,7 +845,9 @@ class SourceStream:
                                 ErrorRecord(self.location, "invalid", why)
                             )
                     not_shaped = -1
-                    record = _record(self.entry, item, name, n, False)
+                    record = _record(
+                        self.entry, item, name, n, False, self._zips.modules
+                    )
                     if isinstance(record, ErrorRecord):
                         yield self._error(record)
                         continue

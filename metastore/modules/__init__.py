@@ -15,6 +15,7 @@ imports ``metastore.errors``, ``metastore.moduletypes`` and
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Mapping
 from typing import cast
 
@@ -60,9 +61,11 @@ from metastore.types import DicomJson, ModuleValue
 __all__ = [
     "ANSWERED_TYPES",
     "MAPPING_VERSION",
+    "MODULE_INPUTS",
     "MODULE_TYPES",
     "Builder",
     "Frame",
+    "ModuleMemo",
     "build_module",
     "combine_frame",
     "frame_modules",
@@ -216,7 +219,9 @@ def frame_modules(
     return _modules_of(combined, image_id)
 
 
-def _modules_of(combined: Frame, image_id: str) -> FrameModules:
+def _modules_of(
+    combined: Frame, image_id: str, memo: ModuleMemo | None = None
+) -> FrameModules:
     """Every module type of one combined frame (:func:`frame_modules`)."""
     out: dict[str, ModuleAnswer | None] = {}
     for module_type in MODULE_TYPES:
@@ -224,9 +229,143 @@ def _modules_of(combined: Frame, image_id: str) -> FrameModules:
             out[module_type] = instance_module(combined, image_id, out)
             continue
         builder = _BUILDERS.get(module_type)
-        out[module_type] = None if builder is None else builder(combined, image_id)
+        if builder is None:
+            out[module_type] = None
+        elif memo is not None and module_type in MODULE_INPUTS:
+            out[module_type] = memo.build(module_type, builder, combined, image_id)
+        else:
+            out[module_type] = builder(combined, image_id)
     # Every key of MODULE_TYPES, each from its own builder (a test checks it)
     return cast("FrameModules", out)
+
+
+#: Module types whose value is a function of these keys of the frame's
+#: (combined) DICOM JSON alone: not of the frame number, the functional
+#: group items, the imageId, nor any other key.  ``tests/test_module_memo.py``
+#: checks each builder against its list on every oracle case.  These are
+#: the study-, series- and equipment-level modules, equal for most
+#: instances of a series.
+MODULE_INPUTS: dict[str, tuple[str, ...]] = {
+    # (0008,1030) (0008,0020) (0008,0030) (0008,0050)
+    "generalStudyModule": ("00081030", "00080020", "00080030", "00080050"),
+    # (0008,0060) (0020,000E) (0008,103E) (0020,0011) (0020,000D)
+    # (0008,0021) (0008,0031) (0008,0022) (0008,0032)
+    "generalSeriesModule": (
+        "00080060",
+        "0020000E",
+        "0008103E",
+        "00200011",
+        "0020000D",
+        "00080021",
+        "00080031",
+        "00080022",
+        "00080032",
+    ),
+    # (0010,0020) PatientID, (0010,0010) PatientName
+    "patientModule": ("00100020", "00100010"),
+    # (0010,1010) (0010,1020) (0010,0040) (0010,1030)
+    "patientStudyModule": ("00101010", "00101020", "00100040", "00101030"),
+    # (0028,0002) ... (0028,1203): the pixel description and palettes
+    "imagePixelModule": (
+        "00280002",
+        "00280004",
+        "00280010",
+        "00280011",
+        "00280100",
+        "00280101",
+        "00280102",
+        "00280103",
+        "00280006",
+        "00280034",
+        "00280106",
+        "00280107",
+        "00281101",
+        "00281102",
+        "00281103",
+        "00281201",
+        "00281202",
+        "00281203",
+    ),
+    # (0028,1050) WindowCenter, (0028,1051) WindowWidth, (0028,1056)
+    "voiLutModule": ("00281050", "00281051", "00281056"),
+    # (0028,1052) RescaleIntercept, (0028,1053) RescaleSlope, (0028,1054)
+    "modalityLutModule": ("00281052", "00281053", "00281054"),
+    # (0054,0016) RadiopharmaceuticalInformationSequence
+    "petIsotopeModule": ("00540016",),
+    # (0028,0051) CorrectedImage, (0054,1001) Units, (0054,1102)
+    "petSeriesModule": ("00280051", "00541001", "00541102"),
+    # (0002,0010) TransferSyntaxUID, (0008,3002) AvailableTransferSyntaxUID
+    "transferSyntax": ("00020010", "00083002"),
+    # (0018,6011) SequenceOfUltrasoundRegions
+    "ultrasoundEnhancedRegionModule": ("00186011",),
+    # (0008,0060) Modality and (0018,6011)
+    "calibrationModule": ("00080060", "00186011"),
+    # (0018,0040) CineRate, (0028,0008) NumberOfFrames
+    "cineModule": ("00180040", "00280008"),
+}
+
+
+class ModuleMemo:
+    """The last value of each :data:`MODULE_INPUTS` type, while its inputs repeat.
+
+    The instances of a series repeat their study, series, patient and pixel
+    description elements; building those modules once per run of equal
+    inputs (and handing out the same value object, which the store's
+    encoding then meets again) saves the indexer's workers most of their
+    module building.  One per reading process: it keeps one value per
+    module type.
+
+    Inputs are equal when they are the same JSON to the byte: orjson's text
+    of the elements (keys in order, ``1`` apart from ``1.0`` and ``true``)
+    and which keys are present.  Anything that text could not tell apart
+    is built afresh every time: a ``null`` (a JSON null, NaN or infinity),
+    a subclass of a JSON type, or anything orjson refuses.  Inputs are DICOM
+    JSON as parsed from text or made by ``metastore.dicomjson`` (lists, not
+    tuples).
+    """
+
+    __slots__ = ("_dumps", "_last")
+
+    def __init__(self) -> None:
+        # imported here: only the indexer makes memos, and orjson takes
+        # ~20 ms to import (the registry and providers import this module)
+        import orjson
+
+        self._dumps = functools.partial(
+            orjson.dumps, option=orjson.OPT_PASSTHROUGH_SUBCLASS
+        )
+        self._last: dict[str, tuple[tuple[int, bytes], ModuleAnswer | None]] = {}
+
+    def build(
+        self, module_type: str, builder: Builder, frame: Frame, image_id: str
+    ) -> ModuleAnswer | None:
+        """``builder(frame, image_id)``, or the last value if its inputs are equal."""
+        get = frame.data.get
+        values = []
+        present = 0
+        bit = 1
+        for key in MODULE_INPUTS[module_type]:
+            value = get(key, _ABSENT)
+            if value is not _ABSENT:
+                values.append(value)
+                present |= bit
+            bit <<= 1
+        try:
+            text = self._dumps(values)
+        except TypeError:  # a subclass, a big int...: no text to compare
+            return builder(frame, image_id)
+        if b"null" in text:  # null, NaN and infinities all read null
+            return builder(frame, image_id)
+        inputs = (present, text)
+        last = self._last.get(module_type)
+        if last is not None and last[0] == inputs:
+            return last[1]
+        value = builder(frame, image_id)
+        self._last[module_type] = (inputs, value)
+        return value
+
+
+_ABSENT = object()
 
 
 #: The only module type whose value differs between frames that combine to
@@ -238,7 +377,10 @@ _FRAME_DEPENDENT = image_url_module
 
 
 def instance_frame_modules(
-    instance: DicomJson, image_ids: Callable[[int], str], last: int
+    instance: DicomJson,
+    image_ids: Callable[[int], str],
+    last: int,
+    memo: ModuleMemo | None = None,
 ) -> Iterator[tuple[int, str, FrameModules | None]]:
     """:func:`frame_modules` of frames 1 to ``last``, one frame at a time.
 
@@ -253,6 +395,8 @@ def instance_frame_modules(
         instance: The whole instance's DICOM JSON.
         image_ids: The imageId of frame ``n``.
         last: The last frame to build (at most the instance's frame count).
+        memo: Reuse values of :data:`MODULE_INPUTS` types between frames
+            and instances whose inputs are equal (:class:`ModuleMemo`).
 
     Yields:
         ``(frame, image_id, modules)``, ``modules`` ``None`` for a frame that
@@ -264,7 +408,7 @@ def instance_frame_modules(
     first = combine_frame(instance, 1) if last > 1 and frames_alike(instance) else None
     if first is not None and frames_alike(first.data):
         image_id = image_ids(1)
-        shared = _modules_of(first, image_id)
+        shared = _modules_of(first, image_id, memo)
         yield 1, image_id, shared
         for frame in range(2, last + 1):
             image_id = image_ids(frame)
@@ -274,4 +418,8 @@ def instance_frame_modules(
         return
     for frame in range(1, last + 1):
         image_id = image_ids(frame)
-        yield frame, image_id, frame_modules(instance, image_id, frame)
+        combined = combine_frame(instance, frame)
+        if combined is None:
+            yield frame, image_id, None
+        else:
+            yield frame, image_id, _modules_of(combined, image_id, memo)
