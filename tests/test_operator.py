@@ -19,7 +19,6 @@ from dicom_samples import CT, copy, mixed_archive, write_ct
 from reliability import PATIENCE, command, env, module_rows_sql, wait_for
 from rich.cells import cell_len
 from rich.console import Console
-from web_support import query_layer
 
 from metastore.cli import cli
 from metastore.cli.output import plain_numbers
@@ -137,8 +136,7 @@ def test_tables_align_wide_characters(
     ds.save_as(tmp_path / "src" / "a.dcm")
     write_ct(tmp_path / "src" / "b.dcm", 1, patient_name="Doe^Jane", study=2)
     run("index", str(tmp_path / "src"), db_url=db_url)
-    with query_layer(monkeypatch):
-        result = run("query", "studies", "--table", db_url=db_url)
+    result = run("query", "studies", "--table", db_url=db_url)
     assert result.exit_code == 0, result.output
     rows = [line for line in result.stdout.splitlines() if "20200115" in line]
     assert len(rows) == 2 and any("山田" in row for row in rows)

@@ -29,7 +29,6 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from dicom_samples import CT, EMRI, copy, write_ct
-from web_support import has_query_layer
 
 from metastore.cli import cli
 
@@ -93,7 +92,8 @@ def run(*args: str) -> Any:
 COMMANDS = [
     ("stats",),
     ("export",),
-    *([("query", "studies"), ("query", "instances")] if has_query_layer() else []),
+    ("query", "studies"),
+    ("query", "instances"),
     ("db", "current"),
 ]
 

@@ -29,7 +29,6 @@ from reliability import (
     terminate_backends,
 )
 from sqlalchemy.engine import make_url
-from web_support import query_layer
 
 from metastore.cli import cli
 from metastore.store import db
@@ -186,8 +185,7 @@ def test_the_role_url_works_and_no_command_prints_a_secret(
         ("export",),
         ("db", "current"),
     ):
-        with query_layer(monkeypatch):
-            status, output = invoke(*args, url=role_url)
+        status, output = invoke(*args, url=role_url)
         assert status == 0, (args, output)
         assert_no_secret(output)
     assert_no_secret(caplog.text)
