@@ -670,7 +670,7 @@ def test_deleted_moved_and_changed_sources_are_refused(
 
 
 def test_cached_sources_cost_no_query_and_follow_reindexing(
-    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    db_url: str, tmp_path: Path
 ) -> None:
     """A series' frames cost one query; a stale cached source is looked up again."""
     archive = ws.build_archive(tmp_path, extras=False)
@@ -687,7 +687,7 @@ def test_cached_sources_cost_no_query_and_follow_reindexing(
         lambda *args: statements.append(args[2]),
     )
     accept = {"Accept": 'multipart/related; type="application/octet-stream"'}
-    with ws.query_layer(monkeypatch), ws.ServerThread(app) as server:
+    with ws.ServerThread(app) as server:
         s = Site(db_url, archive, server, ws.AccessLog())
 
         def frame(spec: ws.Spec, series: str | None = None) -> tuple[int, bytes]:

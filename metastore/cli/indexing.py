@@ -52,6 +52,22 @@ def _wadors_root(
         raise Failure(f"--wadors-root: {exc}") from None
 
 
+#: ``--workers`` of the commands that run worker processes (index, reindex).
+workers_option = click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    help="Worker processes (default: one per CPU; 0 or 1: none).",
+)
+#: ``--batch-size`` of the commands that write in batches (index, reindex).
+batch_size_option = click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=DEFAULT_BATCH_SIZE,
+    show_default=True,
+    help="Instances per transaction.",
+)
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option(
@@ -60,18 +76,8 @@ def _wadors_root(
     callback=_wadors_root,
     help="Make wadors: imageIds under this DICOMweb root (http or https).",
 )
-@click.option(
-    "--workers",
-    type=click.IntRange(min=0),
-    help="Worker processes (default: one per CPU; 0 or 1: none).",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=DEFAULT_BATCH_SIZE,
-    show_default=True,
-    help="Instances per transaction.",
-)
+@workers_option
+@batch_size_option
 @click.option(
     "--prune",
     is_flag=True,
@@ -267,18 +273,8 @@ def _print_interrupted(stop: IndexInterrupted, as_json: bool) -> None:
 
 
 @cli.command(name="reindex")
-@click.option(
-    "--workers",
-    type=click.IntRange(min=0),
-    help="Worker processes (default: one per CPU; 0 or 1: none).",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=DEFAULT_BATCH_SIZE,
-    show_default=True,
-    help="Instances per transaction.",
-)
+@workers_option
+@batch_size_option
 @click.option(
     "--all",
     "everything",
