@@ -109,14 +109,15 @@ def fill(store: Store, values: list[tuple[str, str]]) -> dict[str, tuple[str, st
 def name_matches(pattern: str, name: str) -> bool:
     """Store.query's person-name rule: the pattern matches one whole component
     group (``=`` separates groups, ``\\`` values); with ``=`` in the pattern,
-    each non-empty part matches the group in its place."""
+    each non-empty part matches the group in its place (a group the name
+    lacks is empty text: ``*`` matches it)."""
     values = [value.split("=") for value in name.split("\\")]
     if "=" not in pattern:
         return any(matches(pattern, g) for groups in values for g in groups)
     parts = pattern.split("=")
     return any(
         all(
-            not part or (i < len(groups) and matches(part, groups[i]))
+            not part or matches(part, groups[i] if i < len(groups) else "")
             for i, part in enumerate(parts)
         )
         for groups in values
