@@ -368,14 +368,6 @@ class ModuleMemo:
 _ABSENT = object()
 
 
-#: The only module type whose value differs between frames that combine to
-#: the same view (:func:`metastore.modules.frames.frames_alike`): its URLs are made
-#: from the imageId.  Every other builder reads the combined frame alone;
-#: ``multiframeModule`` also reads the frame number, but only to pick a
-#: per-frame item, and frames alike have none.
-_FRAME_DEPENDENT = image_url_module
-
-
 def instance_frame_modules(
     instance: DicomJson,
     image_ids: Callable[[int], str],
@@ -413,7 +405,12 @@ def instance_frame_modules(
         for frame in range(2, last + 1):
             image_id = image_ids(frame)
             modules = shared.copy()
-            modules["imageUrlModule"] = _FRAME_DEPENDENT(first, image_id)
+            # imageUrlModule is the only module whose value differs between
+            # frames that combine to the same view (frames_alike): its URLs
+            # are made from the imageId.  Every other builder reads the
+            # combined frame alone; multiframeModule also reads the frame
+            # number, but only to pick a per-frame item, and these have none.
+            modules["imageUrlModule"] = image_url_module(first, image_id)
             yield frame, image_id, modules
         return
     for frame in range(1, last + 1):
