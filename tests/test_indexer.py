@@ -452,3 +452,39 @@ def test_a_source_whose_modules_raise_fails_and_the_run_goes_on(
     assert error.location == str(tmp_path / "src" / "a-bad.json")
     assert error.kind == "invalid"
     assert error.reason.startswith("frame 1 of 1: ")
+
+
+def _analyzed(url: str) -> set[str]:
+    """The PostgreSQL tables whose statistics an explicit ANALYZE gathered."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT relname FROM pg_stat_user_tables "
+                    "WHERE last_analyze IS NOT NULL"
+                )
+            )
+            return {row.relname for row in rows}
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_bulk_run_gathers_planner_statistics(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PostgreSQL plans series loads as for empty tables until the statistics
+    # exist (docs/benchmarks.md); a run that stores many instances gathers them.
+    monkeypatch.setattr(indexer, "ANALYZE_AFTER", 3)
+    for k in range(2):
+        write_ct(tmp_path / "small" / f"{k}.dcm", k + 1)
+    with Store(postgres_url) as store:
+        assert index_paths(store, [tmp_path / "small"], workers=1).instances == 2
+        assert _analyzed(postgres_url) == set()  # below the threshold: left alone
+        for k in range(3):
+            write_ct(tmp_path / "bulk" / f"{k}.dcm", k + 10)
+        assert index_paths(store, [tmp_path / "bulk"], workers=1).instances == 3
+    assert {"instances", "images", "image_modules", "series"} <= _analyzed(postgres_url)

@@ -78,6 +78,9 @@ CHUNK_SIZE = 16
 TASKS_PER_WORKER = 3
 #: Seconds between two progress callbacks.
 PROGRESS_INTERVAL = 0.5
+#: A run that hands the store at least this many instances refreshes the
+#: planner's statistics at its end (Store.analyze; PostgreSQL only).
+ANALYZE_AFTER = 1_000
 #: Writes of one batch (or of prune) when the PostgreSQL connection is lost.
 RECONNECT_ATTEMPTS = 3
 #: Seconds before the first reconnect; doubled for each further attempt.
@@ -538,6 +541,10 @@ def _index(
                 store, batches.duplicates, batches.only_duplicates, root, tally
             )
     report = tally.report()
+    if report.instances >= ANALYZE_AFTER:
+        # fresh statistics, or PostgreSQL plans series loads as for an
+        # empty table until autovacuum gets to it (Store.analyze)
+        _reconnecting(store, store.analyze)
     if progress is not None:
         progress(report)
     return report
