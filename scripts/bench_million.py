@@ -146,7 +146,8 @@ def run(
         peaks.append(mb)
         print(
             f"  {name} tenth {k}: {done} instances, {n / seconds:.0f} instances/s, "
-            f"peak {' + '.join(f'{m:.0f}' for m in mb)} MB",
+            f"peak {' + '.join(f'{m:.0f}' for m in mb)} MB, "
+            f"load average {os.getloadavg()[0]:.1f}",
             flush=True,
         )
     size, images, series, image_id = _size_and_images(url)
