@@ -109,6 +109,11 @@ class InstanceRecord:
     #: written (in the indexer's workers, before the JSON is encoded);
     #: ``None`` until then.
     search_values: dict[str, dict[str, Any]] | None = None
+    #: The store's encoding of this instance, made where it was read (the
+    #: indexer's workers, ``metastore.store.encode.pack``): its DICOM JSON
+    #: and module values compressed, ready for rows.  Then ``dicom_json`` is
+    #: empty and ``images`` hold no modules.  Opaque outside the store.
+    packed: object | None = None
 
 
 @dataclass(frozen=True, slots=True)

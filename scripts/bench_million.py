@@ -7,7 +7,10 @@ indexes them tenth by tenth: into one SQLite database with one
 ``metastore index`` per tenth, and (with ``--postgres URL``, a scratch
 database is created there) into PostgreSQL with two sharded indexers per
 tenth (``--shard 1/2`` and ``--shard 2/2`` run concurrently).  Prints the
-rate per tenth (target: last tenth at least 0.9x the first), the peak memory
+rate per tenth (target: last tenth at least 0.9x the first) in wall time and
+in CPU time of the indexers and their workers (the machine may be shared: CPU
+per instance shows whether indexing slows as the store grows whatever else
+runs; PostgreSQL's own server processes are not in it), the peak memory
 of each indexer process (target: flat, under 300 MB), the database size per
 image, and at the end, each in a fresh process after its imports, timed
 against the 50 ms target:
@@ -74,12 +77,15 @@ print(json.dumps(out))
 
 def _index_tenth(
     url: str, folders: list[Path], shards: int, extra: list[str]
-) -> tuple[float, list[float]]:
-    """Index ``folders`` with ``shards`` concurrent indexers; (wall s, peaks MB)."""
+) -> tuple[float, list[float], float]:
+    """Index ``folders`` with ``shards`` concurrent indexers.
+
+    Returns (wall s, peak MB per indexer, CPU s of the indexers and workers).
+    """
     cmd = [PYTHON, "-m", "metastore", "index", "--db", url, *map(str, folders), *extra]
     if shards == 1:
         r = run_child(cmd)
-        return r.seconds, [r.peak_mb]
+        return r.seconds, [r.peak_mb], r.cpu
     # run_child in threads: each wrapper waits for its own indexer
     from concurrent.futures import ThreadPoolExecutor
 
@@ -91,7 +97,7 @@ def _index_tenth(
                 range(1, shards + 1),
             )
         )
-    return time.perf_counter() - t, [r.peak_mb for r in runs]
+    return time.perf_counter() - t, [r.peak_mb for r in runs], sum(r.cpu for r in runs)
 
 
 def _size_and_images(url: str) -> tuple[int, int, str, str]:
@@ -136,16 +142,18 @@ def run(
     """Index the archive tenth by tenth into ``url`` and print the figures."""
     tenth = max(1, len(folders) // 10)
     parts = [folders[i : i + tenth] for i in range(0, len(folders), tenth)]
-    rates, peaks = [], []
+    rates, peaks, cpus = [], [], []
     done = 0
     for k, part in enumerate(parts, 1):
         n = len(part) * PER_SERIES
-        seconds, mb = _index_tenth(url, part, shards, extra)
+        seconds, mb, cpu = _index_tenth(url, part, shards, extra)
         done += n
         rates.append(n / seconds)
         peaks.append(mb)
+        cpus.append(cpu / n)
         print(
             f"  {name} tenth {k}: {done} instances, {n / seconds:.0f} instances/s, "
+            f"{cpu / n * 1e3:.3f} ms CPU/instance, "
             f"peak {' + '.join(f'{m:.0f}' for m in mb)} MB, "
             f"load average {os.getloadavg()[0]:.1f}",
             flush=True,
@@ -155,6 +163,11 @@ def run(
     print(
         f"  rate first tenth {rates[0]:.0f}/s, last tenth {rates[-1]:.0f}/s: "
         f"last / first = {rates[-1] / rates[0]:.2f}x (target >= 0.9x)"
+    )
+    print(
+        f"  CPU per instance first tenth {cpus[0] * 1e3:.3f} ms, last "
+        f"{cpus[-1] * 1e3:.3f} ms: rate in CPU terms last / first = "
+        f"{cpus[0] / cpus[-1]:.2f}x (target >= 0.9x)"
     )
     flat = [max(p) for p in peaks]
     print(

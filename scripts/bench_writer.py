@@ -2,8 +2,8 @@
 """Benchmark: the writing process's ceiling (issue 14, target 2).
 
 Prepares records as the indexer's workers do (``metastore.index.read.read_entry``
-then ``metastore.store.encode.pre_encode`` per chunk of 16 files, in this
-process and untimed, except for the worker CPU per file it reports), then feeds
+then ``metastore.store.encode.pack`` per chunk of 16 files, in this process
+and untimed, except for the worker CPU per file it reports), then feeds
 them to ``Store.write_batch`` in batches of 500 instances into a fresh
 database and measures the CPU of this process around the writes only
 (``time.process_time``) and the instances/s they reach.
@@ -42,17 +42,17 @@ def prepare(archive: Path) -> tuple[list, int, float]:
     from metastore.index.discovery import Entry, discover
     from metastore.index.read import ReadCache, read_entry
     from metastore.records import InstanceRecord
-    from metastore.store.encode import EncodeMemo, pre_encode
+    from metastore.store.encode import EncodeMemo, pack
 
     entries = [e for e in discover([str(archive)]) if isinstance(e, Entry)]
     zips = ReadCache()
     records: list[InstanceRecord] = []
     t = time.process_time()
     for i in range(0, len(entries), CHUNK):
-        memo = EncodeMemo()
+        chunk = []
         for entry in entries[i : i + CHUNK]:
-            outcome = read_entry(entry, None, zips)
-            records.extend(pre_encode(outcome.instances, memo))
+            chunk.extend(read_entry(entry, None, zips).instances)
+        records.extend(pack(chunk, EncodeMemo()))
     worker_cpu = time.process_time() - t
     zips.close()
     return records, len(entries), worker_cpu
@@ -106,7 +106,7 @@ def main() -> None:
     per_file_worker = worker_cpu / files
     print(
         f"archive: {files} files, {instances} instances ({args.archive}); "
-        f"worker CPU (read_entry + pre_encode, one process) {per_file_worker * 1e3:.3f} ms/file"
+        f"worker CPU (read_entry + pack, one process) {per_file_worker * 1e3:.3f} ms/file"
     )
     targets = ["sqlite"] + (["postgresql"] if args.postgres else [])
     cpus: dict[str, list[float]] = {t: [] for t in targets}

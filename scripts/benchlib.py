@@ -25,11 +25,13 @@ PYTHON = sys.executable
 
 @dataclass
 class Run:
-    """One timed child process: wall seconds and peak RSS (largest process, MB)."""
+    """One timed child process: wall seconds, peak RSS (largest process, MB),
+    and the CPU seconds (user + system) of it and every process it waited for."""
 
     seconds: float
     peak_mb: float
     stdout: str
+    cpu: float = 0.0
 
 
 def run_child(args: Sequence[str], env: dict[str, str] | None = None) -> Run:
@@ -44,9 +46,11 @@ def run_child(args: Sequence[str], env: dict[str, str] | None = None) -> Run:
         "t=time.perf_counter();"
         "p=subprocess.run(sys.argv[1:],capture_output=True,text=True);"
         "dt=time.perf_counter()-t;"
-        "m=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss/1024;"
+        "u=resource.getrusage(resource.RUSAGE_CHILDREN);"
+        "m=u.ru_maxrss/1024;"
         "sys.stderr.write(p.stderr);"
-        "print(json.dumps({'rc':p.returncode,'s':dt,'mb':m,'out':p.stdout}))"
+        "print(json.dumps({'rc':p.returncode,'s':dt,'mb':m,'out':p.stdout,"
+        "'cpu':u.ru_utime+u.ru_stime}))"
     )
     full_env = {**os.environ, **(env or {})}
     proc = subprocess.run(
@@ -57,7 +61,7 @@ def run_child(args: Sequence[str], env: dict[str, str] | None = None) -> Run:
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     if result["rc"] not in (0,):
         raise SystemExit(f"{' '.join(args)} exited {result['rc']}:\n{proc.stderr}")
-    return Run(result["s"], result["mb"], result["out"])
+    return Run(result["s"], result["mb"], result["out"], result["cpu"])
 
 
 def median(values: Sequence[float]) -> float:

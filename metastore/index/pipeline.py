@@ -37,7 +37,6 @@ from itertools import chain, islice
 from multiprocessing.context import BaseContext
 from typing import TYPE_CHECKING, TypeVar
 
-from metastore.chunking import chunked
 from metastore.errors import ConnectionLostError, DataRefusedError
 from metastore.imageid import check_wadors_root
 from metastore.index.discovery import Entry, discover, shadowed_error
@@ -56,7 +55,7 @@ from metastore.index.sharding import (
 )
 from metastore.locations import legacy_location, location_of
 from metastore.records import ErrorRecord, InstanceRecord, Outcome
-from metastore.store.encode import EncodeMemo, pre_encode
+from metastore.store.encode import EncodeMemo, pack
 
 if TYPE_CHECKING:
     from metastore.store import Store
@@ -72,7 +71,13 @@ BATCH_IMAGES = 20_000
 #: Instances collected past a full batch before they are screened (one
 #: query for many sources, even in a long run of duplicates).
 SCREEN_AT = 64
-#: Sources per worker task: enough to make inter-process traffic cheap.
+#: Sources per chunk: the sources discovered at positions ``k * CHUNK_SIZE``
+#: up to ``(k + 1) * CHUNK_SIZE`` (those that need reading) are one worker
+#: task, encoded together (``store_encode.pack``) and written in one batch.
+#: Cut on the discovery order, not on what is left to read, a chunk a crash
+#: interrupted is the same chunk when the run is done again.  Big enough to
+#: make inter-process traffic cheap and sibling bases pay; a smaller batch
+#: size makes chunks as small.
 CHUNK_SIZE = 16
 #: Tasks queued per worker beyond the one it runs: bounds memory in flight.
 TASKS_PER_WORKER = 3
@@ -95,16 +100,17 @@ _T = TypeVar("_T")
 class _Batches:
     """Collects outcomes and writes them to the store a batch at a time.
 
-    All the instances of one source go into the same batch, so the store
-    replaces a changed source's rows in one transaction.  A batch closes
-    after the source that brings it to ``batch_size`` instances (or
+    All the instances of one chunk (:data:`CHUNK_SIZE`, whole sources) go
+    into the same batch: the store replaces a changed source's rows in one
+    transaction, and the rows the workers encoded together for a chunk
+    (``store_encode.pack``) are written together.  A batch closes after the
+    chunk that brings it to ``batch_size`` instances (or
     :data:`BATCH_IMAGES` images) *the store keeps*: what is collected is
     screened first (``Store.screen``, one query for many sources), and the
-    instances it refuses (duplicates, invalid ones) are only reported.  So
-    which instances share a batch, and so how their values are encoded into
-    rows, does not depend on refused ones: a rerun after a crash, which
-    reads the refused sources again (they are not known), groups the rest
-    as a clean run did and ends with the same rows.
+    instances it refuses (duplicates, invalid ones) are only reported.  A
+    rerun after a crash, which reads the refused sources and the chunks not
+    written again (they are not known), makes the same chunks of them, so
+    it encodes and stores the rest as a clean run did.
     """
 
     def __init__(self, store: Store, batch_size: int, tally: Tally) -> None:
@@ -129,21 +135,48 @@ class _Batches:
         self.duplicates: dict[str, tuple[Entry, int]] = {}
         #: Those of them whose every instance was a duplicate (not indexed).
         self.only_duplicates: set[str] = set()
+        #: The chunk of each collected source with instances, and the last one.
+        self._chunk_of: dict[str, object] = {}
+        self._chunk: object = None
 
     def add(
         self,
         instances: Iterable[InstanceRecord],
         errors: Iterable[ErrorRecord],
         entry: Entry | None = None,
+        chunk: object = None,
     ) -> None:
+        """Collect a source's instances and errors; write the batches now full.
+
+        Args:
+            instances: What the source holds.
+            errors: Its errors (or errors of no source's, e.g. discovery's).
+            entry: The source, to remember it (prune).
+            chunk: The chunk it was read in (``None``: a chunk of its own).
+                A batch is cut when a new chunk begins, so each is written
+                whole.
+        """
         if entry is not None:
             self._entries[entry.source.location] = entry
+        instances = list(instances)
+        if instances:
+            if chunk is None:
+                chunk = object()  # a chunk of its own
+            if chunk != self._chunk:
+                self._fill()  # every chunk collected so far is complete
+                self._chunk = chunk
         for instance in instances:
             self._instances.append(instance)
             self._new_images += len(instance.images)
             self._locations.add(instance.source.location)
+            self._chunk_of[instance.source.location] = chunk
         self._tally.pending = len(self._locations)
         self._errors.extend(errors)
+        if len(self._errors) >= self._size:
+            self._write_errors()
+
+    def _fill(self) -> None:
+        """Write the batches that what is collected fills (whole chunks)."""
         new = len(self._instances) - self._screened
         images = self._images + self._new_images
         full = len(self._instances) >= self._size or images >= BATCH_IMAGES
@@ -154,8 +187,6 @@ class _Batches:
             self._screen()
             while (cut := self._cut()) is not None:
                 self._write(cut)
-        if len(self._errors) >= self._size:
-            self._write_errors()
 
     def flush(self) -> None:
         """Write everything collected (at the end of a run)."""
@@ -207,6 +238,7 @@ class _Batches:
         problems = {e.location for e in self._errors if e.kind != "duplicate"}
         duplicates = {e.location for e in refused if e.kind == "duplicate"}
         for location in {r.source.location for r in new} - kept_at:
+            self._chunk_of.pop(location, None)
             only_duplicates = location not in problems
             self._tally.count("indexed", -1)
             self._tally.count("skipped" if only_duplicates else "failed")
@@ -223,10 +255,14 @@ class _Batches:
         for i in range(self._screened):
             images += len(records[i].images)
             if i + 1 >= self._size or images >= BATCH_IMAGES:
-                # the rest of this source's instances come along
-                location = records[i].source.location
+                # the rest of this chunk (so of this source) comes along
+                chunk_of = self._chunk_of
+                chunk = chunk_of[records[i].source.location]
                 end = i + 1
-                while end < self._screened and records[end].source.location == location:
+                while (
+                    end < self._screened
+                    and chunk_of[records[end].source.location] == chunk
+                ):
                     end += 1
                 return end
         return None
@@ -246,6 +282,7 @@ class _Batches:
         self._commit(instances, errors)
         for location in {r.source.location for r in instances}:
             self._entries.pop(location, None)
+            self._chunk_of.pop(location, None)
         self._pending(pending)
 
     def _write_errors(self) -> None:
@@ -509,7 +546,9 @@ def _index(
         workers = os.cpu_count() or 1
     streams = ReadCache()  # for the sources this process reads while writing
     try:
-        for entry, outcome in _read_all(todo, root, workers):
+        # a batch holds whole chunks: smaller batches asked for, smaller chunks
+        chunk_size = min(CHUNK_SIZE, max(1, batch_size))
+        for chunk, entry, outcome in _read_all(todo, root, workers, chunk_size):
             status: str = outcome.status
             if status == "stream":
                 stream = SourceStream(entry, root, streams)
@@ -519,7 +558,9 @@ def _index(
                 # Under prune, sources with instances are remembered for the
                 # batch they are in (bounded by it): one may be a duplicate.
                 keep = prune and bool(outcome.instances)
-                batches.add(outcome.instances, outcome.errors, entry if keep else None)
+                batches.add(
+                    outcome.instances, outcome.errors, entry if keep else None, chunk
+                )
             if status == "failed":
                 note_failed(outcome.location)
             elif status != "skipped" or outcome.location in batches.only_duplicates:
@@ -694,9 +735,13 @@ def _to_read(
     batches: _Batches,
     note: Callable[[str], None],
     note_failed: Callable[[str], None],
-) -> Iterator[Entry]:
-    """Count what needs no reading (unchanged, discovery errors); yield the rest."""
-    for item in found:
+) -> Iterator[tuple[int, Entry]]:
+    """Count what needs no reading (unchanged, discovery errors); yield the rest.
+
+    Each with its position in ``found`` (which :data:`CHUNK_SIZE` chunks
+    are cut on).
+    """
+    for position, item in enumerate(found):
         if isinstance(item, ErrorRecord):
             tally.count("files_seen")
             tally.count("failed")
@@ -714,22 +759,42 @@ def _to_read(
                 tally.error(error)
                 batches.add((), (error,))
             continue
-        yield item
+        yield position, item
 
 
 def _ignore(location: str) -> None:
     """Forget a location (without prune nothing needs to remember it)."""
 
 
+def _chunks(
+    entries: Iterator[tuple[int, Entry]], size: int
+) -> Iterator[tuple[int, list[Entry]]]:
+    """The entries by chunk of ``size`` discovery positions (:data:`CHUNK_SIZE`)."""
+    key = -1
+    chunk: list[Entry] = []
+    for position, entry in entries:
+        if position // size != key:
+            if chunk:
+                yield key, chunk
+            key, chunk = position // size, []
+        chunk.append(entry)
+    if chunk:
+        yield key, chunk
+
+
 def _read_all(
-    entries: Iterator[Entry], root: str | None, workers: int
-) -> Iterator[tuple[Entry, Outcome]]:
+    entries: Iterator[tuple[int, Entry]],
+    root: str | None,
+    workers: int,
+    chunk_size: int = CHUNK_SIZE,
+) -> Iterator[tuple[int, Entry, Outcome]]:
     """Read every entry, in worker processes when there are enough of them.
 
-    Yields each entry with its outcome, in discovery order whatever the
-    number of workers, so a run gives the same store with 1 or N workers.
+    Yields each entry with its chunk and outcome, in discovery order
+    whatever the number of workers; chunks are read and encoded alike in
+    both ways, so a run gives the same store with 1 or N workers.
     """
-    chunks = chunked(entries, CHUNK_SIZE)
+    chunks = _chunks(entries, chunk_size)
     if workers <= 1:
         yield from _read_here(chunks, root)
         return
@@ -740,9 +805,9 @@ def _read_all(
     context = _process_context()
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init)
     try:
-        pending: deque[tuple[list[Entry], Future[list[Outcome]]]] = deque()
-        for chunk in chain(first, chunks):
-            pending.append((chunk, pool.submit(_read_chunk, chunk, root)))
+        pending: deque[tuple[int, list[Entry], Future[list[Outcome]]]] = deque()
+        for key, chunk in chain(first, chunks):
+            pending.append((key, chunk, pool.submit(_read_chunk, chunk, root)))
             while len(pending) > workers * TASKS_PER_WORKER:
                 yield from _result(*pending.popleft())
         while pending:
@@ -763,13 +828,16 @@ def _process_context() -> BaseContext:
 
 
 def _result(
-    chunk: list[Entry], future: Future[list[Outcome]]
-) -> list[tuple[Entry, Outcome]]:
+    key: int, chunk: list[Entry], future: Future[list[Outcome]]
+) -> list[tuple[int, Entry, Outcome]]:
     try:
-        return list(zip(chunk, future.result(), strict=True))
+        return [
+            (key, entry, outcome)
+            for entry, outcome in zip(chunk, future.result(), strict=True)
+        ]
     except Exception as exc:  # a worker died (out of memory, a crash in a codec)
         reason = f"worker process failed: {type(exc).__name__}: {exc}"
-        return [(entry, _crashed(entry, reason)) for entry in chunk]
+        return [(key, entry, _crashed(entry, reason)) for entry in chunk]
 
 
 def _crashed(entry: Entry, reason: str) -> Outcome:
@@ -780,13 +848,16 @@ def _crashed(entry: Entry, reason: str) -> Outcome:
 
 
 def _read_here(
-    chunks: Iterator[list[Entry]], root: str | None
-) -> Iterator[tuple[Entry, Outcome]]:
+    chunks: Iterator[tuple[int, list[Entry]]], root: str | None
+) -> Iterator[tuple[int, Entry, Outcome]]:
+    """:func:`_read_all` in this process: the workers' task, chunk by chunk."""
     zips = ReadCache()
     try:
-        for chunk in chunks:
-            for entry in chunk:
-                yield entry, read_entry(entry, root, zips)
+        for key, chunk in chunks:
+            for entry, outcome in zip(
+                chunk, _read_chunk(chunk, root, zips), strict=True
+            ):
+                yield key, entry, outcome
     finally:
         zips.close()
 
@@ -823,15 +894,24 @@ _PR_SET_PDEATHSIG = 1
 _WORKER_ZIPS = ReadCache()
 
 
-def _read_chunk(chunk: list[Entry], root: str | None) -> list[Outcome]:
+def _read_chunk(
+    chunk: list[Entry], root: str | None, zips: ReadCache = _WORKER_ZIPS
+) -> list[Outcome]:
     """Worker task: read a chunk of entries, encoded for the store.
 
-    Encoding the values here (``store_encode.pre_encode``) keeps that work
-    off the writing process, and bytes pickle faster than nested dicts.
+    The chunk's instances are encoded here down to their rows' bytes
+    (``store_encode.pack``, siblings compressed against each other): that
+    work stays off the writing process, and compressed bytes pickle far
+    faster than nested dicts.
     """
-    outcomes = [read_entry(entry, root, _WORKER_ZIPS) for entry in chunk]
-    memo = EncodeMemo()  # equal values of the chunk are encoded and pickled once
-    return [
-        replace(o, instances=pre_encode(o.instances, memo)) if o.instances else o
-        for o in outcomes
-    ]
+    outcomes = [read_entry(entry, root, zips) for entry in chunk]
+    records = pack([r for o in outcomes for r in o.instances], EncodeMemo())
+    out: list[Outcome] = []
+    start = 0
+    for outcome in outcomes:
+        if outcome.instances:
+            end = start + len(outcome.instances)
+            outcome = replace(outcome, instances=records[start:end])
+            start = end
+        out.append(outcome)
+    return out

@@ -4,7 +4,9 @@ This module owns what happens to a batch before its transaction: validation
 (UIDs, ranges, error kinds), duplicates within the batch, and encoding: the
 DICOM JSON and module values of each series compressed against sibling
 bases, an image's own values gathered into a composite, imageIds split and
-hashed.  Pure Python; private to the store.
+hashed.  The encoding can also be done beforehand, a chunk of records at a
+time in the indexer's workers (:func:`pack`); a batch then only assembles
+it.  Pure Python; private to the store.
 """
 
 from __future__ import annotations
@@ -94,6 +96,31 @@ class Prepared:
     #: duplicates: what they held before goes all the same (their content
     #: changed, and it is not what they hold now).
     replaced: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class ValuePool:
+    """The value and base rows that the packed instances of one chunk refer to.
+
+    Shared by those instances (so it pickles once per worker task); a batch
+    takes from it the rows its kept instances need.
+    """
+
+    #: digest -> (blob, digest of its base or None), as ``Prepared.values``.
+    values: dict[bytes, tuple[bytes, bytes | None]]
+    #: base digest -> blob, as ``Prepared.bases``.
+    bases: dict[bytes, bytes]
+    module_types: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Packed:
+    """One instance encoded where it was read (``InstanceRecord.packed``)."""
+
+    dicom_json: bytes
+    dicom_json_base: bytes | None
+    images: list[EncodedImage]
+    pool: ValuePool
 
 
 def int32(value: int | None) -> int | None:
@@ -354,6 +381,76 @@ def _canonical_json(instance: Any) -> tuple[bytes, int]:
     return codec.canonical(instance)
 
 
+def pack(
+    records: Sequence[InstanceRecord], memo: EncodeMemo | None = None
+) -> list[InstanceRecord]:
+    """Copies of ``records`` encoded down to their rows' bytes, as one chunk.
+
+    What :func:`prepare` does to a batch, done in the indexer's workers on
+    the records of one worker task: each series' DICOM JSON and module
+    values are compressed against bases chosen among the chunk's siblings,
+    and an image's own values gathered into a composite.  The writing
+    process then only screens, assembles and writes (issue 14: its CPU per
+    instance was mostly this compression).  How rows are encoded so depends
+    on which records share a chunk, never on a batch: the indexer makes its
+    chunks from the discovery order and writes each in one transaction, so
+    a rerun after a crash encodes what is left as a clean run did.
+
+    Instances with lazy images stay :func:`pre_encode` records (their frames
+    are built and encoded while they are written).
+
+    Args:
+        records: The records of one chunk, in reading order.
+        memo: As for :func:`pre_encode`.
+    """
+    encoded = pre_encode(records, memo)
+    chunk = Prepared([], {}, {}, set(), [])
+    by_series: dict[str, list[InstanceRecord]] = {}
+    for record in encoded:
+        if not isinstance(record.images, LazyImages):
+            by_series.setdefault(record.series_instance_uid, []).append(record)
+    for series in by_series.values():
+        _encode_series(series, chunk)
+    pool = ValuePool(chunk.values, chunk.bases, frozenset(chunk.module_types))
+    done = {id(item.record): item for item in chunk.instances}
+    out: list[InstanceRecord] = []
+    for record in encoded:
+        item = done.get(id(record))
+        if item is None:
+            out.append(record)
+            continue
+        images = [ImageRecord(i.image_id, i.frame, {}) for i in item.images]
+        packed = Packed(item.dicom_json, item.dicom_json_base, item.images, pool)
+        out.append(
+            dataclasses.replace(record, dicom_json={}, images=images, packed=packed)
+        )
+    return out
+
+
+def _add_packed(records: Sequence[InstanceRecord], batch: Prepared) -> None:
+    """Add records :func:`pack` encoded to ``batch``, with the rows they use."""
+    values, bases = batch.values, batch.bases
+    for record in records:
+        packed = record.packed
+        if not isinstance(packed, Packed):
+            raise TypeError(f"not a packed record: {record.sop_instance_uid}")
+        pool = packed.pool
+        batch.instances.append(
+            EncodedInstance(
+                record, packed.dicom_json, packed.dicom_json_base, packed.images
+            )
+        )
+        if packed.dicom_json_base is not None:
+            bases[packed.dicom_json_base] = pool.bases[packed.dicom_json_base]
+        for image in packed.images:
+            for _, digest in image.refs:
+                if digest not in values:
+                    row = values[digest] = pool.values[digest]
+                    if row[1] is not None:
+                        bases[row[1]] = pool.bases[row[1]]
+        batch.module_types |= pool.module_types
+
+
 def screen(
     instances: Sequence[InstanceRecord],
     stored_at: Mapping[str, str],
@@ -440,7 +537,11 @@ def prepare(
     for record in kept:
         by_series.setdefault(record.series_instance_uid, []).append(record)
     for records in by_series.values():
-        _encode_series(records, batch)
+        packed = [r for r in records if r.packed is not None]
+        if packed:
+            _add_packed(packed, batch)
+        if len(packed) < len(records):
+            _encode_series([r for r in records if r.packed is None], batch)
     return batch
 
 
