@@ -2,8 +2,8 @@
 """Benchmark: the writing process's ceiling (issue 14, target 2).
 
 Prepares records as the indexer's workers do (``metastore.index.read.read_entry``
-then ``metastore.store.encode.pack`` per chunk of 16 files, in this process
-and untimed, except for the worker CPU per file it reports), then feeds
+then ``metastore.store.encode.pack`` per chunk of ``CHUNK_SIZE`` files, in
+this process and untimed, except for the worker CPU per file it reports), then feeds
 them to ``Store.write_batch`` in batches of 500 instances into a fresh
 database and measures the CPU of this process around the writes only
 (``time.process_time``) and the instances/s they reach.
@@ -34,12 +34,12 @@ from benchlib import ensure_archive, median
 
 TARGET_S = 0.0001  # writer CPU per instance
 BATCH = 500
-CHUNK = 16  # files per worker task, as metastore.index.pipeline.CHUNK_SIZE
 
 
 def prepare(archive: Path) -> tuple[list, int, float]:
     """Records as the workers hand them over; (records, files, worker CPU s)."""
     from metastore.index.discovery import Entry, discover
+    from metastore.index.pipeline import CHUNK_SIZE as CHUNK
     from metastore.index.read import ReadCache, read_entry
     from metastore.records import InstanceRecord
     from metastore.store.encode import EncodeMemo, pack

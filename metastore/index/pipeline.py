@@ -33,8 +33,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
-from itertools import chain, islice
+from itertools import chain, groupby, islice
 from multiprocessing.context import BaseContext
+from operator import itemgetter
 from typing import TYPE_CHECKING, TypeVar
 
 from metastore.errors import ConnectionLostError, DataRefusedError
@@ -71,14 +72,20 @@ BATCH_IMAGES = 20_000
 #: Instances collected past a full batch before they are screened (one
 #: query for many sources, even in a long run of duplicates).
 SCREEN_AT = 64
-#: Sources per chunk: the sources discovered at positions ``k * CHUNK_SIZE``
-#: up to ``(k + 1) * CHUNK_SIZE`` (those that need reading) are one worker
-#: task, encoded together (``store_encode.pack``) and written in one batch.
-#: Cut on the discovery order, not on what is left to read, a chunk a crash
-#: interrupted is the same chunk when the run is done again.  Big enough to
-#: make inter-process traffic cheap and sibling bases pay; a smaller batch
-#: size makes chunks as small.
-CHUNK_SIZE = 16
+#: Sources per chunk.  A chunk is a run of discovered sources (those of it
+#: that need reading) read by one worker task, encoded together
+#: (``store_encode.pack``: each of its series compressed against a base of
+#: its own) and written in one batch.  Cut on the discovery order, not on
+#: what is left to read, a chunk a crash interrupted is the same chunk when
+#: the run is done again.  A new folder starts a new chunk once a quarter of
+#: one is filled.  Large enough that a base serves many siblings: chunks of
+#: 16 made the database 5 % larger, of 128 (with the folder cuts) as large
+#: as bases chosen per batch of 500 (scripts/bench_size.py).  A smaller
+#: batch size makes chunks as small.
+CHUNK_SIZE = 128
+#: A chunk also ends after this many bytes of sources, so that a worker
+#: task holds a bounded amount of what large files give (their DICOM JSON).
+CHUNK_BYTES = 64 << 20
 #: Tasks queued per worker beyond the one it runs: bounds memory in flight.
 TASKS_PER_WORKER = 3
 #: Seconds between two progress callbacks.
@@ -539,16 +546,16 @@ def _index(
         found = _noting_unreadable(found, functools.partial(_remember, kept))
     if shard is not None:
         found = in_shard(found, *shard)
-    todo = _to_read(found, known, tally, batches, note, note_failed)
+    # a batch holds whole chunks: smaller batches asked for, smaller chunks
+    chunk_size = min(CHUNK_SIZE, max(1, batch_size))
+    todo = _to_read(found, known, tally, batches, note, note_failed, chunk_size)
     root = wadors_root.removesuffix("/") if wadors_root else None
     next_call = time.perf_counter() + PROGRESS_INTERVAL
     if workers is None:
         workers = os.cpu_count() or 1
     streams = ReadCache()  # for the sources this process reads while writing
     try:
-        # a batch holds whole chunks: smaller batches asked for, smaller chunks
-        chunk_size = min(CHUNK_SIZE, max(1, batch_size))
-        for chunk, entry, outcome in _read_all(todo, root, workers, chunk_size):
+        for chunk, entry, outcome in _read_all(todo, root, workers):
             status: str = outcome.status
             if status == "stream":
                 stream = SourceStream(entry, root, streams)
@@ -735,13 +742,30 @@ def _to_read(
     batches: _Batches,
     note: Callable[[str], None],
     note_failed: Callable[[str], None],
+    chunk_size: int,
 ) -> Iterator[tuple[int, Entry]]:
     """Count what needs no reading (unchanged, discovery errors); yield the rest.
 
-    Each with its position in ``found`` (which :data:`CHUNK_SIZE` chunks
-    are cut on).
+    Each with the number of its chunk: ``found`` is cut into runs of
+    ``chunk_size`` items or :data:`CHUNK_BYTES` bytes of sources, whatever
+    of them needs reading (so the same tree makes the same chunks).
     """
-    for position, item in enumerate(found):
+    chunk = count = size = 0
+    folder = ""
+    for item in found:
+        if isinstance(item, Entry):
+            here = os.path.dirname(item.source.location)
+            # a new folder (often a new series) starts a chunk of its own,
+            # unless the chunk is still small: fewer bases for one series
+            new_folder = here != folder and count >= chunk_size // 4
+            folder = here
+        else:
+            new_folder = False
+        if count == chunk_size or size >= CHUNK_BYTES or new_folder:
+            chunk, count, size = chunk + 1, 0, 0
+        count += 1
+        if isinstance(item, Entry):
+            size += max(0, item.source.size)
         if isinstance(item, ErrorRecord):
             tally.count("files_seen")
             tally.count("failed")
@@ -759,34 +783,21 @@ def _to_read(
                 tally.error(error)
                 batches.add((), (error,))
             continue
-        yield position, item
+        yield chunk, item
 
 
 def _ignore(location: str) -> None:
     """Forget a location (without prune nothing needs to remember it)."""
 
 
-def _chunks(
-    entries: Iterator[tuple[int, Entry]], size: int
-) -> Iterator[tuple[int, list[Entry]]]:
-    """The entries by chunk of ``size`` discovery positions (:data:`CHUNK_SIZE`)."""
-    key = -1
-    chunk: list[Entry] = []
-    for position, entry in entries:
-        if position // size != key:
-            if chunk:
-                yield key, chunk
-            key, chunk = position // size, []
-        chunk.append(entry)
-    if chunk:
-        yield key, chunk
+def _chunks(entries: Iterator[tuple[int, Entry]]) -> Iterator[tuple[int, list[Entry]]]:
+    """The entries grouped by the chunk :func:`_to_read` gave each."""
+    for key, group in groupby(entries, key=itemgetter(0)):
+        yield key, [entry for _, entry in group]
 
 
 def _read_all(
-    entries: Iterator[tuple[int, Entry]],
-    root: str | None,
-    workers: int,
-    chunk_size: int = CHUNK_SIZE,
+    entries: Iterator[tuple[int, Entry]], root: str | None, workers: int
 ) -> Iterator[tuple[int, Entry, Outcome]]:
     """Read every entry, in worker processes when there are enough of them.
 
@@ -794,7 +805,7 @@ def _read_all(
     whatever the number of workers; chunks are read and encoded alike in
     both ways, so a run gives the same store with 1 or N workers.
     """
-    chunks = _chunks(entries, chunk_size)
+    chunks = _chunks(entries)
     if workers <= 1:
         yield from _read_here(chunks, root)
         return
