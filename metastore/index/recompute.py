@@ -31,7 +31,6 @@ from metastore.imageid import ImageId, parse_image_id
 from metastore.index.extract import build_instance
 from metastore.index.pipeline import (
     BATCH_IMAGES,
-    CHUNK_SIZE,
     DEFAULT_BATCH_SIZE,
     PROGRESS_INTERVAL,
     TASKS_PER_WORKER,
@@ -238,6 +237,11 @@ def _stored(store: Store, current: str | None, size: int) -> Iterator[StoredInst
 # --- workers -------------------------------------------------------------
 
 Result = InstanceRecord | ErrorRecord
+
+#: Stored instances per worker task.  Their records are encoded per value
+#: only (``pre_encode``); the writing process compresses them per batch
+#: (``Store.replace_modules``), so no chunk needs to be large.
+CHUNK_SIZE = 16
 
 
 def _recompute_all(

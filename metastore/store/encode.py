@@ -111,6 +111,8 @@ class ValuePool:
     #: base digest -> blob, as ``Prepared.bases``.
     bases: dict[bytes, bytes]
     module_types: frozenset[str]
+    #: How many packed instances refer to it.
+    instances: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,7 +413,9 @@ def pack(
             by_series.setdefault(record.series_instance_uid, []).append(record)
     for series in by_series.values():
         _encode_series(series, chunk)
-    pool = ValuePool(chunk.values, chunk.bases, frozenset(chunk.module_types))
+    pool = ValuePool(
+        chunk.values, chunk.bases, frozenset(chunk.module_types), len(chunk.instances)
+    )
     done = {id(item.record): item for item in chunk.instances}
     out: list[InstanceRecord] = []
     for record in encoded:
@@ -428,27 +432,39 @@ def pack(
 
 
 def _add_packed(records: Sequence[InstanceRecord], batch: Prepared) -> None:
-    """Add records :func:`pack` encoded to ``batch``, with the rows they use."""
-    values, bases = batch.values, batch.bases
+    """Add records :func:`pack` encoded to ``batch``, with the rows they use.
+
+    A pool all of whose instances the batch keeps (a whole chunk, the usual
+    case) gives all its rows at once; otherwise each instance's are picked.
+    """
+    pools: dict[int, tuple[ValuePool, list[Packed]]] = {}
     for record in records:
         packed = record.packed
         if not isinstance(packed, Packed):
             raise TypeError(f"not a packed record: {record.sop_instance_uid}")
-        pool = packed.pool
         batch.instances.append(
             EncodedInstance(
                 record, packed.dicom_json, packed.dicom_json_base, packed.images
             )
         )
-        if packed.dicom_json_base is not None:
-            bases[packed.dicom_json_base] = pool.bases[packed.dicom_json_base]
-        for image in packed.images:
-            for _, digest in image.refs:
-                if digest not in values:
-                    row = values[digest] = pool.values[digest]
-                    if row[1] is not None:
-                        bases[row[1]] = pool.bases[row[1]]
+        pools.setdefault(id(packed.pool), (packed.pool, []))[1].append(packed)
+    values, bases = batch.values, batch.bases
+    for pool, members in pools.values():
         batch.module_types |= pool.module_types
+        if len(members) == pool.instances:
+            # values the batch has already keep their encoding: first wins
+            values.update({d: v for d, v in pool.values.items() if d not in values})
+            bases.update(pool.bases)
+            continue
+        for packed in members:
+            if packed.dicom_json_base is not None:
+                bases[packed.dicom_json_base] = pool.bases[packed.dicom_json_base]
+            for image in packed.images:
+                for _, digest in image.refs:
+                    if digest not in values:
+                        row = values[digest] = pool.values[digest]
+                        if row[1] is not None:
+                            bases[row[1]] = pool.bases[row[1]]
 
 
 def screen(
