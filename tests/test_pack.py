@@ -8,6 +8,7 @@ split over batches, or on which of its instances a batch refuses.
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -122,3 +123,27 @@ def test_workers_and_chunks_change_no_row(
             assert report.ok and report.instances == 40
             results.append((export(store), rows(store)))
     assert results[0] == results[1]
+
+
+def test_a_packed_record_changed_after_packing_is_checked_again(
+    tmp_path: Path,
+) -> None:
+    """Packing checks a record once; a record changed since is checked anew."""
+    import dataclasses
+
+    records = pack(records_of(three_series(tmp_path / "src")), EncodeMemo())
+    long_uid = "1." + "2" * 70
+    changed = [dataclasses.replace(records[0], sop_instance_uid=long_uid), *records[1:]]
+    with Store(f"sqlite:///{tmp_path / 'uid.sqlite'}") as store:
+        found = store.write_batch(changed)
+        assert [(e.kind, "longer than 64" in e.reason) for e in found] == [
+            ("invalid", True)
+        ]
+    # search attributes are made storable again (NUL becomes U+FFFD)
+    named = dataclasses.replace(records[0], patient_name="Doe\x00Jane")
+    path = tmp_path / "name.sqlite"
+    with Store(f"sqlite:///{path}") as store:
+        assert store.write_batch([named]) == []
+    with sqlite3.connect(path) as conn:
+        names = conn.execute("SELECT patient_name FROM studies").fetchall()
+    assert names == [("Doe\ufffdJane",)]

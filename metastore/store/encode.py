@@ -123,6 +123,10 @@ class Packed:
     dicom_json_base: bytes | None
     images: list[EncodedImage]
     pool: ValuePool
+    #: What :func:`screen`'s checks read of the record (:func:`_checked`),
+    #: when :func:`pack` found it valid: a record that still holds these
+    #: values needs no checking again.  ``None``: check it.
+    checked: tuple[Any, ...] | None = None
 
 
 def int32(value: int | None) -> int | None:
@@ -280,6 +284,22 @@ def _invalid_reason(record: InstanceRecord) -> str | None:
     return None
 
 
+def _checked(record: InstanceRecord) -> tuple[Any, ...]:
+    """Every field of ``record`` that :func:`storable_attributes` and
+    :func:`_invalid_reason` read."""
+    return (
+        record.number_of_frames,
+        record.study_instance_uid,
+        record.series_instance_uid,
+        record.sop_instance_uid,
+        record.sop_class_uid,
+        record.mapping_version,
+        record.source.location,
+        *map(record.__getattribute__, SEARCH_FIELDS),
+        *_image_ids(record),
+    )
+
+
 def _image_ids(record: InstanceRecord) -> list[str]:
     """The imageIds to check of ``record``: lazy images' first stands for all.
 
@@ -405,7 +425,9 @@ def pack(
         records: The records of one chunk, in reading order.
         memo: As for :func:`pre_encode`.
     """
-    encoded = pre_encode(records, memo)
+    # the search attributes made storable here, where the cost is spread
+    # over the workers (the writer then only compares, :func:`screen`)
+    encoded = pre_encode([storable_attributes(r) for r in records], memo)
     chunk = Prepared([], {}, {}, set(), [])
     by_series: dict[str, list[InstanceRecord]] = {}
     for record in encoded:
@@ -423,8 +445,12 @@ def pack(
         if item is None:
             out.append(record)
             continue
+        # (the images below have the same imageIds: what is checked holds)
+        checked = None if _invalid_reason(record) else _checked(record)
+        packed = Packed(
+            item.dicom_json, item.dicom_json_base, item.images, pool, checked
+        )
         images = [ImageRecord(i.image_id, i.frame, {}) for i in item.images]
-        packed = Packed(item.dicom_json, item.dicom_json_base, item.images, pool)
         out.append(
             dataclasses.replace(record, dicom_json={}, images=images, packed=packed)
         )
@@ -499,8 +525,17 @@ def screen(
     # all: the transaction then finds the duplicate, as it finds any race)
     rewritten = {r.source.location for r in instances} | set(first_at.values())
     by_sop: dict[str, InstanceRecord] = {}
-    for record in map(storable_attributes, instances):
-        reason = _invalid_reason(record)
+    for record in instances:
+        packed = record.packed
+        if (
+            type(packed) is not Packed
+            or packed.checked is None
+            or packed.checked != _checked(record)
+        ):
+            record = storable_attributes(record)
+            reason = _invalid_reason(record)
+        else:
+            reason = None  # checked where it was packed, and unchanged since
         if reason is not None:
             location = storable(record.source.location)
             errors.append(ErrorRecord(location, "invalid", reason))
