@@ -704,6 +704,7 @@ def _gather_composites(
         module type or :data:`_COMPOSITE`.
     """
     fresh: dict[str, dict[bytes, tuple[bytes, int]]] = {}
+    shared: dict[tuple[str, bytes], ModuleRef] = {}
     for item, image, entries in encoded:
         own = sorted(e for e in entries if uses[e.digest] == 1)
         composite = None
@@ -724,8 +725,12 @@ def _gather_composites(
             if composite is not None and uses[digest] == 1:
                 refs.append(ModuleRef(name, composite))
                 continue
-            refs.append(ModuleRef(name, digest))
-            fresh.setdefault(name, {}).setdefault(digest, (data, flags))
+            # one object per shared reference: pickled once per chunk
+            ref = shared.get((name, digest))
+            if ref is None:
+                ref = shared[name, digest] = ModuleRef(name, digest)
+                fresh.setdefault(name, {}).setdefault(digest, (data, flags))
+            refs.append(ref)
         item.images.append(EncodedImage(image.image_id, image.frame, refs))
     return fresh
 
