@@ -362,7 +362,9 @@ class Store:
         DICOM JSON gives (as ``metastore.index.extract`` builds them).
 
         Args:
-            instances: the records to store.
+            instances: the records to store; those the indexer's workers
+                encoded (``store.encode.pack``) only have their rows
+                assembled, each chunk with the value rows it brought.
             errors: sources that failed to index, recorded as they are.
             replaced: locations whose instances were all refused as
                 duplicates by :meth:`screen` (so not in ``instances``): what

@@ -587,12 +587,15 @@ def prepare(
     by_series: dict[str, list[InstanceRecord]] = {}
     for record in kept:
         by_series.setdefault(record.series_instance_uid, []).append(record)
+    # packed records (a chunk's series together) first, then the others
+    _add_packed(
+        [r for records in by_series.values() for r in records if r.packed is not None],
+        batch,
+    )
     for records in by_series.values():
-        packed = [r for r in records if r.packed is not None]
-        if packed:
-            _add_packed(packed, batch)
-        if len(packed) < len(records):
-            _encode_series([r for r in records if r.packed is None], batch)
+        plain = [r for r in records if r.packed is None]
+        if plain:
+            _encode_series(plain, batch)
     return batch
 
 
