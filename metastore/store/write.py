@@ -345,11 +345,16 @@ def _insert_sqlite(
 ) -> list[sa.Row[Any]]:
     """:func:`insert_rows` on SQLite: ``rows`` through ``insert``'s text."""
     if insert.processors:
+        # A batch's rows share their timestamp: each value is converted once.
+        done: dict[int, tuple[Any, Any]] = {}
         converted = []
         for row in rows:
             values = list(row)
             for i, process in insert.processors:
-                values[i] = process(values[i])
+                last = done.get(i)
+                if last is None or last[0] is not values[i]:
+                    last = done[i] = (values[i], process(values[i]))
+                values[i] = last[1]
             converted.append(tuple(values))
         rows = converted
     elif not isinstance(rows[0], tuple):
@@ -574,19 +579,20 @@ def _write_studies_and_series(
     Instance UID in each (what :func:`settle` keeps when they are new);
     stored rows are left for :func:`settle` to decide.
     """
+    # The lowest record of each study and series (it wins the dict), whose
+    # values alone are computed: a batch has many instances per series.
+    ordered = _lowest_first(records)
+    study_of = {r.study_instance_uid: r for r in ordered}
+    series_of = {r.series_instance_uid: r for r in ordered}
     studies = {
-        r.study_instance_uid: {"study_instance_uid": r.study_instance_uid}
-        | study_values(r)
-        for r in _lowest_first(records)
+        uid: {"study_instance_uid": uid} | study_values(r)
+        for uid, r in study_of.items()
     }
     study_ids = _insert_keyed(conn, t.studies, "study_instance_uid", studies)
     series = {
-        r.series_instance_uid: {
-            "series_instance_uid": r.series_instance_uid,
-            "study_id": study_ids[r.study_instance_uid],
-        }
+        uid: {"series_instance_uid": uid, "study_id": study_ids[r.study_instance_uid]}
         | series_values(r)
-        for r in _lowest_first(records)
+        for uid, r in series_of.items()
     }
     series_ids = _insert_keyed(conn, t.series, "series_instance_uid", series)
     return study_ids, series_ids
@@ -895,9 +901,9 @@ def write_frames(
                     )
                 )
                 continue
-            module_rows.extend(
+            module_rows += [
                 (row_id, type_ids[module_type], value_ids[d]) for module_type, d in refs
-            )
+            ]
     write_image_modules(conn, module_rows)
     return new_errors
 
@@ -982,7 +988,7 @@ def write_values(
         for d in missing:
             blob, base = batch.values[d]
             rows[d] = (blob, None if base is None else base_ids[base])
-        known.update(write_rows(conn, rows))
+        known.update(write_rows(conn, rows, selected=True))
     return known
 
 
@@ -996,27 +1002,32 @@ def _select_ids(conn: Connection, digests: Iterable[bytes]) -> dict[bytes, int]:
 
 
 def write_rows(
-    conn: Connection, rows: dict[bytes, tuple[bytes, int | None]]
+    conn: Connection,
+    rows: dict[bytes, tuple[bytes, int | None]],
+    *,
+    selected: bool = False,
 ) -> dict[bytes, int]:
     """Insert-or-ignore module_values ``{digest: (blob, base_id)}``; return ids.
 
     Rows already stored (by digest) are left as they are.  Inserted in digest
     order so that concurrent writers take row locks in one order.
+    ``selected``: the caller looked ``rows`` up in this transaction and found
+    none (a row a concurrent writer stored since is still left as it is).
     """
     if not rows:
         return {}
-    known = _select_ids(conn, rows)
+    known = {} if selected else _select_ids(conn, rows)
     missing = sorted(d for d in rows if d not in known)
     if missing:
-        # PostgreSQL returns the ids of the rows it inserted; SQLite's are
-        # selected with those a concurrent writer stored first.
+        # The ids of the rows inserted come back; those a concurrent writer
+        # stored first are selected.
         inserted = insert_rows(
             conn,
             t.module_values,
             ["digest", "value", "base_id"],
             [(d, rows[d][0], rows[d][1]) for d in missing],
             conflict="digest",
-            returning=["digest", "id"] if is_postgres(conn) else [],
+            returning=["digest", "id"],
         )
         known.update((bytes(row.digest), row.id) for row in inserted)
         rest = [d for d in missing if d not in known]
