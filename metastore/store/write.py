@@ -17,7 +17,7 @@ from itertools import chain, islice
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from metastore.attributes import SearchAttributes, search_attributes
@@ -81,13 +81,6 @@ SERIES_FIELDS = (
     "series_description_key",
     *attrs.SERIES_COLUMNS,
 )
-
-
-def insert(conn: Connection, table: sa.Table) -> Any:
-    """The dialect ``INSERT`` that has ``on_conflict_do_*`` for ``conn``."""
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
 
 
 def is_postgres(conn: Connection) -> bool:
