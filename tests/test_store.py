@@ -932,3 +932,58 @@ def test_module_type_ids_are_not_spent_by_every_batch(db_url: str) -> None:
                 ).scalar_one()
     assert count == 4
     assert drawn == count
+
+
+def test_insert_rows_over_several_pages_returns_each_row_once(db_url: str) -> None:
+    """``insert_rows`` with ``RETURNING`` over more rows than one ``VALUES``
+    page (SQLite's) or one ``unnest`` (PostgreSQL's): every row inserted
+    comes back once, a stored key is skipped (``DO NOTHING``) or updated and
+    returned (``DO UPDATE``), and a timestamp reads back as written."""
+    from datetime import UTC, datetime
+
+    from metastore.store import write as store_write
+
+    n = store_write.SQLITE_PAGE_ROWS * 2 + 7
+    p, src = t.image_id_prefixes, t.sources
+    with Store(db_url) as store, store.engine.begin() as conn:
+
+        def prefixes(numbers: range) -> list[sa.Row[Any]]:
+            return store_write.insert_rows(
+                conn,
+                p,
+                ["prefix"],
+                [(f"p{i:05d}",) for i in numbers],
+                conflict="prefix",
+                returning=["prefix", "id"],
+            )
+
+        first = prefixes(range(n))
+        assert sorted(row.prefix for row in first) == [f"p{i:05d}" for i in range(n)]
+        assert len({row.id for row in first}) == n
+        again = prefixes(range(n - 5, n + 5))
+        assert sorted(row.prefix for row in again) == [
+            f"p{i:05d}" for i in range(n, n + 5)
+        ]
+
+        now = datetime(2026, 12, 6, 7, 8, 9, 123456, tzinfo=UTC)
+
+        def upsert(size: int) -> dict[str, int]:
+            rows = store_write.insert_rows(
+                conn,
+                src,
+                ["location", "size", "mtime_ns", "indexed_at"],
+                [(f"/s/{i:05d}", size, i, now) for i in range(n)],
+                conflict="location",
+                update=["size", "mtime_ns", "indexed_at"],
+                returning=["location", "id"],
+            )
+            assert len(rows) == n
+            return {row.location: row.id for row in rows}
+
+        assert upsert(1) == upsert(2)
+        stored = conn.execute(sa.select(src.c.size, src.c.indexed_at)).all()
+    assert {size for size, _ in stored} == {2}
+    # SQLite returns the stored text as a naive datetime, PostgreSQL an aware one.
+    assert {
+        at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC) for _, at in stored
+    } == {now}

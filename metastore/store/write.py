@@ -13,11 +13,11 @@ import dataclasses
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import islice
+from itertools import chain, islice
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from metastore.attributes import SearchAttributes, search_attributes
@@ -83,13 +83,6 @@ SERIES_FIELDS = (
 )
 
 
-def insert(conn: Connection, table: sa.Table) -> Any:
-    """The dialect ``INSERT`` that has ``on_conflict_do_*`` for ``conn``."""
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
-
-
 def is_postgres(conn: Connection) -> bool:
     """Whether ``conn`` talks to PostgreSQL (which gets the array statements)."""
     return conn.dialect.name == "postgresql"
@@ -120,12 +113,71 @@ def select_map(
     columns: Sequence[Any],
     keys: Iterable[Any],
 ) -> dict[Any, sa.Row[Any]]:
-    """``{key: row}`` for the rows whose ``key`` is in ``keys``."""
+    """``{key: row}`` for the rows whose ``key`` is in ``keys``.
+
+    ``key`` and ``columns`` are columns of one table.  SQLite: a plain
+    ``SELECT ... WHERE key IN (?, ...)`` text per chunk of :data:`CHUNK`
+    sorted keys (:func:`sqlite_in`), without SQLAlchemy's per-key work
+    for an expanding ``IN``.
+    """
     found: dict[Any, sa.Row[Any]] = {}
-    for where in key_in(conn, key, sorted(set(keys))):
+    wanted = sorted(set(keys))
+    table = None if is_postgres(conn) else _table_of(conn, key, columns)
+    if table is not None:
+        names = ", ".join(_quote(conn, c.name) for c in (key, *columns))
+        sql = (
+            f"SELECT {names} FROM {_quote(conn, table.name)} "
+            f"WHERE {names.partition(', ')[0]} IN {{keys}}"
+        )
+        for text, params in sqlite_in(sql, wanted):
+            for row in conn.exec_driver_sql(text, params):
+                found[row[0]] = row
+        return found
+    for where in key_in(conn, key, wanted):
         for row in conn.execute(sa.select(key, *columns).where(where)):
             found[row[0]] = row
     return found
+
+
+def _table_of(
+    conn: Connection, key: sa.ColumnElement[Any], columns: Sequence[Any]
+) -> sa.Table | None:
+    """The table of ``key`` and ``columns`` if they are columns of one table
+    whose values need no result processing (``None`` otherwise).
+
+    Then the driver's values are what SQLAlchemy would return (a
+    ``DateTime`` column would not be: SQLAlchemy parses its text on SQLite).
+    """
+    table = getattr(key, "table", None)
+    if not isinstance(table, sa.Table):
+        return None
+    for column in (key, *columns):
+        if not isinstance(column, sa.Column) or column.table is not table:
+            return None
+        if column.type.dialect_impl(conn.dialect).result_processor(
+            conn.dialect, column.type
+        ):
+            return None
+    return table
+
+
+def _quote(conn: Connection, name: str) -> str:
+    """``name`` as SQLAlchemy spells the identifier (quoted if it must be)."""
+    return conn.dialect.identifier_preparer.quote(name)
+
+
+def sqlite_in(sql: str, keys: Sequence[Any]) -> Iterator[tuple[str, tuple[Any, ...]]]:
+    """``(text, parameters)`` of SQLite ``sql`` for each chunk of ``keys``.
+
+    ``sql`` has ``{keys}`` where the ``(?, ?, ...)`` list of a chunk of at
+    most :data:`CHUNK` keys goes, and no other parameter.  The caller runs
+    each with ``conn.exec_driver_sql`` (statement listeners and driver-error
+    mapping as for any statement): the keys are bound as they are, as
+    SQLAlchemy binds ``str``, ``int`` and ``bytes`` for sqlite3, without its
+    work per key of an expanding ``IN``.
+    """
+    for part in chunked(keys, CHUNK):
+        yield sql.format(keys="(" + ", ".join("?" * len(part)) + ")"), tuple(part)
 
 
 #: PostgreSQL ``INSERT ... SELECT FROM unnest(...)`` texts, by their shape.
@@ -156,6 +208,90 @@ def _unnest_sql(
     return sql
 
 
+def _conflict_clause(conflict: str | None, update: Sequence[str]) -> str:
+    """`` ON CONFLICT (conflict) DO ...`` (both backends spell it alike), or ``""``."""
+    if conflict is None:
+        return ""
+    action = (
+        "DO UPDATE SET " + ", ".join(f"{name} = EXCLUDED.{name}" for name in update)
+        if update
+        else "DO NOTHING"
+    )
+    return f" ON CONFLICT ({conflict}) {action}"
+
+
+#: Bound parameters one SQLite statement may have: the default limit since
+#: SQLite 3.32 (the store needs 3.35 for ``RETURNING``).
+SQLITE_MAX_PARAMETERS = 32766
+#: Rows per SQLite ``INSERT ... VALUES ... RETURNING`` page, at most
+#: (SQLAlchemy's page size): a batch's full pages share one statement text,
+#: which sqlite3 keeps prepared per connection.
+SQLITE_PAGE_ROWS = 1000
+
+
+class _SqliteInsert(NamedTuple):
+    """The parts of a SQLite ``INSERT`` text of one shape (:func:`_sqlite_insert`)."""
+
+    #: ``INSERT INTO table (a, b) VALUES ``.
+    head: str
+    #: One row's ``(?, ?)``.
+    row: str
+    #: The conflict clause and ``RETURNING``, if any.
+    tail: str
+    #: ``(position, bind processor)`` of the columns SQLAlchemy converts
+    #: before sqlite3 gets them (``DateTime`` to its text).
+    processors: tuple[tuple[int, Any], ...]
+    #: Rows per ``VALUES`` page under :data:`SQLITE_MAX_PARAMETERS`.
+    page: int
+    #: Whether it has ``RETURNING`` (sent as ``VALUES`` pages, not
+    #: ``executemany``, which returns no rows).
+    returns: bool
+
+
+_SQLITE_INSERTS: dict[
+    tuple[str, tuple[str, ...], str, tuple[str, ...]], _SqliteInsert
+] = {}
+
+
+def _sqlite_insert(
+    conn: Connection,
+    table: sa.Table,
+    columns: Sequence[str],
+    conflict_clause: str,
+    returning: Sequence[str],
+) -> _SqliteInsert:
+    """The SQLite ``INSERT`` of this shape, built once per process."""
+    shape = (table.name, tuple(columns), conflict_clause, tuple(returning))
+    found = _SQLITE_INSERTS.get(shape)
+    if found is None:
+        dialect = conn.dialect
+        processors = []
+        for i, name in enumerate(columns):
+            type_ = table.c[name].type
+            # sqlite3 stores bytes as SQLAlchemy's Binary wrapper would.
+            if isinstance(type_, sa.LargeBinary):
+                continue
+            process = type_.dialect_impl(dialect).bind_processor(dialect)
+            if process is not None:
+                processors.append((i, process))
+        tail = conflict_clause
+        if returning:
+            tail += " RETURNING " + ", ".join(_quote(conn, n) for n in returning)
+        found = _SqliteInsert(
+            head=(
+                f"INSERT INTO {_quote(conn, table.name)} "
+                f"({', '.join(_quote(conn, n) for n in columns)}) VALUES "
+            ),
+            row="(" + ", ".join("?" * len(columns)) + ")",
+            tail=tail,
+            processors=tuple(processors),
+            page=max(1, min(SQLITE_PAGE_ROWS, SQLITE_MAX_PARAMETERS // len(columns))),
+            returns=bool(returning),
+        )
+        _SQLITE_INSERTS[shape] = found
+    return found
+
+
 def insert_rows(
     conn: Connection,
     table: sa.Table,
@@ -177,43 +313,53 @@ def insert_rows(
     statement: one round trip with one array per column, whatever the number
     of rows, instead of a row-per-statement ``executemany`` or a ``VALUES``
     list the driver must parse.  The rows go in in the order of the arrays,
-    so concurrent writers still lock keys in one order.  SQLite gets the
-    same through SQLAlchemy (``executemany``, or ``VALUES`` pages with
-    ``RETURNING``).
+    so concurrent writers still lock keys in one order.  SQLite gets a plain
+    ``INSERT`` text too (:func:`_sqlite_insert`), sent with the row tuples
+    as they are: sqlite3's ``executemany``, or with ``RETURNING`` multi-row
+    ``VALUES`` pages (rows in order), without SQLAlchemy's work per row.
     """
     if not rows:
         return []
+    clause = _conflict_clause(conflict, update)
     if is_postgres(conn):
-        clause = ""
-        if conflict is not None:
-            action = (
-                "DO UPDATE SET "
-                + ", ".join(f"{name} = EXCLUDED.{name}" for name in update)
-                if update
-                else "DO NOTHING"
-            )
-            clause = f" ON CONFLICT ({conflict}) {action}"
         sql = _unnest_sql(conn, table, columns, clause, returning)
         params = {
             f"c{i}": list(values) for i, values in enumerate(zip(*rows, strict=True))
         }
         result = conn.exec_driver_sql(sql, params)
         return list(result.all()) if returning else []
-    stmt = insert(conn, table)
-    if conflict is not None:
-        if update:
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[conflict],
-                set_={name: stmt.excluded[name] for name in update},
-            )
-        else:
-            stmt = stmt.on_conflict_do_nothing(index_elements=[conflict])
-    dicts = [dict(zip(columns, row, strict=True)) for row in rows]
-    if returning:
-        stmt = stmt.returning(*(table.c[name] for name in returning))
-        return list(conn.execute(stmt, dicts).all())
-    conn.execute(stmt, dicts)
-    return []
+    return _insert_sqlite(
+        conn, _sqlite_insert(conn, table, columns, clause, returning), rows
+    )
+
+
+def _insert_sqlite(
+    conn: Connection, insert: _SqliteInsert, rows: Sequence[Sequence[Any]]
+) -> list[sa.Row[Any]]:
+    """:func:`insert_rows` on SQLite: ``rows`` through ``insert``'s text."""
+    if insert.processors:
+        # A batch's rows share their timestamp: each value is converted once.
+        done: dict[int, tuple[Any, Any]] = {}
+        converted = []
+        for row in rows:
+            values = list(row)
+            for i, process in insert.processors:
+                last = done.get(i)
+                if last is None or last[0] is not values[i]:
+                    last = done[i] = (values[i], process(values[i]))
+                values[i] = last[1]
+            converted.append(tuple(values))
+        rows = converted
+    elif not isinstance(rows[0], tuple):
+        rows = [tuple(row) for row in rows]
+    if not insert.returns:
+        conn.exec_driver_sql(insert.head + insert.row + insert.tail, list(rows))
+        return []
+    found: list[sa.Row[Any]] = []
+    for part in chunked(rows, insert.page):
+        sql = insert.head + ", ".join([insert.row] * len(part)) + insert.tail
+        found += conn.exec_driver_sql(sql, tuple(chain.from_iterable(part))).all()
+    return found
 
 
 #: How PostgreSQL receives the ``image_modules`` rows of a batch.
@@ -426,19 +572,20 @@ def _write_studies_and_series(
     Instance UID in each (what :func:`settle` keeps when they are new);
     stored rows are left for :func:`settle` to decide.
     """
+    # The lowest record of each study and series (it wins the dict), whose
+    # values alone are computed: a batch has many instances per series.
+    ordered = _lowest_first(records)
+    study_of = {r.study_instance_uid: r for r in ordered}
+    series_of = {r.series_instance_uid: r for r in ordered}
     studies = {
-        r.study_instance_uid: {"study_instance_uid": r.study_instance_uid}
-        | study_values(r)
-        for r in _lowest_first(records)
+        uid: {"study_instance_uid": uid} | study_values(r)
+        for uid, r in study_of.items()
     }
     study_ids = _insert_keyed(conn, t.studies, "study_instance_uid", studies)
     series = {
-        r.series_instance_uid: {
-            "series_instance_uid": r.series_instance_uid,
-            "study_id": study_ids[r.study_instance_uid],
-        }
+        uid: {"series_instance_uid": uid, "study_id": study_ids[r.study_instance_uid]}
         | series_values(r)
-        for r in _lowest_first(records)
+        for uid, r in series_of.items()
     }
     series_ids = _insert_keyed(conn, t.series, "series_instance_uid", series)
     return study_ids, series_ids
@@ -663,8 +810,13 @@ def _replace_errors(
     """
     locations = {r.source.location for r in records} | {e.location for e in errors}
     locations -= state.cleared
-    for where in key_in(conn, t.index_errors.c.location, sorted(locations)):
-        conn.execute(sa.delete(t.index_errors).where(where))
+    if is_postgres(conn):
+        for where in key_in(conn, t.index_errors.c.location, sorted(locations)):
+            conn.execute(sa.delete(t.index_errors).where(where))
+    else:
+        sql = "DELETE FROM index_errors WHERE location IN {keys}"
+        for text, params in sqlite_in(sql, sorted(locations)):
+            conn.exec_driver_sql(text, params)
     state.cleared |= locations
     insert_rows(
         conn,
@@ -742,9 +894,9 @@ def write_frames(
                     )
                 )
                 continue
-            module_rows.extend(
+            module_rows += [
                 (row_id, type_ids[module_type], value_ids[d]) for module_type, d in refs
-            )
+            ]
     write_image_modules(conn, module_rows)
     return new_errors
 
@@ -829,7 +981,7 @@ def write_values(
         for d in missing:
             blob, base = batch.values[d]
             rows[d] = (blob, None if base is None else base_ids[base])
-        known.update(write_rows(conn, rows))
+        known.update(write_rows(conn, rows, selected=True))
     return known
 
 
@@ -843,27 +995,32 @@ def _select_ids(conn: Connection, digests: Iterable[bytes]) -> dict[bytes, int]:
 
 
 def write_rows(
-    conn: Connection, rows: dict[bytes, tuple[bytes, int | None]]
+    conn: Connection,
+    rows: dict[bytes, tuple[bytes, int | None]],
+    *,
+    selected: bool = False,
 ) -> dict[bytes, int]:
     """Insert-or-ignore module_values ``{digest: (blob, base_id)}``; return ids.
 
     Rows already stored (by digest) are left as they are.  Inserted in digest
     order so that concurrent writers take row locks in one order.
+    ``selected``: the caller looked ``rows`` up in this transaction and found
+    none (a row a concurrent writer stored since is still left as it is).
     """
     if not rows:
         return {}
-    known = _select_ids(conn, rows)
+    known = {} if selected else _select_ids(conn, rows)
     missing = sorted(d for d in rows if d not in known)
     if missing:
-        # PostgreSQL returns the ids of the rows it inserted; SQLite's are
-        # selected with those a concurrent writer stored first.
+        # The ids of the rows inserted come back; those a concurrent writer
+        # stored first are selected.
         inserted = insert_rows(
             conn,
             t.module_values,
             ["digest", "value", "base_id"],
             [(d, rows[d][0], rows[d][1]) for d in missing],
             conflict="digest",
-            returning=["digest", "id"] if is_postgres(conn) else [],
+            returning=["digest", "id"],
         )
         known.update((bytes(row.digest), row.id) for row in inserted)
         rest = [d for d in missing if d not in known]
@@ -894,6 +1051,14 @@ def _instances_of_sources(
     conn: Connection, source_ids: Sequence[int]
 ) -> list[_OldInstance]:
     """The instances of ``source_ids``."""
+    if not is_postgres(conn):
+        return [
+            _OldInstance(*row)
+            for text, params in sqlite_in(
+                _SQLITE_INSTANCES_OF_SOURCES, sorted(source_ids)
+            )
+            for row in conn.exec_driver_sql(text, params)
+        ]
     ins = t.instances
     columns = (ins.c.id, ins.c.series_id, ins.c.sop_instance_uid)
     return [
@@ -903,9 +1068,32 @@ def _instances_of_sources(
     ]
 
 
+#: SQLite's statements of :func:`_instances_of_sources`,
+#: :func:`delete_instances` and :func:`drop_empty_sources` (:func:`sqlite_in`).
+_SQLITE_INSTANCES_OF_SOURCES = (
+    "SELECT id, series_id, sop_instance_uid FROM instances WHERE source_id IN {keys}"
+)
+_SQLITE_DELETE_INSTANCES = (
+    "DELETE FROM image_modules WHERE image_id IN "
+    "(SELECT images.id FROM images WHERE images.instance_id IN {keys})",
+    "DELETE FROM images WHERE instance_id IN {keys}",
+    "DELETE FROM instances WHERE id IN {keys}",
+)
+_SQLITE_DROP_EMPTY_SOURCES = (
+    "DELETE FROM sources WHERE id IN {keys} AND NOT (EXISTS "
+    "(SELECT instances.id FROM instances WHERE instances.source_id = sources.id))"
+)
+
+
 def delete_instances(conn: Connection, instance_ids: Sequence[int]) -> int:
     """Delete instances by id with their images and image_modules rows."""
+    postgres = is_postgres(conn)
     for part in chunked(sorted(instance_ids), CHUNK):
+        if not postgres:
+            for sql in _SQLITE_DELETE_INSTANCES:
+                for text, params in sqlite_in(sql, part):
+                    conn.exec_driver_sql(text, params)
+            continue
         images = sa.select(t.images.c.id).where(t.images.c.instance_id.in_(part))
         conn.execute(
             sa.delete(t.image_modules).where(t.image_modules.c.image_id.in_(images))
@@ -917,6 +1105,10 @@ def delete_instances(conn: Connection, instance_ids: Sequence[int]) -> int:
 
 def drop_empty_sources(conn: Connection, source_ids: Sequence[int]) -> None:
     """Delete those of ``source_ids`` that no instance refers to."""
+    if not is_postgres(conn):
+        for text, params in sqlite_in(_SQLITE_DROP_EMPTY_SOURCES, sorted(source_ids)):
+            conn.exec_driver_sql(text, params)
+        return
     used = sa.select(t.instances.c.id).where(t.instances.c.source_id == t.sources.c.id)
     for where in key_in(conn, t.sources.c.id, sorted(source_ids)):
         conn.execute(sa.delete(t.sources).where(where, ~used.exists()))
@@ -1032,6 +1224,8 @@ def _locked(
     conn: Connection, table: sa.Table, columns: Sequence[Any], ids: Collection[int]
 ) -> dict[int, sa.Row[Any]]:
     """``{id: row}`` of ``table``'s rows ``ids``, locked on PostgreSQL (in id order)."""
+    if not is_postgres(conn):  # nothing to lock: the transaction holds the database
+        return select_map(conn, table.c.id, columns, ids)
     found: dict[int, sa.Row[Any]] = {}
     for where in key_in(conn, table.c.id, sorted(ids)):
         stmt = sa.select(table.c.id, *columns).where(where).order_by(table.c.id)
@@ -1040,6 +1234,21 @@ def _locked(
         for row in conn.execute(stmt):
             found[row.id] = row
     return found
+
+
+#: SQLite's statements of :func:`_lowest_sops` (by "of series?"), whose
+#: ``min`` compares text by the BINARY collation: by code point.
+_SQLITE_LOWEST_SOPS = {
+    True: (
+        "SELECT series_id, min(sop_instance_uid) FROM instances "
+        "WHERE series_id IN {keys} GROUP BY series_id"
+    ),
+    False: (
+        "SELECT series.study_id, min(instances.sop_instance_uid) FROM instances "
+        "JOIN series ON series.id = instances.series_id "
+        "WHERE series.study_id IN {keys} GROUP BY series.study_id"
+    ),
+}
 
 
 def _lowest_sops(
@@ -1060,6 +1269,11 @@ def _lowest_sops(
         group = se.c.study_id
         source = ins.join(se, se.c.id == ins.c.series_id)
     found: dict[int, str] = {}
+    if not is_postgres(conn):
+        sql = _SQLITE_LOWEST_SOPS[table is se]
+        for text, params in sqlite_in(sql, ids):
+            found.update((id_, uid) for id_, uid in conn.exec_driver_sql(text, params))
+        return found
     for where in key_in(conn, group, ids):
         stmt = (
             sa.select(group, sa.func.min(sop))
@@ -1116,6 +1330,15 @@ def _update(conn: Connection, table: sa.Table, updates: list[dict[str, Any]]) ->
     if not updates:
         return
     columns = [name for name in updates[0] if name != "_id"]
+    if not is_postgres(conn):
+        # A plain text and tuples for sqlite3's executemany; the columns
+        # are text and integers, bound as they are.
+        sets = ", ".join(f"{_quote(conn, name)} = ?" for name in columns)
+        conn.exec_driver_sql(
+            f"UPDATE {_quote(conn, table.name)} SET {sets} WHERE id = ?",
+            [(*(row[name] for name in columns), row["_id"]) for row in updates],
+        )
+        return
     stmt = (
         sa.update(table)
         .where(table.c.id == sa.bindparam("_id"))
