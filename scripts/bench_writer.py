@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Benchmark: the writing process's ceiling (issue 14, target 2).
 
-Prepares records as the indexer's workers do (``metastore.index.read.read_entry``
-then ``metastore.store.encode.pack`` per chunk of ``CHUNK_SIZE`` files, in
-this process and untimed, except for the worker CPU per file it reports), then feeds
-them to ``Store.write_batch`` in batches of 500 instances into a fresh
-database and measures the CPU of this process around the writes only
-(``time.process_time``) and the instances/s they reach.
+Prepares chunks as the indexer's workers do (``metastore.index.read.read_entry``
+then ``metastore.store.encode.pack`` per chunk of ``CHUNK_SIZE`` files, and
+pickled; in this process and untimed, except for the worker CPU per file it
+reports), then writes them into a fresh database in batches of whole chunks
+(500 instances or more, as the indexer cuts them) and measures the CPU of
+this process (``time.process_time``) two ways: ``write_batch``, the store's
+call alone (the figure of earlier runs), and ``pipeline``, all the
+indexer's writing process does per batch (unpickle the chunks,
+``Store.screen``, ``write_batch``).
 
 Prints the ratio to the target (0.1 ms of writer CPU per instance, i.e.
 10,000 instances/s) and the projection for 8 and 16 cores,
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
+import pickle
 import pstats
 import shutil
 import sys
@@ -34,47 +38,81 @@ from benchlib import ensure_archive, median
 
 TARGET_S = 0.0001  # writer CPU per instance
 BATCH = 500
+#: Instances per chunk of the archive (single-frame files): batches are cut
+#: after the chunk that brings them to BATCH, as the indexer cuts them.
+CHUNK_INSTANCES = 128
+#: What is timed: ``write_batch`` alone, or all the writing process does.
+WAYS = ("write_batch", "pipeline")
 
 
-def prepare(archive: Path) -> tuple[list, int, float]:
-    """Records as the workers hand them over; (records, files, worker CPU s)."""
+def prepare(archive: Path) -> tuple[list[bytes], int, int, float]:
+    """Chunks as the workers hand them over, pickled.
+
+    Returns (one pickle per chunk, files, instances, worker CPU s: read +
+    pack + pickling).
+    """
     from metastore.index.discovery import Entry, discover
     from metastore.index.pipeline import CHUNK_SIZE as CHUNK
     from metastore.index.read import ReadCache, read_entry
-    from metastore.records import InstanceRecord
     from metastore.store.encode import EncodeMemo, pack
 
     entries = [e for e in discover([str(archive)]) if isinstance(e, Entry)]
     zips = ReadCache()
-    records: list[InstanceRecord] = []
+    blobs: list[bytes] = []
+    instances = 0
     t = time.process_time()
     for i in range(0, len(entries), CHUNK):
         chunk = []
         for entry in entries[i : i + CHUNK]:
             chunk.extend(read_entry(entry, None, zips).instances)
-        records.extend(pack(chunk, EncodeMemo()))
+        packed = pack(chunk, EncodeMemo())
+        instances += len(packed)
+        blobs.append(pickle.dumps(packed, pickle.HIGHEST_PROTOCOL))
     worker_cpu = time.process_time() - t
     zips.close()
-    return records, len(entries), worker_cpu
+    return blobs, len(entries), instances, worker_cpu
 
 
 def write_all(
-    url: str, records: list, profile: cProfile.Profile | None
+    url: str, blobs: list[bytes], way: str, profile: cProfile.Profile | None
 ) -> tuple[float, float]:
-    """Write ``records`` in batches; (CPU s, wall s) of the writes only."""
+    """Write the chunks in batches of whole chunks; (CPU s, wall s) of the writer.
+
+    ``way``: ``write_batch``, the store's call alone (records unpickled
+    before, untimed), or ``pipeline``, what the indexer's writing process
+    does per batch: unpickle the chunks, ``Store.screen`` them, then
+    ``write_batch`` what it keeps.
+    """
     from metastore.store import Store
 
     store = Store(url, upgrade=True)
     try:
         gc.collect()
         gc.freeze()  # as the indexer does for its run
+        batches: list[list[bytes]] = [[]]
+        count = 0
+        for blob in blobs:
+            batches[-1].append(blob)
+            count += 1
+            if count * CHUNK_INSTANCES >= BATCH:
+                batches.append([])
+                count = 0
         cpu = wall = 0.0
-        for i in range(0, len(records), BATCH):
-            part = records[i : i + BATCH]
+        for batch in batches:
+            if not batch:
+                continue
+            loaded = None
+            if way == "write_batch":
+                loaded = [r for blob in batch for r in pickle.loads(blob)]
             if profile is not None:
                 profile.enable()
             t0, w0 = time.process_time(), time.perf_counter()
-            store.write_batch(part, [])
+            if loaded is None:
+                records = [r for blob in batch for r in pickle.loads(blob)]
+                kept, _ = store.screen(records)
+                store.write_batch(kept, [])
+            else:
+                store.write_batch(loaded, [])
             cpu += time.process_time() - t0
             wall += time.perf_counter() - w0
             if profile is not None:
@@ -101,21 +139,22 @@ def main() -> None:
     args = ap.parse_args()
 
     ensure_archive(args.archive, args.images, args.size)
-    records, files, worker_cpu = prepare(args.archive)
-    instances = len(records)
+    blobs, files, instances, worker_cpu = prepare(args.archive)
     per_file_worker = worker_cpu / files
     print(
         f"archive: {files} files, {instances} instances ({args.archive}); "
-        f"worker CPU (read_entry + pack, one process) {per_file_worker * 1e3:.3f} ms/file"
+        f"worker CPU (read_entry + pack + pickling, one process) "
+        f"{per_file_worker * 1e3:.3f} ms/file"
     )
-    targets = ["sqlite"] + (["postgresql"] if args.postgres else [])
+    bases = ["sqlite"] + (["postgresql"] if args.postgres else [])
+    targets = [f"{b} {way}" for b in bases for way in WAYS]
     cpus: dict[str, list[float]] = {t: [] for t in targets}
     walls: dict[str, list[float]] = {t: [] for t in targets}
     if args.profile:  # a round of its own: the profiler's overhead is not counted
         profile = cProfile.Profile()
         work = Path(tempfile.mkdtemp())
         try:
-            write_all(f"sqlite:///{work / 'bench.sqlite'}", records, profile)
+            write_all(f"sqlite:///{work / 'bench.sqlite'}", blobs, "pipeline", profile)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         stats = pstats.Stats(profile, stream=sys.stdout)
@@ -124,12 +163,13 @@ def main() -> None:
     for _ in range(args.rounds):
         for target in targets:
             work = Path(tempfile.mkdtemp())
-            if target == "sqlite":
+            backend, way = target.split()
+            if backend == "sqlite":
                 url, name = f"sqlite:///{work / 'bench.sqlite'}", ""
             else:
                 url, name = _pg_db(args.postgres)
             try:
-                cpu, wall = write_all(url, records, None)
+                cpu, wall = write_all(url, blobs, way, None)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
                 if name:
