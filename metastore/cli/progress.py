@@ -11,9 +11,9 @@ of its own, so the indexer still forks its workers
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypeVar
 
 import click
 
@@ -75,17 +75,21 @@ def _with_status(status: Text, *columns: ProgressColumn, console: Console) -> Pr
 class RunProgress(Generic[R]):
     """A run's ``progress`` callback, drawn on stderr.
 
+    A subclass names its run: :attr:`command` and :attr:`unit`, and what a
+    report has done (:meth:`done`) and its counts (:meth:`counts`).
+
     Args:
         total: the pre-counted work (``index.count_sources``, the stale
             instances), or ``None``; more done than that raises it.
         console: where to draw (default: a rich console on stderr); a
             terminal gets the bar, anything else log lines.
         interval: seconds between two log lines.
-        command: the command, as log lines name it (``index``).
-        unit: what is counted (``files``).
-        done: how many of ``total`` a report has done.
-        counts: a report's counts as text.
     """
+
+    #: The command, as log lines name it (``index``).
+    command: ClassVar[str]
+    #: What is counted (``files``).
+    unit: ClassVar[str]
 
     def __init__(
         self,
@@ -93,17 +97,11 @@ class RunProgress(Generic[R]):
         *,
         console: Console | None = None,
         interval: float = LOG_INTERVAL,
-        command: str,
-        unit: str,
-        done: Callable[[R], int],
-        counts: Callable[[R], str],
     ) -> None:
         from rich.console import Console
         from rich.text import Text
 
         self.total = total
-        self.command, self.unit = command, unit
-        self._done, self._counts = done, counts
         self._status = Text()
         self.console = console or Console(stderr=True, highlight=False)
         self.interval = interval
@@ -136,9 +134,17 @@ class RunProgress(Generic[R]):
         self._task = self._bar.add_task(self.command, total=self.total, rate="")
         self._bar.start()
 
+    def done(self, report: R) -> int:
+        """How many of ``total`` ``report`` has done."""
+        raise NotImplementedError
+
+    def counts(self, report: R) -> str:
+        """``report``'s counts as text."""
+        raise NotImplementedError
+
     def __call__(self, report: R) -> None:
         """Show the run so far (the run calls this twice a second)."""
-        total, done = self.total, self._done(report)
+        total, done = self.total, self.done(report)
         if total is not None and done > total:
             total = self.total = done
         if self._bar is not None and self._task is not None:
@@ -148,7 +154,7 @@ class RunProgress(Generic[R]):
                 total=total,
                 rate=f"{report.rate:,.0f} {self.unit}/s",
             )
-            self._status.plain = self._counts(report)
+            self._status.plain = self.counts(report)
             self._bar.refresh()
         elif time.monotonic() - self._last >= self.interval:
             self._last = time.monotonic()
@@ -156,7 +162,7 @@ class RunProgress(Generic[R]):
 
     def line(self, report: R) -> str:
         """The progress as one plain line: done/total (%), rate, ETA, counts."""
-        seen, total, rate = self._done(report), self.total, report.rate
+        seen, total, rate = self.done(report), self.total, report.rate
         unit = self.unit
         if total is not None:
             total = max(total, seen)  # more than the pre-count
@@ -165,7 +171,7 @@ class RunProgress(Generic[R]):
         eta = ""
         if total and rate > 0:
             eta = f", ETA {_clock(max(total - seen, 0) / rate)}"
-        return f"{done}, {rate:,.0f} {unit}/s{eta}: {self._counts(report)}"
+        return f"{done}, {rate:,.0f} {unit}/s{eta}: {self.counts(report)}"
 
     def close(self) -> None:
         """Leave the bar as it last was, and the terminal to what follows."""
@@ -188,48 +194,22 @@ class RunProgress(Generic[R]):
 class IndexProgress(RunProgress["IndexReport"]):
     """``index_paths``'s ``progress``: sources seen of the pre-counted ``total``."""
 
-    def __init__(
-        self,
-        total: int | None,
-        *,
-        console: Console | None = None,
-        interval: float = LOG_INTERVAL,
-    ) -> None:
-        super().__init__(
-            total,
-            console=console,
-            interval=interval,
-            command="index",
-            unit="files",
-            done=_files_seen,
-            counts=counts,
-        )
+    command, unit = "index", "files"
+
+    def done(self, report: IndexReport) -> int:
+        return report.files_seen
+
+    def counts(self, report: IndexReport) -> str:
+        return counts(report)
 
 
 class ReindexProgress(RunProgress["ReindexReport"]):
     """``reindex``'s ``progress``: instances read of the stale ``total``."""
 
-    def __init__(
-        self,
-        total: int | None,
-        *,
-        console: Console | None = None,
-        interval: float = LOG_INTERVAL,
-    ) -> None:
-        super().__init__(
-            total,
-            console=console,
-            interval=interval,
-            command="reindex",
-            unit="instances",
-            done=_instances,
-            counts=reindex_counts,
-        )
+    command, unit = "reindex", "instances"
 
+    def done(self, report: ReindexReport) -> int:
+        return report.instances
 
-def _files_seen(report: IndexReport) -> int:
-    return report.files_seen
-
-
-def _instances(report: ReindexReport) -> int:
-    return report.instances
+    def counts(self, report: ReindexReport) -> str:
+        return reindex_counts(report)
