@@ -11,9 +11,10 @@ of its own, so the indexer still forks its workers
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 import click
 
@@ -72,13 +73,33 @@ def _with_status(status: Text, *columns: ProgressColumn, console: Console) -> Pr
     return WithStatus(*columns, console=console, auto_refresh=False)
 
 
+@dataclass(frozen=True, slots=True)
+class Run(Generic[R]):
+    """What the progress of one kind of run shows."""
+
+    #: The command, as log lines name it (``index``).
+    command: str
+    #: What is counted (``files``).
+    unit: str
+    #: How many of the total a report has done.
+    done: Callable[[R], int]
+    #: A report's counts as text.
+    counts: Callable[[R], str]
+
+
+#: ``index_paths``: sources seen of the pre-counted total.
+INDEX: Run[IndexReport] = Run("index", "files", lambda r: r.files_seen, counts)
+#: ``reindex``: instances read of the stale total.
+REINDEX: Run[ReindexReport] = Run(
+    "reindex", "instances", lambda r: r.instances, reindex_counts
+)
+
+
 class RunProgress(Generic[R]):
     """A run's ``progress`` callback, drawn on stderr.
 
-    A subclass names its run: :attr:`command` and :attr:`unit`, and what a
-    report has done (:meth:`done`) and its counts (:meth:`counts`).
-
     Args:
+        run: what it shows (:data:`INDEX`, :data:`REINDEX`).
         total: the pre-counted work (``index.count_sources``, the stale
             instances), or ``None``; more done than that raises it.
         console: where to draw (default: a rich console on stderr); a
@@ -86,13 +107,9 @@ class RunProgress(Generic[R]):
         interval: seconds between two log lines.
     """
 
-    #: The command, as log lines name it (``index``).
-    command: ClassVar[str]
-    #: What is counted (``files``).
-    unit: ClassVar[str]
-
     def __init__(
         self,
+        run: Run[R],
         total: int | None,
         *,
         console: Console | None = None,
@@ -102,6 +119,8 @@ class RunProgress(Generic[R]):
         from rich.text import Text
 
         self.total = total
+        self.command, self.unit = run.command, run.unit
+        self.done, self.counts = run.done, run.counts
         self._status = Text()
         self.console = console or Console(stderr=True, highlight=False)
         self.interval = interval
@@ -133,14 +152,6 @@ class RunProgress(Generic[R]):
         )
         self._task = self._bar.add_task(self.command, total=self.total, rate="")
         self._bar.start()
-
-    def done(self, report: R) -> int:
-        """How many of ``total`` ``report`` has done."""
-        raise NotImplementedError
-
-    def counts(self, report: R) -> str:
-        """``report``'s counts as text."""
-        raise NotImplementedError
 
     def __call__(self, report: R) -> None:
         """Show the run so far (the run calls this twice a second)."""
@@ -189,27 +200,3 @@ class RunProgress(Generic[R]):
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-class IndexProgress(RunProgress["IndexReport"]):
-    """``index_paths``'s ``progress``: sources seen of the pre-counted ``total``."""
-
-    command, unit = "index", "files"
-
-    def done(self, report: IndexReport) -> int:
-        return report.files_seen
-
-    def counts(self, report: IndexReport) -> str:
-        return counts(report)
-
-
-class ReindexProgress(RunProgress["ReindexReport"]):
-    """``reindex``'s ``progress``: instances read of the stale ``total``."""
-
-    command, unit = "reindex", "instances"
-
-    def done(self, report: ReindexReport) -> int:
-        return report.instances
-
-    def counts(self, report: ReindexReport) -> str:
-        return reindex_counts(report)
