@@ -20,6 +20,7 @@ from typing import Any
 import pydicom
 import sqlalchemy as sa
 from dicom_samples import EMRI, copy, dicom_json, junk, write_ct, write_json, zip_of
+from stored import query_rows
 
 from metastore.store import Store, db
 
@@ -190,12 +191,12 @@ def export(url: str) -> list[tuple[str, Any]]:
 
 
 def searched(url: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Every study and series a search finds, by UID (the same on both backends)."""
+    """Every study and series a query finds, by UID (the same on both backends)."""
     with Store(url) as store:
-        studies, series = store.search("study"), store.search("series")
+        studies, series = query_rows(store, "studies"), query_rows(store, "series")
     return (
-        sorted(studies, key=lambda s: s["study_instance_uid"]),
-        sorted(series, key=lambda s: s["series_instance_uid"]),
+        sorted(studies, key=lambda s: s["StudyInstanceUID"]),
+        sorted(series, key=lambda s: s["SeriesInstanceUID"]),
     )
 
 

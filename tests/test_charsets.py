@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
 from dicom_samples import write_ct
 from pydicom.charset import python_encoding
 from pydicom.valuerep import PersonName
+from stored import query_rows
 
 from metastore import Store, index_paths, wadors_image_id
 
@@ -109,6 +111,13 @@ def text(name: PersonName) -> str:
     return "=".join(groups).rstrip("=")
 
 
+def named(store: Store, pattern: str) -> list[dict[str, Any]]:
+    """The instances ``pattern`` finds by (0010,0010) PatientName, with it."""
+    return query_rows(
+        store, "instances", {"PatientName": pattern}, include=["PatientName"]
+    )
+
+
 def test_pydicom_writes_every_name(decoded: dict[str, PersonName]) -> None:
     """The names round-trip through pydicom itself (else the test proves nothing)."""
     for term, name in decoded.items():
@@ -130,14 +139,14 @@ def test_every_name_is_found_and_answered(
             for other, pn in decoded.items()
             if text(pn).casefold() == name.casefold()
         }
-        found = store.search("instance", patient_name=name)
-        assert {row["sop_instance_uid"] for row in found} == same
-        assert {row["patient_name"] for row in found} == {name}
+        found = named(store, name)
+        assert {row["SOPInstanceUID"] for row in found} == same
+        assert {row["PatientName"] for row in found} == {name}
         for variant in (name.upper(), name.lower(), name.swapcase()):
             if variant.casefold() == name.casefold():
-                hits = store.search("instance", patient_name=variant)
-                assert {row["sop_instance_uid"] for row in hits} == same, variant
-        found = [row for row in found if row["sop_instance_uid"] == sop_uid]
+                hits = named(store, variant)
+                assert {row["SOPInstanceUID"] for row in hits} == same, variant
+        found = [row for row in found if row["SOPInstanceUID"] == sop_uid]
         # wildcards: a prefix, a suffix, one character, in any script
         for pattern in (
             name[:3] + "*",
@@ -145,9 +154,9 @@ def test_every_name_is_found_and_answered(
             "?" + name[1:],
             name[:-1] + "?",
         ):
-            matched = store.search("instance", patient_name=pattern)
-            assert sop_uid in {row["sop_instance_uid"] for row in matched}, pattern
-        study, series = found[0]["study_instance_uid"], found[0]["series_instance_uid"]
+            matched = named(store, pattern)
+            assert sop_uid in {row["SOPInstanceUID"] for row in matched}, pattern
+        study, series = found[0]["StudyInstanceUID"], found[0]["SeriesInstanceUID"]
         modules = store.image_modules(wadors_image_id(ROOT, study, series, sop_uid, 1))
         assert modules is not None
         want = {"Alphabetic": decoded[term].alphabetic}

@@ -21,6 +21,7 @@ import pytest
 from dicom_samples import dicom_json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from stored import query_rows
 
 from metastore import DicomError, DicomJsonProvider, Store, frame_modules, index_paths
 from metastore.modules import MODULE_TYPES
@@ -295,7 +296,7 @@ def store(db_url: str) -> Iterator[Store]:
 
 def stored_uids(store: Store) -> set[str]:
     """The SOP Instance UIDs the store holds."""
-    return {row["sop_instance_uid"] for row in store.search("instance")}
+    return {row["SOPInstanceUID"] for row in query_rows(store, "instances")}
 
 
 BAD_INSTANCES: dict[str, Any] = {
@@ -365,14 +366,15 @@ def test_huge_integers_do_not_stop_the_run(
     (tmp_path / "b.json").write_text(json.dumps(instance(2)))
     report = index_paths(store, [tmp_path], workers=1)
     assert report.ok
-    rows = {row["sop_instance_uid"]: row for row in store.search("instance")}
+    found = query_rows(store, "instances", include=["SeriesNumber"])
+    rows = {row["SOPInstanceUID"]: row for row in found}
     assert set(rows) == {"1.2.3.1", "1.2.3.2"}
-    field = "instance_number" if tag == "00200013" else "series_number"
+    field = "InstanceNumber" if tag == "00200013" else "SeriesNumber"
     if -(2**31) <= value < 2**31:
         assert rows["1.2.3.1"][field] == value
     else:  # past 32 bits: NULL on both backends, so they answer alike
         assert rows["1.2.3.1"][field] is None
-    assert rows["1.2.3.2"]["instance_number"] == 1
+    assert rows["1.2.3.2"]["InstanceNumber"] == 1
 
 
 @pytest.mark.parametrize("frames", ["1000000000", 10**30])

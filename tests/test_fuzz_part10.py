@@ -21,6 +21,7 @@ import pydicom.uid
 from dicom_samples import sample_path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from stored import locations
 
 from metastore import IndexReport, Store, index_paths
 
@@ -95,9 +96,7 @@ def run(
             report = index_paths(
                 store, [root / "a valid", root / "broken"], workers=workers
             )
-            stored = {
-                r["location"]: r["sop_instance_uid"] for r in store.search("instance")
-            }
+            stored = {location: sop for sop, location in locations(store).items()}
             recorded = store.errors()
     errors = {e.location: e.reason for e in recorded if e.kind != "duplicate"}
     duplicates = {e.location for e in recorded if e.kind == "duplicate"}

@@ -24,6 +24,7 @@ from dicom_samples import (
     zip_of,
 )
 from reliability import problems, searched
+from stored import locations, query_rows
 
 from metastore.index import IndexReport, index_paths
 from metastore.index import pipeline as indexer
@@ -96,7 +97,8 @@ def test_changed_file_is_read_again_and_replaced(store: Store, tmp_path: Path) -
     touch_later(one)
     report = index_paths(store, [tmp_path], workers=1)
     assert (report.indexed, report.unchanged, report.duplicates) == (1, 1, 0)
-    names = [row["patient_name"] for row in store.search("instance")]
+    found = query_rows(store, "instances", include=["PatientName"])
+    names = [row["PatientName"] for row in found]
     assert names.count("New^Name") == 1
     assert store.stats()["instances"] == 2
 
@@ -112,7 +114,7 @@ def test_prune_removes_what_disappeared(store: Store, tmp_path: Path) -> None:
     assert store.stats()["instances"] == 3
     index_paths(store, [tmp_path / "a"], workers=1, prune=True)
     assert store.stats()["instances"] == 2  # b/three.dcm is not under the root
-    assert not any("two.dcm" in row["location"] for row in store.search("instance"))
+    assert not any("two.dcm" in where for where in locations(store).values())
 
 
 def test_prune_removes_a_file_that_is_no_longer_dicom(
@@ -145,9 +147,7 @@ def test_same_sop_instance_in_two_files_is_stored_once(
     (error,) = report.errors
     assert (error.location, error.kind) == (str(tmp_path / "b.dcm"), "duplicate")
     assert store.stats()["instances"] == 1
-    assert [row["location"] for row in store.search("instance")] == [
-        str(tmp_path / "a.dcm")
-    ]
+    assert list(locations(store).values()) == [str(tmp_path / "a.dcm")]
 
 
 def intruder_copy(source: Path, dest: Path) -> Path:
@@ -167,17 +167,17 @@ def test_a_duplicate_never_rewrites_the_study_it_copies(
     a = copy(CT, tmp_path / "src" / "a" / "ct.dcm")
     intruder_copy(a, tmp_path / "src" / "b" / "ct.dcm")
     index_paths(store, [a.parent], workers=1)
-    before = store.search("study"), store.search("series")
+    before = query_rows(store, "studies"), query_rows(store, "series")
     for _ in range(2):  # a duplicate is read again on every run
         report = index_paths(store, [tmp_path / "src" / "b"], workers=1)
         assert (report.indexed, report.skipped, report.duplicates) == (0, 1, 1)
-        assert (store.search("study"), store.search("series")) == before
-    [study] = store.search("study", patient_id="1CT1")
-    assert (study["patient_name"], study["modalities"]) == (
+        assert (query_rows(store, "studies"), query_rows(store, "series")) == before
+    [study] = query_rows(store, "studies", {"PatientID": "1CT1"})
+    assert (study["PatientName"], study["ModalitiesInStudy"]) == (
         "CompressedSamples^CT1",
-        ["CT"],
+        "CT",
     )
-    assert store.search("study", patient_id="WRONG") == []
+    assert query_rows(store, "studies", {"PatientID": "WRONG"}) == []
 
 
 def test_removing_the_lowest_instance_gives_the_next_ones_attributes(
@@ -212,7 +212,7 @@ def test_removing_the_lowest_instance_gives_the_next_ones_attributes(
         got = searched(db_url)
         assert got == searched(clean)
         [study], [series] = got
-        assert (study["patient_name"], series["modality"]) == (patient, modality)
+        assert (study["PatientName"], series["Modality"]) == (patient, modality)
     assert problems(db_url) == {}
 
 
@@ -225,11 +225,15 @@ def test_pruning_the_series_of_the_lowest_instance_rereads_the_study(
     write_ct(src / "s2" / "2.dcm", 2, series=2, patient_name="Patient^2")
     with Store(db_url) as store:
         index_paths(store, [src], workers=1)
-        assert [s["patient_name"] for s in store.search("study")] == ["Patient^1"]
+        names = [s["PatientName"] for s in query_rows(store, "studies")]
+        assert names == ["Patient^1"]
         shutil.rmtree(src / "s1")
         index_paths(store, [src], workers=1, prune=True)
-        [study] = store.search("study")
-        assert (study["patient_name"], study["number_of_series"]) == ("Patient^2", 1)
+        [study] = query_rows(store, "studies")
+        assert (study["PatientName"], study["NumberOfStudyRelatedSeries"]) == (
+            "Patient^2",
+            1,
+        )
     assert problems(db_url) == {}
 
 
@@ -407,8 +411,7 @@ def test_moved_archive_with_prune(store: Store, tmp_path: Path) -> None:
     # which prune then removes: the same run then stores it from its new place
     assert (report.files_seen, report.indexed, report.duplicates) == (1, 1, 0)
     assert (report.errors, report.error_count, report.exit_status) == ((), 0, 0)
-    (row,) = store.search("instance")
-    assert row["location"] == str(tmp_path / "root" / "b" / "x.dcm")
+    assert list(locations(store).values()) == [str(tmp_path / "root" / "b" / "x.dcm")]
     assert store.errors() == []
     again = index_paths(store, [tmp_path / "root"], workers=1, prune=True)
     assert (again.unchanged, again.indexed, again.duplicates) == (1, 0, 0)
@@ -431,8 +434,8 @@ def test_prune_keeps_a_duplicate_whose_original_stays(
     assert [(e.location, e.kind) for e in report.errors] == [
         (str(src / "b.dcm"), "duplicate")
     ]
-    locations = sorted(row["location"] for row in store.search("instance"))
-    assert locations == [str(src / "a.dcm"), str(src / "d.dcm")]
+    where = sorted(locations(store).values())
+    assert where == [str(src / "a.dcm"), str(src / "d.dcm")]
     assert [(e.location, e.kind) for e in store.errors()] == [
         (str(src / "b.dcm"), "duplicate")
     ]

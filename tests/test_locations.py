@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from dicom_samples import write_ct, zip_of
+from stored import locations
 
 from metastore.index import IndexReport, index_paths
 from metastore.store import Store
@@ -35,11 +36,6 @@ def store(db_url: str) -> Iterator[Store]:
 def export(store: Store) -> dict[str, Any]:
     """Everything the store answers, by imageId."""
     return dict(store.export())
-
-
-def locations(store: Store) -> dict[str, str]:
-    """``{SOP Instance UID: location}`` of every stored instance."""
-    return {r["sop_instance_uid"]: r["location"] for r in store.search("instance")}
 
 
 def twins(folder: Path) -> Path:
@@ -167,6 +163,6 @@ def test_an_old_location_rewritten_as_another_instance_settles_its_series(
         index_paths(store, [root], workers=1)
     assert searched(db_url) == searched(clean)
     [study], _ = searched(db_url)
-    assert study["patient_name"] == "Other^Two"
+    assert study["PatientName"] == "Other^Two"
     # (the old instance's values stay until a prune sweeps them: docs/store.md)
     assert problems(db_url, garbage=False) == {}

@@ -37,6 +37,7 @@ from reliability import (
     problems,
     searched,
 )
+from stored import locations, query_rows
 
 from metastore.imageid import parse_image_id
 from metastore.index import extract as instances
@@ -496,13 +497,13 @@ def test_a_streamed_file_changes_nothing_stored_for_its_duplicates(
             (str(path), "duplicate")
         }
         assert [store.dicom_json(sop) for sop in sops] == before
-        where = {r["sop_instance_uid"]: r["location"] for r in store.search("instance")}
+        where = locations(store)
         assert {where[sop] for sop in sops} == {str(first)}
-        assert store.search("study", patient_id="WRONG") == []
-        assert store.search("series", modality="MR") == []
-        assert store.search("study", study_instance_uid="9.9") == []
-        [study] = store.search("study")
-        assert study["patient_name"] == "Stored^Pat"
+        assert query_rows(store, "studies", {"PatientID": "WRONG"}) == []
+        assert query_rows(store, "series", {"Modality": "MR"}) == []
+        assert query_rows(store, "studies", {"StudyInstanceUID": "9.9"}) == []
+        [study] = query_rows(store, "studies")
+        assert study["PatientName"] == "Stored^Pat"
     clean_url = f"sqlite:///{tmp_path / 'clean.sqlite'}"
     with Store(clean_url) as store:
         index_paths(store, [first], workers=1, wadors_root=ROOT)

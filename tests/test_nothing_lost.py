@@ -38,6 +38,7 @@ from reliability import (
     start_paused,
     wait_for,
 )
+from stored import query_rows
 
 from metastore import DatabaseProvider, index_paths
 from metastore.cli import cli
@@ -152,11 +153,11 @@ def test_killed_indexer_with_duplicates_resumes_to_a_clean_store(
     left without an instance or takes a refused copy's attributes."""
     kill_and_rerun(db_url, duplicated, clean_duplicated, where)
     studies, series = searched(db_url)
-    assert "Intruder^Eve" not in {s["patient_name"] for s in studies}
-    assert "INTRUDER" not in {s["study_description"] for s in studies}
+    assert "Intruder^Eve" not in {s["PatientName"] for s in studies}
+    assert "INTRUDER" not in {s["StudyDescription"] for s in studies}
     copied = "1.2.826.0.1.3680043.8.498.77."  # write_ct's studies, all CT
     assert {
-        s["modality"] for s in series if s["study_instance_uid"].startswith(copied)
+        s["Modality"] for s in series if s["StudyInstanceUID"].startswith(copied)
     } == {"CT"}
 
 
@@ -271,9 +272,9 @@ def test_sqlite_readers_and_a_second_writer_during_a_write(
     assert all(final[image_id] == modules for image_id, modules in seen)
     with Store(sqlite_url) as store:
         assert store.stats()["images"] == len(seen)
-        series = store.search("series")
+        series = query_rows(store, "series")
         assert (
-            sum(s["number_of_instances"] for s in series)
+            sum(s["NumberOfSeriesRelatedInstances"] for s in series)
             == (store.stats()["instances"])
         )
     provider = DatabaseProvider(sqlite_url)

@@ -22,7 +22,7 @@ from rich.console import Console
 
 from metastore.cli import cli
 from metastore.cli.output import plain_numbers
-from metastore.cli.progress import IndexProgress
+from metastore.cli.progress import INDEX, RunProgress
 from metastore.index import IndexReport
 from metastore.store import Store
 
@@ -153,7 +153,7 @@ def test_progress_bar_on_a_terminal() -> None:
     """Total, percentage, rate, ETA and the counts, drawn by rich."""
     out = io.StringIO()
     console = Console(file=out, force_terminal=True, width=120)
-    with IndexProgress(4, console=console) as progress:
+    with RunProgress(INDEX, 4, console=console) as progress:
         progress(report(files_seen=3, indexed=2, skipped=1))
     text = out.getvalue()
     for part in ("3/4", "75%", "2 files/s", "ETA", "2 indexed, 0 unchanged, 1 skipped"):
@@ -164,7 +164,7 @@ def test_progress_lines_elsewhere() -> None:
     """Not a terminal: a plain line with the same figures, now and then."""
     out = io.StringIO()
     console = Console(file=out, force_terminal=False)
-    progress = IndexProgress(10, console=console, interval=0)
+    progress = RunProgress(INDEX, 10, console=console, interval=0)
     assert progress.line(report(files_seen=4, indexed=4)) == (
         "4/10 files (40%), 2 files/s, ETA 0:00:03: "
         "4 indexed, 0 unchanged, 0 skipped, 0 failed"

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from dicom_samples import write_ct, zip_of
+from stored import query_rows
 
 from metastore.cli import cli
 from metastore.index import index_paths
@@ -239,8 +240,8 @@ def test_a_zip_with_two_members_of_one_name_reports_the_clash(
         assert "another member named 'b.dcm'" in error.reason
         assert report.exit_status == 1
         assert (report.indexed, report.unchanged) == ((1, 0) if run == 0 else (0, 1))
-        (row,) = store.search("instance")
-        assert row["sop_instance_uid"].endswith(".2")
+        (row,) = query_rows(store, "instances")
+        assert row["SOPInstanceUID"].endswith(".2")
         assert [e.location for e in store.errors()] == [error.location]
 
 

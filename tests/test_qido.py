@@ -290,6 +290,7 @@ STUDY_CASES: list[tuple[dict[str, Any], bool, list[str]]] = [
     ({"PatientName": "山田"}, True, ["S2"]),
     ({"PatientName": "Yamada^Tarou=山田^太郎"}, False, ["S2"]),
     ({"PatientName": "=山田*"}, False, ["S2"]),
+    ({"PatientName": "=山田^太?"}, False, ["S2"]),
     ({"PatientName": "山田*="}, False, []),
     ({"PatientName": "*tarou*山*"}, False, []),  # no single group holds both
     ({"PatientName": "MÜLLER^JÜRGEN"}, False, ["S3"]),
@@ -330,6 +331,7 @@ STUDY_CASES: list[tuple[dict[str, Any], bool, list[str]]] = [
     ({"PatientSex": "m"}, False, ["S1"]),
     ({"ModalitiesInStudy": "CT"}, False, ["S2", "S3"]),
     ({"ModalitiesInStudy": "mr"}, False, ["S1", "S5"]),
+    ({"ModalitiesInStudy": "s?"}, False, ["S2"]),
     ({"ModalitiesInStudy": "CT\\MR"}, False, ["S1", "S2", "S3", "S5"]),
     ({"00080061": "SR,OT"}, False, ["S4", "S2"]),
     ({"Modality": "SR"}, False, ["S2"]),
@@ -616,7 +618,8 @@ BAD: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
     ("studies", {}, {"limit": -1}, "limit"),
     ("studies", {}, {"limit": "5"}, "limit"),
     ("studies", {}, {"offset": -1}, "offset"),
-    ("study", {}, {}, "Store.search"),
+    ("study", {}, {}, "did you mean 'studies'"),
+    ("instance", {}, {}, "did you mean 'instances'"),
     ("patients", {}, {}, "level"),
 ]
 

@@ -40,7 +40,6 @@ READS: dict[str, Callable[[Store], Any]] = {
     "image_modules": lambda s: s.image_modules("wadouri:file:///a/1.dcm?frame=1"),
     "series_image_modules": lambda s: s.series_image_modules(SERIES),
     "export": lambda s: list(s.export()),
-    "search": lambda s: s.search("study"),
     "query": lambda s: list(s.query("studies")),
     "query with filters": lambda s: list(
         s.query("instances", {"PatientID": "X*"}, include="all")

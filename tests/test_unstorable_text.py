@@ -21,9 +21,11 @@ import pytest
 from dicom_samples import write_ct
 from hypothesis import given
 from hypothesis import strategies as st
+from stored import query_rows
 from test_store import make_instance
 
 from metastore import Store, file_location, index_paths, parse_image_id
+from metastore.errors import QueryError
 from metastore.locations import location_of
 from metastore.records import ErrorRecord, InstanceRecord
 from metastore.store.encode import storable
@@ -147,8 +149,8 @@ def test_nul_and_lone_surrogates_in_dicom_json(db_url: str, tmp_path: Path) -> N
         assert patient["patientID"] == "nul\u0000id"
         study = exported[ids[1]]["generalStudyModule"]
         assert study["studyDescription"] == "lone \ud800 half"
-        found = list(store.search("instance", patient_id="nul\ufffdid"))
-        assert [row["sop_instance_uid"] for row in found] == ["1.2.3.2"]
+        found = query_rows(store, "instances", {"PatientID": "nul\ufffdid"})
+        assert [row["SOPInstanceUID"] for row in found] == ["1.2.3.2"]
 
 
 def test_export_prints_what_orjson_refuses(db_url: str, tmp_path: Path) -> None:
@@ -200,8 +202,9 @@ def test_a_modality_longer_than_its_column_is_cut(db_url: str, tmp_path: Path) -
     (tmp_path / "b.json").write_text(json.dumps([instance]))
     with Store(db_url) as store:
         assert index_paths(store, [tmp_path], workers=1).indexed == 1
-        (row,) = store.search("series", modality="A" * 16)
-        assert row["modality"] == "A" * 16
+        (row,) = query_rows(store, "series", {"Modality": "A" * 16})
+        # the row gives the stored element, not the cut column (docs/query.md)
+        assert row["Modality"] == instance["00080060"]["Value"][0]
         ((_, modules),) = store.export()
         assert modules["generalSeriesModule"]["modality"] == "A" * 40
 
@@ -249,8 +252,9 @@ def test_search_attributes_past_an_index_entry_are_cut(
     (tmp_path / "b.json").write_text(json.dumps([instance]))
     with Store(db_url) as store:
         assert index_paths(store, [tmp_path], workers=1).indexed == 1
-        (row,) = store.search("study", patient_id=long_id[:400])
-        assert row["patient_name"] == long_id[:400]
+        (row,) = query_rows(store, "studies", {"PatientID": long_id[:400]})
+        # the row gives the stored elements, not the cut columns (docs/query.md)
+        assert (row["PatientID"], row["PatientName"]) == (long_id, long_id)
         ((_, modules),) = store.export()
         assert modules["patientModule"]["patientID"] == long_id
 
@@ -263,11 +267,17 @@ def test_query_filters_with_nul_or_surrogates_match_what_was_stored(
     (tmp_path / "b.json").write_text(json.dumps(odd))
     with Store(db_url) as store:
         index_paths(store, [tmp_path], workers=1)
-        assert len(store.search("study", patient_id="nul\x00id")) == 1
-        assert len(store.search("study", patient_id="NUL\x00*")) == 1
+        assert len(query_rows(store, "studies", {"PatientID": "nul\x00id"})) == 1
+        assert len(query_rows(store, "studies", {"PatientID": "NUL\x00*"})) == 1
         for text in ("a\x00b", "a\udcffb", "\ud800*"):
-            assert store.search("series", patient_name=text, description=text) == []
-            assert store.search("instance", study_instance_uid=text) == []
+            both = {"PatientName": text, "SeriesDescription": text}
+            assert query_rows(store, "series", both) == []
+            uid = {"StudyInstanceUID": text}
+            if "*" in text:  # a wildcard in a UID is refused (docs/query.md)
+                with pytest.raises(QueryError):
+                    query_rows(store, "instances", uid)
+            else:
+                assert query_rows(store, "instances", uid) == []
 
 
 def test_lookups_by_unstorable_identifiers_find_nothing(db_url: str) -> None:

@@ -130,7 +130,7 @@ def index(
         metastore index /archive scans.zip --wadors-root https://pacs/dicomweb
         metastore index /archive --shard 2/3   # one of three workers
     """
-    from metastore.cli.progress import IndexProgress
+    from metastore.cli.progress import INDEX, RunProgress
     from metastore.index import (
         IndexInterrupted,
         count_sources,
@@ -148,7 +148,7 @@ def index(
         for path in missing:
             _check_deleted_root(store, path)
         total = None if quiet else count_sources(paths, shard)
-        progress = None if quiet else IndexProgress(total)
+        progress = None if quiet else RunProgress(INDEX, total)
         try:
             report = index_paths(
                 store,
@@ -310,14 +310,14 @@ def reindex_command(
     \b
         metastore db upgrade && metastore reindex --db postgresql://user@host/pacs
     """
-    from metastore.cli.progress import ReindexProgress
+    from metastore.cli.progress import REINDEX, RunProgress
     from metastore.index import reindex, stale_instances
     from metastore.store import Store
 
     with Store(url, upgrade=upgrade) as store:
         # the progress total: what the run will read
         total = store.stats()["instances"] if everything else stale_instances(store)
-        progress = ReindexProgress(total)
+        progress = RunProgress(REINDEX, total)
         try:
             report = reindex(
                 store,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
@@ -72,38 +73,54 @@ def _with_status(status: Text, *columns: ProgressColumn, console: Console) -> Pr
     return WithStatus(*columns, console=console, auto_refresh=False)
 
 
+@dataclass(frozen=True, slots=True)
+class Run(Generic[R]):
+    """What the progress of one kind of run shows."""
+
+    #: The command, as log lines name it (``index``).
+    command: str
+    #: What is counted (``files``).
+    unit: str
+    #: How many of the total a report has done.
+    done: Callable[[R], int]
+    #: A report's counts as text.
+    counts: Callable[[R], str]
+
+
+#: ``index_paths``: sources seen of the pre-counted total.
+INDEX: Run[IndexReport] = Run("index", "files", lambda r: r.files_seen, counts)
+#: ``reindex``: instances read of the stale total.
+REINDEX: Run[ReindexReport] = Run(
+    "reindex", "instances", lambda r: r.instances, reindex_counts
+)
+
+
 class RunProgress(Generic[R]):
     """A run's ``progress`` callback, drawn on stderr.
 
     Args:
+        run: what it shows (:data:`INDEX`, :data:`REINDEX`).
         total: the pre-counted work (``index.count_sources``, the stale
             instances), or ``None``; more done than that raises it.
         console: where to draw (default: a rich console on stderr); a
             terminal gets the bar, anything else log lines.
         interval: seconds between two log lines.
-        command: the command, as log lines name it (``index``).
-        unit: what is counted (``files``).
-        done: how many of ``total`` a report has done.
-        counts: a report's counts as text.
     """
 
     def __init__(
         self,
+        run: Run[R],
         total: int | None,
         *,
         console: Console | None = None,
         interval: float = LOG_INTERVAL,
-        command: str,
-        unit: str,
-        done: Callable[[R], int],
-        counts: Callable[[R], str],
     ) -> None:
         from rich.console import Console
         from rich.text import Text
 
         self.total = total
-        self.command, self.unit = command, unit
-        self._done, self._counts = done, counts
+        self.command, self.unit = run.command, run.unit
+        self.done, self.counts = run.done, run.counts
         self._status = Text()
         self.console = console or Console(stderr=True, highlight=False)
         self.interval = interval
@@ -138,7 +155,7 @@ class RunProgress(Generic[R]):
 
     def __call__(self, report: R) -> None:
         """Show the run so far (the run calls this twice a second)."""
-        total, done = self.total, self._done(report)
+        total, done = self.total, self.done(report)
         if total is not None and done > total:
             total = self.total = done
         if self._bar is not None and self._task is not None:
@@ -148,7 +165,7 @@ class RunProgress(Generic[R]):
                 total=total,
                 rate=f"{report.rate:,.0f} {self.unit}/s",
             )
-            self._status.plain = self._counts(report)
+            self._status.plain = self.counts(report)
             self._bar.refresh()
         elif time.monotonic() - self._last >= self.interval:
             self._last = time.monotonic()
@@ -156,7 +173,7 @@ class RunProgress(Generic[R]):
 
     def line(self, report: R) -> str:
         """The progress as one plain line: done/total (%), rate, ETA, counts."""
-        seen, total, rate = self._done(report), self.total, report.rate
+        seen, total, rate = self.done(report), self.total, report.rate
         unit = self.unit
         if total is not None:
             total = max(total, seen)  # more than the pre-count
@@ -165,7 +182,7 @@ class RunProgress(Generic[R]):
         eta = ""
         if total and rate > 0:
             eta = f", ETA {_clock(max(total - seen, 0) / rate)}"
-        return f"{done}, {rate:,.0f} {unit}/s{eta}: {self._counts(report)}"
+        return f"{done}, {rate:,.0f} {unit}/s{eta}: {self.counts(report)}"
 
     def close(self) -> None:
         """Leave the bar as it last was, and the terminal to what follows."""
@@ -183,53 +200,3 @@ class RunProgress(Generic[R]):
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-class IndexProgress(RunProgress["IndexReport"]):
-    """``index_paths``'s ``progress``: sources seen of the pre-counted ``total``."""
-
-    def __init__(
-        self,
-        total: int | None,
-        *,
-        console: Console | None = None,
-        interval: float = LOG_INTERVAL,
-    ) -> None:
-        super().__init__(
-            total,
-            console=console,
-            interval=interval,
-            command="index",
-            unit="files",
-            done=_files_seen,
-            counts=counts,
-        )
-
-
-class ReindexProgress(RunProgress["ReindexReport"]):
-    """``reindex``'s ``progress``: instances read of the stale ``total``."""
-
-    def __init__(
-        self,
-        total: int | None,
-        *,
-        console: Console | None = None,
-        interval: float = LOG_INTERVAL,
-    ) -> None:
-        super().__init__(
-            total,
-            console=console,
-            interval=interval,
-            command="reindex",
-            unit="instances",
-            done=_instances,
-            counts=reindex_counts,
-        )
-
-
-def _files_seen(report: IndexReport) -> int:
-    return report.files_seen
-
-
-def _instances(report: ReindexReport) -> int:
-    return report.instances

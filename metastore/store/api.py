@@ -3,9 +3,9 @@
 This module owns the store's public API: batched writes of
 :class:`~metastore.records.InstanceRecord` (``store_write``), module lookups
 per imageId and per series, the full DICOM JSON, QIDO-style queries
-(``store_qido``) and the CLI's search (``store_query``), export, prune and
-statistics.  It talks to the database only through its siblings ``db``,
-``schema`` and ``codec``; it imports pydicom only in :meth:`Store.dataset`.
+(``store_qido``), export, prune and statistics.  It talks to the database
+only through its siblings ``db``, ``schema`` and ``codec``; it imports
+pydicom only in :meth:`Store.dataset`.
 Values it returns are decoded afresh per call unless documented.
 """
 
@@ -880,71 +880,6 @@ class Store:
         """Stream a planned query's rows (:meth:`query`) inside :meth:`_read`."""
         with self._read() as conn:
             yield from store_qido.run(conn, p)
-
-    def search(
-        self,
-        level: str,
-        *,
-        patient_id: str | None = None,
-        patient_name: str | None = None,
-        modality: str | None = None,
-        study_date_from: str | None = None,
-        study_date_to: str | None = None,
-        accession_number: str | None = None,
-        description: str | None = None,
-        study_instance_uid: str | None = None,
-        series_instance_uid: str | None = None,
-        limit: int | None = None,
-    ) -> list[dict[str, Any]]:
-        """Find studies, series or instances by the CLI's options, as flat dicts.
-
-        The convenience search behind ``metastore query``'s options (the
-        QIDO-style search is :meth:`query`).  Text filters ignore case
-        (non-Latin scripts too) and take DICOM wildcards: ``*`` for any run
-        of characters, ``?`` for one; every other character, ``%`` and
-        ``_`` included, is matched literally.
-        UIDs match exactly.  ``description`` is the study description at
-        study level and the series description below it; ``modality`` at
-        study level finds studies with a series of that modality.
-
-        Args:
-            level: ``"study"``, ``"series"`` or ``"instance"``.
-            patient_id: (0010,0020) PatientID filter.
-            patient_name: (0010,0010) PatientName filter (any component group).
-            modality: (0008,0060) Modality filter.
-            study_date_from: first (0008,0020) StudyDate, ``YYYYMMDD``.
-            study_date_to: last StudyDate, ``YYYYMMDD``, inclusive.
-            accession_number: (0008,0050) AccessionNumber filter.
-            description: study or series description filter.
-            study_instance_uid: exact (0020,000D) StudyInstanceUID.
-            series_instance_uid: exact (0020,000E) SeriesInstanceUID.
-            limit: at most this many results.
-
-        Returns:
-            One dict per match, keys named like the schema's columns; study
-            results add ``modalities``, ``number_of_series`` and
-            ``number_of_instances``; series results ``number_of_instances``;
-            instance results the source ``location``.
-
-        Raises:
-            QueryError: an unknown level, a malformed date, a date range
-                that ends before it starts, or a bad limit.
-        """
-        with self._read() as conn:
-            return store_query.query(
-                conn,
-                level,
-                patient_id=patient_id,
-                patient_name=patient_name,
-                modality=modality,
-                study_date_from=study_date_from,
-                study_date_to=study_date_to,
-                accession_number=accession_number,
-                description=description,
-                study_instance_uid=study_instance_uid,
-                series_instance_uid=series_instance_uid,
-                limit=limit,
-            )
 
     def stats(self) -> dict[str, int | None]:
         """Row counts and the database size in bytes (``None`` if unknown).

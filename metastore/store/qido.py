@@ -584,8 +584,9 @@ def plan(
     """
     if level not in LEVELS:
         hint = ""
-        if level in ("study", "instance"):
-            hint = " (Store.search takes the old singular levels and options)"
+        for singular, plural in (("study", "studies"), ("instance", "instances")):
+            if level == singular:
+                hint = f" (did you mean {plural!r}?)"
         raise QueryError(
             f"level must be one of {', '.join(LEVELS)}, not {level!r}{hint}"
         )
