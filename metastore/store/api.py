@@ -1151,8 +1151,16 @@ def _stored_at(conn: Connection, instances: Sequence[InstanceRecord]) -> dict[st
     ]
     if not sops:
         return {}
-    ins, src = t.instances, t.sources
     found: dict[str, str] = {}
+    if conn.dialect.name == "sqlite":  # twice a batch: no per-key SQLAlchemy work
+        sql = (
+            "SELECT i.sop_instance_uid, s.location FROM instances AS i "
+            "JOIN sources AS s ON s.id = i.source_id WHERE i.sop_instance_uid IN {keys}"
+        )
+        for text, params in store_write.sqlite_in(sql, sorted(set(sops))):
+            found.update((sop, loc) for sop, loc in conn.exec_driver_sql(text, params))
+        return found
+    ins, src = t.instances, t.sources
     for where in store_write.key_in(conn, ins.c.sop_instance_uid, sorted(set(sops))):
         stmt = (
             sa.select(ins.c.sop_instance_uid, src.c.location)
