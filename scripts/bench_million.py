@@ -121,8 +121,8 @@ def _size_and_images(url: str) -> tuple[int, int, str, str]:
     from metastore.store import Store
 
     with Store(url, read_only=True) as store:
-        row = store.query("series", limit=1)[0]
-        series = str(row["series_instance_uid"])
+        row = next(iter(store.query("series", limit=1)))
+        series = str(row["0020000E"]["Value"][0])  # SeriesInstanceUID
         image_id = next(iter(store.series_image_modules(series)))
     return size, images, series, image_id
 
