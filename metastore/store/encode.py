@@ -435,9 +435,23 @@ def pack(
         records: The records of one chunk, in reading order.
         memo: As for :func:`pre_encode`.
     """
-    # the search attributes made storable here, where the cost is spread
-    # over the workers (the writer then only compares, :func:`screen`)
-    encoded = pre_encode([storable_attributes(r) for r in records], memo)
+    # The search attributes made storable here, where the cost is spread
+    # over the workers (the writer then only compares, :func:`screen`).
+    # Eager records are encoded straight from their values (what pre_encode
+    # would do is done by _encode_series, once per value object); lazy ones
+    # are pre-encoded and wait for the writer.
+    encoded: list[InstanceRecord] = []
+    lazy = []
+    for record in map(storable_attributes, records):
+        if isinstance(record.images, LazyImages):
+            lazy.append(len(encoded))
+        else:
+            record = _with_search_values(record)
+        encoded.append(record)
+    for at, record in zip(
+        lazy, pre_encode([encoded[i] for i in lazy], memo), strict=True
+    ):
+        encoded[at] = record
     chunk = Prepared([], {}, {}, set(), [])
     by_series: dict[str, list[InstanceRecord]] = {}
     for record in encoded:
