@@ -433,7 +433,7 @@ def pack(
 
     Args:
         records: The records of one chunk, in reading order.
-        memo: As for :func:`pre_encode`.
+        memo: As for :func:`pre_encode`, for the lazy records only.
     """
     # The search attributes made storable here, where the cost is spread
     # over the workers (the writer then only compares, :func:`screen`).
