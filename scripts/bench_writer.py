@@ -38,17 +38,14 @@ from benchlib import ensure_archive, median
 
 TARGET_S = 0.0001  # writer CPU per instance
 BATCH = 500
-#: Instances per chunk of the archive (single-frame files): batches are cut
-#: after the chunk that brings them to BATCH, as the indexer cuts them.
-CHUNK_INSTANCES = 128
 #: What is timed: ``write_batch`` alone, or all the writing process does.
 WAYS = ("write_batch", "pipeline")
 
 
-def prepare(archive: Path) -> tuple[list[bytes], int, int, float]:
+def prepare(archive: Path) -> tuple[list[tuple[int, bytes]], int, float]:
     """Chunks as the workers hand them over, pickled.
 
-    Returns (one pickle per chunk, files, instances, worker CPU s: read +
+    Returns ((instances, pickle) per chunk, files, worker CPU s: read +
     pack + pickling).
     """
     from metastore.index.discovery import Entry, discover
@@ -58,23 +55,66 @@ def prepare(archive: Path) -> tuple[list[bytes], int, int, float]:
 
     entries = [e for e in discover([str(archive)]) if isinstance(e, Entry)]
     zips = ReadCache()
-    blobs: list[bytes] = []
-    instances = 0
+    blobs: list[tuple[int, bytes]] = []
     t = time.process_time()
     for i in range(0, len(entries), CHUNK):
         chunk = []
         for entry in entries[i : i + CHUNK]:
             chunk.extend(read_entry(entry, None, zips).instances)
         packed = pack(chunk, EncodeMemo())
-        instances += len(packed)
-        blobs.append(pickle.dumps(packed, pickle.HIGHEST_PROTOCOL))
+        blobs.append((len(packed), pickle.dumps(packed, pickle.HIGHEST_PROTOCOL)))
     worker_cpu = time.process_time() - t
     zips.close()
-    return blobs, len(entries), instances, worker_cpu
+    return blobs, len(entries), worker_cpu
+
+
+def hand_over(archive: Path) -> None:
+    """Print what the workers' results cost to pickle, packed and pre-encoded.
+
+    The same chunks in both forms, in this run: ``pack`` (what the workers
+    send now) against ``pre_encode`` (records encoded per value only, as
+    before the encoding moved to the workers); bytes, and CPU to dump and
+    to load (the writing process loads).
+    """
+    from metastore.index.discovery import Entry, discover
+    from metastore.index.pipeline import CHUNK_SIZE as CHUNK
+    from metastore.index.read import ReadCache, read_entry
+    from metastore.store.encode import EncodeMemo, pack, pre_encode
+
+    entries = [e for e in discover([str(archive)]) if isinstance(e, Entry)]
+    zips = ReadCache()
+    chunks = []
+    for i in range(0, len(entries), CHUNK):
+        chunk = []
+        for entry in entries[i : i + CHUNK]:
+            chunk.extend(read_entry(entry, None, zips).instances)
+        chunks.append(chunk)
+    zips.close()
+    n = sum(map(len, chunks))
+    figures = {}
+    for form in (pre_encode, pack):
+        results = [form(chunk, EncodeMemo()) for chunk in chunks]
+        t = time.process_time()
+        dumped = [pickle.dumps(r, pickle.HIGHEST_PROTOCOL) for r in results]
+        dumps = time.process_time() - t
+        t = time.process_time()
+        for blob in dumped:
+            pickle.loads(blob)
+        loads = time.process_time() - t
+        figures[form.__name__] = (sum(map(len, dumped)) / n, dumps / n, loads / n)
+    (b0, d0, l0), (b1, d1, l1) = figures["pre_encode"], figures["pack"]
+    print(
+        f"hand-over per instance, pack / pre_encode: {b1:.0f} / {b0:.0f} bytes "
+        f"= {b1 / b0:.2f}x; dumps {d1 * 1e3:.3f} / {d0 * 1e3:.3f} ms = {d1 / d0:.2f}x; "
+        f"loads {l1 * 1e3:.3f} / {l0 * 1e3:.3f} ms = {l1 / l0:.2f}x"
+    )
 
 
 def write_all(
-    url: str, blobs: list[bytes], way: str, profile: cProfile.Profile | None
+    url: str,
+    blobs: list[tuple[int, bytes]],
+    way: str,
+    profile: cProfile.Profile | None,
 ) -> tuple[float, float]:
     """Write the chunks in batches of whole chunks; (CPU s, wall s) of the writer.
 
@@ -91,10 +131,10 @@ def write_all(
         gc.freeze()  # as the indexer does for its run
         batches: list[list[bytes]] = [[]]
         count = 0
-        for blob in blobs:
+        for n, blob in blobs:
             batches[-1].append(blob)
-            count += 1
-            if count * CHUNK_INSTANCES >= BATCH:
+            count += n
+            if count >= BATCH:  # cut after the chunk that fills it, as the indexer
                 batches.append([])
                 count = 0
         cpu = wall = 0.0
@@ -139,7 +179,9 @@ def main() -> None:
     args = ap.parse_args()
 
     ensure_archive(args.archive, args.images, args.size)
-    blobs, files, instances, worker_cpu = prepare(args.archive)
+    blobs, files, worker_cpu = prepare(args.archive)
+    instances = sum(n for n, _ in blobs)
+    hand_over(args.archive)
     per_file_worker = worker_cpu / files
     print(
         f"archive: {files} files, {instances} instances ({args.archive}); "
