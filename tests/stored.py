@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from metastore.dicomjson import keyword_row
+from metastore.keywords import keyword_row
 from metastore.store import Store
 from metastore.store.api import FilterValue, Level
 

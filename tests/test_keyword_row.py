@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from metastore.dicomjson import keyword_row
+from metastore.keywords import keyword_row
 
 
 @pytest.mark.parametrize(

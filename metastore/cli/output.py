@@ -16,6 +16,8 @@ from typing import IO, Any
 
 import orjson
 
+from metastore.keywords import keyword_of
+
 
 def write_json_lines(rows: Iterable[Any], out: IO[bytes]) -> None:
     """Write one compact JSON document per line (NaN and infinities as null)."""
@@ -129,8 +131,6 @@ def print_table(
 
 def tag_rows(instance: Mapping[str, Any]) -> Iterator[tuple[str, str, str, str]]:
     """DICOM JSON elements as table rows: tag, keyword, VR and value text."""
-    from metastore.dicomjson import keyword_of
-
     for tag, element in instance.items():
         keyword = keyword_of(tag) if _HEX_TAG.fullmatch(tag) else ""
         vr = element.get("vr", "") if isinstance(element, dict) else ""

@@ -26,6 +26,7 @@ from metastore.cli.output import (
     write_json_lines,
 )
 from metastore.errors import ImageNotFoundError
+from metastore.keywords import keyword_row, tag_of
 
 if TYPE_CHECKING:
     from metastore.store import ImageRef, Store
@@ -113,7 +114,6 @@ def tags(
         metastore tags scans/ct.dcm SliceThickness 00291010
         metastore tags 1.2.840.113619.2.1.1.1 --format json | jq .
     """
-    from metastore.dicomjson import tag_of  # pydicom's dictionary, for names
     from metastore.store import Store
 
     wanted = [tag_of(name) for name in attributes]  # bad names before the database
@@ -354,8 +354,6 @@ def _keyword_rows(
     store: Store, level: str, found: Iterable[dict[str, Any]]
 ) -> Iterator[dict[str, Any]]:
     """DICOM JSON rows as keyword rows: the UIDs first, imageIds on instances."""
-    from metastore.dicomjson import keyword_row  # pydicom: not for --help
-
     for dicom_json in found:
         plain = keyword_row(dicom_json)
         row = {uid: plain.pop(uid, None) for uid in LEVEL_UIDS[level]}

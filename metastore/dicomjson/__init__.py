@@ -1,14 +1,12 @@
 """Part 10 to DICOM JSON: a pydicom ``Dataset`` as DICOMweb returns it.
 
 Its public face is :func:`dataset_to_dicom_json`, with the VR table
-:data:`LONG_VRS` the indexer's byte sniffing shares, and :func:`tag_of` /
-:func:`keyword_of` for attribute names.  The rooms:
+:data:`LONG_VRS` the indexer's byte sniffing shares (attribute names live in
+``metastore.keywords``).  The rooms:
 
 - ``convert``: the dataset walk, bulk data and the fast/fallback paths;
 - ``_values``: one element's value bytes -> DICOM JSON values, per VR;
-- ``_sequences``: encoded sequences decoded without building datasets;
-- ``keywords``: attribute names as users write them (keywords, tags), and
-  datasets as keyword -> plain value.
+- ``_sequences``: encoded sequences decoded without building datasets.
 
 pydicom is imported here and by the indexer's reader, nowhere below.
 """
@@ -21,7 +19,6 @@ from metastore.dicomjson.convert import (
     dataset_to_dicom_json,
     raw_elements_to_dicom_json,
 )
-from metastore.dicomjson.keywords import keyword_of, keyword_row, tag_of
 
 __all__ = [
     "DEFAULT_INLINE_TAGS",
@@ -29,8 +26,5 @@ __all__ = [
     "OVERLAY_DATA_TAGS",
     "PIXEL_DATA_TAGS",
     "dataset_to_dicom_json",
-    "keyword_of",
-    "keyword_row",
     "raw_elements_to_dicom_json",
-    "tag_of",
 ]

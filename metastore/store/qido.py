@@ -31,6 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from metastore.errors import QueryError, StoreError
+from metastore.keywords import dictionary_vr, tag_for_keyword
 from metastore.store import codec
 from metastore.store import schema as t
 from metastore.store.encode import MAX_SEARCH, storable
@@ -213,9 +214,7 @@ def _tag_of(part: str, name: str) -> str:
     tag = _KEYWORDS.get(part)
     if tag is not None:
         return tag
-    from pydicom import datadict
-
-    number = datadict.tag_for_keyword(part) if part.isidentifier() else None
+    number = tag_for_keyword(part) if part.isidentifier() else None
     if number is None:
         raise QueryError(
             f"unknown attribute {name!r}: not a DICOM keyword or an 8-hex-digit tag"
@@ -238,12 +237,7 @@ def vr_of(tag: str) -> str | None:
         return column.vr
     if tag in COMPUTED:
         return COMPUTED[tag][1]
-    from pydicom import datadict
-
-    try:
-        vr = str(datadict.dictionary_VR(int(tag, 16)))
-    except KeyError:
-        return None
+    vr = dictionary_vr(int(tag, 16))
     # "US or SS", "OB or OW": both are matched alike, take the first
     return vr.split(" or ")[0] if vr else None
 

@@ -19,9 +19,9 @@ from itertools import islice
 from typing import Any, Literal
 
 import orjson
-from pydicom.datadict import tag_for_keyword
 
 from metastore.errors import QueryError
+from metastore.keywords import tag_for_keyword
 from metastore.store import Store
 from metastore.types import DicomJson
 from metastore.web.media import HTTPError
