@@ -171,7 +171,7 @@ def _delete_orphans(conn: Connection) -> None:
     # Three kinds of reference keep a module value: an image's module, a
     # value compressed against it (base_id), an instance's DICOM JSON
     # compressed against it.  None is a declared foreign key (see
-    # schema.ModuleValueRow), so nothing else checks them: this sweep must.
+    # schema.module_values), so nothing else checks them: this sweep must.
     base = t.module_values.alias("dependent")
     refs = (
         (im.c.value_id, None),
