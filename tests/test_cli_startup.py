@@ -39,7 +39,7 @@ HELP_MUST_NOT_LOAD = (
     "metastore.modules",
     "metastore.testhooks",
 )
-#: What ``get`` may not load: the writer, the ORM, migrations, the indexer.
+#: What ``get`` may not load: the writer, the schema, migrations, the indexer.
 GET_MUST_NOT_LOAD = (
     "pydicom",
     "alembic",

@@ -1,7 +1,7 @@
 """What importing a module loads: the lazy-import guarantees, locked in.
 
 Each case imports one module in a fresh interpreter and lists ``sys.modules``
-afterwards.  A provider must not load the ORM, the writer or the parser; an
+afterwards.  A provider must not load the schema, the writer or the parser; an
 indexer worker must not load SQLAlchemy; ``import metastore`` loads nothing.
 (docs/development.md, "Lazy imports", says why.)
 """

@@ -56,8 +56,8 @@ FilterValue = str | Sequence[str] | date
 class _OnFirstUse:
     """Stands for a module until its first attribute access, then imports it.
 
-    The schema (SQLAlchemy's ORM) and the write, prune and query modules
-    (SQLAlchemy's PostgreSQL dialect, asyncio) cost ~90 ms of imports that a
+    The schema and the write, prune and query modules (SQLAlchemy's
+    PostgreSQL dialect, asyncio) cost tens of ms of imports that a
     process reading series through ``store_read``'s text statements never
     needs.  On first use the module replaces this stand-in in the globals.
     """

@@ -365,7 +365,7 @@ def with_modules(
     outer joins, so an image without modules still gives one row of NULLs.
     """
     # Imported here: the series and image statements are text, so a process
-    # that only reads those never loads the ORM schema (~70 ms).
+    # that only reads those never loads the schema module.
     from metastore.store import schema as t
 
     im, mv = t.image_modules, t.module_values

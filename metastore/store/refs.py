@@ -15,7 +15,7 @@ user means.  A reference is
 - a (0008,0018) SOP Instance UID.
 
 Its statements are text, like the read path's, so a provider that re-roots
-imageIds (``DatabaseProvider(url, wadors_root=...)``) never loads the ORM.
+imageIds (``DatabaseProvider(url, wadors_root=...)``) never loads the schema.
 """
 
 from __future__ import annotations
