@@ -153,6 +153,9 @@ def reindex(
     Raises:
         StoreError: the database cannot be read or written (a lost
             PostgreSQL connection is retried first).
+        WorkerPoolError: worker processes kept dying (a dead one fails the
+            instances its pool held, and a fresh pool goes on; see
+            ``metastore.index.workers``); the batches written before stay.
     """
     with _frozen_heap():
         return _reindex(store, workers, batch_size, everything, progress)
