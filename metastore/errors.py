@@ -18,7 +18,8 @@ callers (and the CLI, in one place) can catch them together::
     ├── QueryError               (a ValueError)       a bad query filter
     ├── ImageNotFoundError       (a LookupError)      a reference to no stored image
     ├── AmbiguousReferenceError  (a ValueError)       a reference to several images
-    └── WadorsRootError          (a ValueError)       indexing under another root
+    ├── WadorsRootError          (a ValueError)       indexing under another root
+    └── WorkerPoolError                               worker processes kept dying
 
 The store raises its errors from the database driver's in one place
 (``metastore.store.db.map_driver_errors``); nothing outside the store sees a
@@ -123,3 +124,28 @@ class AmbiguousReferenceError(MetastoreError, ValueError):
 class WadorsRootError(MetastoreError, ValueError):
     """Indexing under a DICOMweb root other than the store's imageIds were made
     under (``--wadors-root``); the message says how to go on."""
+
+
+class WorkerPoolError(MetastoreError):
+    """A run's worker processes kept dying: the run stops.
+
+    A worker that dies fails the chunks its pool held and a fresh pool
+    reads on (docs/indexing.md); when pools break more than
+    ``metastore.index.workers.POOL_RESTARTS`` times in a row, none giving
+    a chunk back whole, every read is failing (memory too short for the
+    workers, a library that crashes on anything) and the run stops.  What
+    it committed before stays.
+
+    Attributes:
+        pools: The worker pools that broke in a row.
+        reason: Why the last one broke.
+    """
+
+    def __init__(self, pools: int, reason: str) -> None:
+        self.pools = pools
+        self.reason = reason
+        super().__init__(
+            f"worker processes keep dying: {pools} worker pools in a row broke"
+            f" before a chunk was done (the last: {reason}); is memory short"
+            " for this many workers?"
+        )

@@ -9,6 +9,7 @@ equal a clean run (export and row counts) and break no invariant
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -42,6 +43,9 @@ from stored import query_rows
 
 from metastore import DatabaseProvider, index_paths
 from metastore.cli import cli
+from metastore.index import pipeline, workers
+from metastore.index.discovery import Entry
+from metastore.index.read import ReadCache
 from metastore.index.sharding import parse_shard, shard_of
 from metastore.store import Store, db
 
@@ -221,6 +225,126 @@ def test_killed_indexer_leaves_no_worker_behind(
     second = run(args)
     assert second.returncode == 0, second.stderr
     assert_like_clean(sqlite_url, clean)
+
+
+# -- a worker process that dies ---------------------------------------------
+
+#: The indexer's worker task, as metastore has it.
+READ_CHUNK = pipeline._read_chunk
+
+#: The source whose chunk kills its worker (a codec crashing on a corrupt
+#: file, the out-of-memory killer), under the archive.
+KILLER = os.path.join("a", "ct02.dcm")
+
+
+def read_chunk_or_die(
+    chunk: list[Entry], root: str | None, zips: ReadCache = pipeline._WORKER_ZIPS
+) -> list[pipeline.Outcome]:
+    """The indexer's worker task, but a chunk holding :data:`KILLER` kills
+    its worker process (forked workers run this patched module)."""
+    if any(entry.path.endswith(os.sep + KILLER) for entry in chunk):
+        os._exit(3)
+    return READ_CHUNK(chunk, root, zips)
+
+
+def always_die(
+    chunk: list[Entry], root: str | None, zips: ReadCache = pipeline._WORKER_ZIPS
+) -> list[pipeline.Outcome]:
+    """A worker task that kills its worker on every chunk."""
+    os._exit(3)
+
+
+def forked_workers() -> bool:
+    """Whether worker processes are forked, so that they run patched code."""
+    return workers._process_context().get_start_method() == "fork"
+
+
+@pytest.fixture(scope="module")
+def dicom_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The archive without its files that are not DICOM (read-only).
+
+    A source lost with a dead worker is failed; read again, one that is not
+    DICOM is skipped and keeps that error row (a skipped source clears no
+    error row), where a clean run has none.
+    """
+    root = build_archive(tmp_path_factory.mktemp("dicom-only") / "archive")
+    (root / "a" / "README.txt").unlink()
+    (root / "c" / "junk.bin").unlink()
+    return root
+
+
+@pytest.fixture(scope="module")
+def clean_dicom(
+    dicom_archive: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """:func:`clean` of the archive without its files that are not DICOM."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('clean-dicom') / 'clean.sqlite'}"
+    return clean_run(dicom_archive, url)
+
+
+def test_a_dead_worker_fails_its_chunks_and_the_run_goes_on(
+    db_url: str,
+    dicom_archive: Path,
+    clean_dicom: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker dies on one chunk: the run ends, those of its pool's chunks not
+    done are failed, a fresh pool reads the rest; the rerun ends clean."""
+    if not forked_workers():
+        pytest.skip("the patched task reaches only forked workers")
+    monkeypatch.setattr(pipeline, "_read_chunk", read_chunk_or_die)
+    chunks: list[list[str]] = []  # each chunk's sources, as the run cuts them
+    cut = pipeline._chunks
+
+    def recorded(
+        entries: Iterator[tuple[int, Entry]],
+    ) -> Iterator[tuple[int, list[Entry]]]:
+        for key, group in cut(entries):
+            chunks.append([entry.source.location for entry in group])
+            yield key, group
+
+    monkeypatch.setattr(pipeline, "_chunks", recorded)
+    with Store(db_url) as store:
+        first = index_paths(store, [dicom_archive], workers=2, batch_size=BATCH)
+    (k,) = [i for i, c in enumerate(chunks) if any(s.endswith(KILLER) for s in c)]
+    # the chunks a fresh pool surely reads: handed over once the run saw the
+    # break, after those that may be in flight with the killing one
+    fresh = k + 2 * workers.TASKS_PER_WORKER + 1
+    assert fresh < len(chunks), "too few chunks to need a fresh pool"
+    failed = {error.location for error in first.errors}
+    assert failed and first.failed == len(failed)
+    assert all(
+        error.reason.startswith("worker process failed: BrokenProcessPool: ")
+        for error in first.errors
+    )
+    assert set(chunks[k]) <= failed <= {s for c in chunks[:fresh] for s in c}
+    with Store(db_url) as store:
+        stored = set(store.known_sources())
+    assert stored == {s for c in chunks for s in c} - failed
+    assert multiprocessing.active_children() == []  # the broken pool was joined
+    assert problems(db_url) == {}
+
+    monkeypatch.undo()
+    with Store(db_url) as store:
+        second = index_paths(store, [dicom_archive], workers=2, batch_size=BATCH)
+    assert second.ok and second.indexed == len(failed)
+    assert_like_clean(db_url, clean_dicom)
+
+
+def test_workers_dying_on_every_chunk_stop_the_command_in_one_line(
+    sqlite_url: str, archive: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pools that keep breaking end ``metastore index`` with one line and exit 2."""
+    if not forked_workers():
+        pytest.skip("the patched task reaches only forked workers")
+    monkeypatch.setattr(pipeline, "_read_chunk", always_die)
+    monkeypatch.setattr(workers, "POOL_RESTARTS", 1)
+    args = ["--db", sqlite_url, "index", str(archive), "--workers", "2"]
+    result = CliRunner().invoke(cli, [*args, "--batch-size", "1"])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("Error: worker processes keep dying: 2 worker")
+    assert result.output.count("\n") == 1
+    assert multiprocessing.active_children() == []
 
 
 # -- concurrency -----------------------------------------------------------

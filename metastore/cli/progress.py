@@ -5,7 +5,7 @@ pre-counted total, percentage, rate and time left, and the counts so far.
 Elsewhere (a log file, CI), one plain line every :data:`LOG_INTERVAL`
 seconds.  It draws only when the run reports (twice a second): no thread
 of its own, so the indexer still forks its workers
-(``index.pipeline._process_context``).
+(``index.workers._process_context``).
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 :func:`index_paths` streams sources from ``metastore.index.discovery`` past the
 store's known sources (unchanged ones are not read again), sends the rest in
-chunks to worker processes (``metastore.index.read``), and writes what comes
-back through ``Store.write_batch``, one transaction per batch.  Memory stays
+chunks to worker processes (``metastore.index.workers``) that read them
+(``metastore.index.read``), and writes what comes back through
+``Store.write_batch``, one transaction per batch.  Memory stays
 flat whatever the archive size: only a bounded number of chunks is in flight
 and only one batch is held.  Returns an :class:`IndexReport`.
 
@@ -18,23 +19,15 @@ in a ``metastore.index.report.Tally``.
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import gc
 import logging
-import multiprocessing
 import os
-import signal
-import sys
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
-from itertools import chain, groupby, islice
-from multiprocessing.context import BaseContext
+from itertools import groupby
 from operator import itemgetter
 from typing import TYPE_CHECKING, TypeVar
 
@@ -54,6 +47,7 @@ from metastore.index.sharding import (
     check_shard,
     in_shard,
 )
+from metastore.index.workers import map_chunks
 from metastore.locations import legacy_location, location_of
 from metastore.records import ErrorRecord, InstanceRecord, Outcome
 from metastore.store.encode import EncodeMemo, pack
@@ -86,8 +80,6 @@ CHUNK_SIZE = 128
 #: A chunk also ends after this many bytes of sources, so that a worker
 #: task holds a bounded amount of what large files give (their DICOM JSON).
 CHUNK_BYTES = 64 << 20
-#: Tasks queued per worker beyond the one it runs: bounds memory in flight.
-TASKS_PER_WORKER = 3
 #: Seconds between two progress callbacks.
 PROGRESS_INTERVAL = 0.5
 #: A run that hands the store at least this many instances refreshes the
@@ -478,6 +470,9 @@ def index_paths(
             none): nothing is read or written (``Store.claim_wadors_root``).
         StoreError: The database cannot be read or written (a lost
             PostgreSQL connection is retried first).
+        WorkerPoolError: Worker processes kept dying (a dead one fails the
+            sources its pool held, and a fresh pool reads on; see
+            ``metastore.index.workers``); the batches committed before stay.
         ValueError: ``shard`` is not ``(K, N)`` with ``1 <= K <= N``, or
             ``wadors_root`` is not an http(s) URL with a host, without
             credentials, query or fragment
@@ -802,102 +797,29 @@ def _read_all(
     """Read every entry, in worker processes when there are enough of them.
 
     Yields each entry with its chunk and outcome, in discovery order
-    whatever the number of workers; chunks are read and encoded alike in
-    both ways, so a run gives the same store with 1 or N workers.
+    whatever the number of workers (``metastore.index.workers``); chunks are
+    read and encoded alike in both ways, so a run gives the same store with
+    1 or N workers.
     """
-    chunks = _chunks(entries)
-    if workers <= 1:
-        yield from _read_here(chunks, root)
-        return
-    first = list(islice(chunks, 2))
-    if len(first) < 2:  # a tiny job: starting processes would cost more
-        yield from _read_here(iter(first), root)
-        return
-    context = _process_context()
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init)
+    zips = ReadCache()  # for the chunks read in this process, if any
     try:
-        pending: deque[tuple[int, list[Entry], Future[list[Outcome]]]] = deque()
-        for key, chunk in chain(first, chunks):
-            pending.append((key, chunk, pool.submit(_read_chunk, chunk, root)))
-            while len(pending) > workers * TASKS_PER_WORKER:
-                yield from _result(*pending.popleft())
-        while pending:
-            yield from _result(*pending.popleft())
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _process_context() -> BaseContext:
-    """Fork where that is safe (Linux, no other threads): workers start at once.
-
-    Elsewhere the platform's default; forked workers inherit the parent's
-    database connections but never use them, and exit without finalisers.
-    """
-    if sys.platform == "linux" and threading.active_count() == 1:
-        return multiprocessing.get_context("fork")
-    return multiprocessing.get_context()
-
-
-def _result(
-    key: int, chunk: list[Entry], future: Future[list[Outcome]]
-) -> list[tuple[int, Entry, Outcome]]:
-    try:
-        return [
-            (key, entry, outcome)
-            for entry, outcome in zip(chunk, future.result(), strict=True)
-        ]
-    except Exception as exc:  # a worker died (out of memory, a crash in a codec)
-        reason = f"worker process failed: {type(exc).__name__}: {exc}"
-        return [(key, entry, _crashed(entry, reason)) for entry in chunk]
-
-
-def _crashed(entry: Entry, reason: str) -> Outcome:
-    location = entry.source.location
-    return Outcome(
-        location, "failed", errors=[ErrorRecord(location, "unreadable", reason)]
-    )
-
-
-def _read_here(
-    chunks: Iterator[tuple[int, list[Entry]]], root: str | None
-) -> Iterator[tuple[int, Entry, Outcome]]:
-    """:func:`_read_all` in this process: the workers' task, chunk by chunk."""
-    zips = ReadCache()
-    try:
-        for key, chunk in chunks:
-            for entry, outcome in zip(
-                chunk, _read_chunk(chunk, root, zips), strict=True
-            ):
-                yield key, entry, outcome
+        yield from map_chunks(
+            functools.partial(_read_chunk, root=root),
+            _chunks(entries),
+            workers,
+            here=functools.partial(_read_chunk, root=root, zips=zips),
+            crashed=_crashed,
+        )
     finally:
         zips.close()
 
 
-def _worker_init() -> None:
-    """Leave Ctrl-C to the main process; die with it if it is killed.
-
-    A main process killed outright (SIGKILL, out of memory) cannot stop its
-    pool; on Linux each worker asks the kernel for SIGKILL when its parent
-    dies, so no reader is left behind.
-
-    Everything a worker starts with (modules, the parent's objects when
-    forked) lives as long as the worker: frozen, the garbage collector no
-    longer walks it again and again while reading (~8 % of a worker's time).
-    """
-    gc.freeze()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if sys.platform == "linux":
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        except (OSError, AttributeError):  # pragma: no cover - no prctl
-            pass
-        if os.getppid() == 1:  # the parent died before prctl took effect
-            os._exit(1)
-
-
-#: prctl option: the signal a process gets when its parent dies (Linux).
-_PR_SET_PDEATHSIG = 1
+def _crashed(entry: Entry, reason: str) -> Outcome:
+    """The outcome of an entry whose worker process failed."""
+    location = entry.source.location
+    return Outcome(
+        location, "failed", errors=[ErrorRecord(location, "unreadable", reason)]
+    )
 
 
 # One per worker process (a pool lives for one run): consecutive chunks of one

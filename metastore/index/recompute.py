@@ -18,11 +18,8 @@ from __future__ import annotations
 import functools
 import os
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
-from itertools import chain, islice
 from typing import TYPE_CHECKING
 
 from metastore.chunking import chunked
@@ -33,13 +30,11 @@ from metastore.index.pipeline import (
     BATCH_IMAGES,
     DEFAULT_BATCH_SIZE,
     PROGRESS_INTERVAL,
-    TASKS_PER_WORKER,
     _frozen_heap,
-    _process_context,
     _reconnecting,
-    _worker_init,
 )
 from metastore.index.report import MAX_REPORTED_ERRORS
+from metastore.index.workers import map_chunks
 from metastore.modules import MAPPING_VERSION
 from metastore.records import ErrorRecord, InstanceRecord, StoredInstance
 from metastore.store.encode import EncodeMemo, pre_encode
@@ -158,6 +153,9 @@ def reindex(
     Raises:
         StoreError: the database cannot be read or written (a lost
             PostgreSQL connection is retried first).
+        WorkerPoolError: worker processes kept dying (a dead one fails the
+            instances its pool held, and a fresh pool goes on; see
+            ``metastore.index.workers``); the batches written before stay.
     """
     with _frozen_heap():
         return _reindex(store, workers, batch_size, everything, progress)
@@ -250,37 +248,12 @@ def _recompute_all(
     """Recompute every instance, in worker processes when there are enough.
 
     Yields each instance with its result in the order read, whatever the
-    number of workers, so a run gives the same store with 1 or N workers.
+    number of workers (``metastore.index.workers``), so a run gives the same
+    store with 1 or N workers.
     """
-    chunks = chunked(todo, CHUNK_SIZE)
-    first = list(islice(chunks, 2))
-    if workers <= 1 or len(first) < 2:  # a tiny job: processes would cost more
-        for chunk in chain(first, chunks):
-            yield from zip(chunk, _recompute_chunk(chunk), strict=True)
-        return
-    pool = ProcessPoolExecutor(
-        workers, mp_context=_process_context(), initializer=_worker_init
-    )
-    try:
-        pending: deque[tuple[list[StoredInstance], Future[list[Result]]]] = deque()
-        for chunk in chain(first, chunks):
-            pending.append((chunk, pool.submit(_recompute_chunk, chunk)))
-            while len(pending) > workers * TASKS_PER_WORKER:
-                yield from _result(*pending.popleft())
-        while pending:
-            yield from _result(*pending.popleft())
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _result(
-    chunk: list[StoredInstance], future: Future[list[Result]]
-) -> list[tuple[StoredInstance, Result]]:
-    try:
-        return list(zip(chunk, future.result(), strict=True))
-    except Exception as exc:  # a worker died (out of memory, a crash)
-        reason = f"worker process failed: {type(exc).__name__}: {exc}"
-        return [(old, _failure(old, reason)) for old in chunk]
+    chunks = enumerate(chunked(todo, CHUNK_SIZE))
+    for _, old, new in map_chunks(_recompute_chunk, chunks, workers, crashed=_failure):
+        yield old, new
 
 
 def _recompute_chunk(chunk: list[StoredInstance]) -> list[Result]:
