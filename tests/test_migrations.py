@@ -92,7 +92,11 @@ def test_no_drift(db_url: str) -> None:
         with engine.connect() as connection:
             context = MigrationContext.configure(
                 connection,
-                opts={"compare_type": True, "version_table": db.VERSION_TABLE},
+                opts={
+                    "compare_type": True,
+                    "compare_server_default": True,
+                    "version_table": db.VERSION_TABLE,
+                },
             )
             assert compare_metadata(context, metadata) == []
     finally:
