@@ -33,6 +33,8 @@ def _configure_and_run(connection: Connection) -> None:
         # Batch mode recreates tables on SQLite only; elsewhere it is ALTER.
         render_as_batch=True,
         compare_type=True,
+        # series.instance_count has one (0006): autogenerate checks it too.
+        compare_server_default=True,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -209,6 +209,12 @@ SELECT '9.' || CAST(n.i AS TEXT), x.series_id, x.sop_class_uid, n.i, 1, x.source
     x.dicom_json, x.dicom_json_base_id, 512, 512, 16
 FROM ({numbers}) AS n, (SELECT * FROM instances ORDER BY id LIMIT 1) AS x
 """
+#: The clones bypass the write path: their series' stored count is set as
+#: ``store.write.settle`` would (revision 0006's UPDATE).
+RECOUNT = """
+UPDATE series SET instance_count =
+    (SELECT count(*) FROM instances WHERE instances.series_id = series.id)
+"""
 
 STREAM = textwrap.dedent(
     """
@@ -250,6 +256,7 @@ def stream(url: str, rows: int) -> None:
                 else:
                     numbers = f"SELECT generate_series(1, {rows - have}) AS i"
                 conn.execute(text(CLONE.format(numbers=numbers)))
+                conn.execute(text(RECOUNT))
             print(
                 f"\ncloned {rows - have} instance rows in {time.perf_counter() - t:.0f} s"
             )

@@ -87,7 +87,9 @@ def test_reindexing_is_a_no_op(store: Store, tmp_path: Path) -> None:
     assert store.stats() == stats
 
 
-def test_changed_file_is_read_again_and_replaced(store: Store, tmp_path: Path) -> None:
+def test_changed_file_is_read_again_and_replaced(
+    store: Store, db_url: str, tmp_path: Path
+) -> None:
     """A file whose size or time changed replaces its old rows."""
     tmp_path = tmp_path / "src"  # the SQLite database lives in tmp_path
     one = write_ct(tmp_path / "one.dcm", 1, patient_name="Old^Name", study=1)
@@ -101,9 +103,12 @@ def test_changed_file_is_read_again_and_replaced(store: Store, tmp_path: Path) -
     names = [row["PatientName"] for row in found]
     assert names.count("New^Name") == 1
     assert store.stats()["instances"] == 2
+    assert problems(db_url, garbage=False) == {}
 
 
-def test_prune_removes_what_disappeared(store: Store, tmp_path: Path) -> None:
+def test_prune_removes_what_disappeared(
+    store: Store, db_url: str, tmp_path: Path
+) -> None:
     """Without --prune a deleted file stays; with it, its images go."""
     write_ct(tmp_path / "a" / "one.dcm", 1)
     gone = write_ct(tmp_path / "a" / "two.dcm", 2)
@@ -115,6 +120,7 @@ def test_prune_removes_what_disappeared(store: Store, tmp_path: Path) -> None:
     index_paths(store, [tmp_path / "a"], workers=1, prune=True)
     assert store.stats()["instances"] == 2  # b/three.dcm is not under the root
     assert not any("two.dcm" in where for where in locations(store).values())
+    assert problems(db_url) == {}
 
 
 def test_prune_removes_a_file_that_is_no_longer_dicom(
@@ -132,7 +138,7 @@ def test_prune_removes_a_file_that_is_no_longer_dicom(
 
 
 def test_same_sop_instance_in_two_files_is_stored_once(
-    store: Store, tmp_path: Path
+    store: Store, db_url: str, tmp_path: Path
 ) -> None:
     """A second file with the same SOP Instance UID is a reported duplicate.
 
@@ -148,6 +154,7 @@ def test_same_sop_instance_in_two_files_is_stored_once(
     assert (error.location, error.kind) == (str(tmp_path / "b.dcm"), "duplicate")
     assert store.stats()["instances"] == 1
     assert list(locations(store).values()) == [str(tmp_path / "a.dcm")]
+    assert problems(db_url) == {}
 
 
 def intruder_copy(source: Path, dest: Path) -> Path:
@@ -161,7 +168,7 @@ def intruder_copy(source: Path, dest: Path) -> Path:
 
 
 def test_a_duplicate_never_rewrites_the_study_it_copies(
-    store: Store, tmp_path: Path
+    store: Store, db_url: str, tmp_path: Path
 ) -> None:
     """Issue 9.1: index a/ct.dcm, then b/ct.dcm (same SOP, another patient), twice."""
     a = copy(CT, tmp_path / "src" / "a" / "ct.dcm")
@@ -178,6 +185,7 @@ def test_a_duplicate_never_rewrites_the_study_it_copies(
         "CT",
     )
     assert query_rows(store, "studies", {"PatientID": "WRONG"}) == []
+    assert problems(db_url) == {}
 
 
 def test_removing_the_lowest_instance_gives_the_next_ones_attributes(
@@ -329,6 +337,7 @@ def test_two_workers_give_the_same_store_as_one(db_url: str, tmp_path: Path) -> 
         one.duplicates,
         one.images,
     )
+    assert problems(db_url) == {}
 
 
 def test_a_rerun_completes_an_interrupted_run(
@@ -353,6 +362,7 @@ def test_a_rerun_completes_an_interrupted_run(
     with Store(f"sqlite:///{tmp_path / 'clean.sqlite'}") as clean:
         index_paths(clean, [folder], workers=1)
         assert export(clean) == answers
+    assert problems(db_url) == {}
 
 
 def test_progress_gets_the_final_report(store: Store, tmp_path: Path) -> None:
@@ -401,7 +411,7 @@ def test_unchanged_zip_members_are_not_read_again(store: Store, tmp_path: Path) 
     assert store.stats()["instances"] == 1
 
 
-def test_moved_archive_with_prune(store: Store, tmp_path: Path) -> None:
+def test_moved_archive_with_prune(store: Store, db_url: str, tmp_path: Path) -> None:
     """Moving a folder and re-indexing its parent with prune keeps one copy."""
     write_ct(tmp_path / "root" / "a" / "x.dcm", 1)
     index_paths(store, [tmp_path / "root"], workers=1)
@@ -415,10 +425,11 @@ def test_moved_archive_with_prune(store: Store, tmp_path: Path) -> None:
     assert store.errors() == []
     again = index_paths(store, [tmp_path / "root"], workers=1, prune=True)
     assert (again.unchanged, again.indexed, again.duplicates) == (1, 0, 0)
+    assert problems(db_url) == {}
 
 
 def test_prune_keeps_a_duplicate_whose_original_stays(
-    store: Store, tmp_path: Path
+    store: Store, db_url: str, tmp_path: Path
 ) -> None:
     """Prune stores a duplicate only if its stored copy went; others stay reported."""
     src = tmp_path / "src"
@@ -439,6 +450,7 @@ def test_prune_keeps_a_duplicate_whose_original_stays(
     assert [(e.location, e.kind) for e in store.errors()] == [
         (str(src / "b.dcm"), "duplicate")
     ]
+    assert problems(db_url) == {}
 
 
 def test_a_source_whose_modules_raise_fails_and_the_run_goes_on(

@@ -13,6 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from dicom_samples import EMRI, copy, write_ct
+from reliability import problems
 
 from metastore import index_paths
 from metastore.errors import SchemaError, SchemaNotAtHeadError
@@ -92,7 +93,11 @@ def test_no_drift(db_url: str) -> None:
         with engine.connect() as connection:
             context = MigrationContext.configure(
                 connection,
-                opts={"compare_type": True, "version_table": db.VERSION_TABLE},
+                opts={
+                    "compare_type": True,
+                    "compare_server_default": True,
+                    "version_table": db.VERSION_TABLE,
+                },
             )
             assert compare_metadata(context, metadata) == []
     finally:
@@ -339,6 +344,7 @@ def test_populated_revisions_keep_every_module(db_url: str, tmp_path: Path) -> N
     write_ct(root / "ct" / "4.dcm", 4)
     _index(db_url, root)
     assert len(_export(db_url)) == len(answers) + 1
+    assert problems(db_url) == {}
 
 
 def test_downgrade_to_0001_drops_module_rows_no_key_would_allow(
@@ -577,3 +583,50 @@ def test_0004_marks_every_stored_instance_stale(db_url: str, tmp_path: Path) -> 
         assert _mapping_versions(engine) == {MAPPING_VERSION: 4}
     finally:
         engine.dispose()
+
+
+# -- revision 0006: series.instance_count ---------------------------------------
+
+
+def _instance_counts(engine: sa.Engine) -> dict[str, int]:
+    """``{series_instance_uid: instance_count}`` (the column exists from 0006 on)."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            sa.text("SELECT series_instance_uid, instance_count FROM series")
+        )
+        return {uid: n for uid, n in rows}
+
+
+def _series_columns(engine: sa.Engine) -> set[str]:
+    with engine.connect() as connection:
+        return {c["name"] for c in sa.inspect(connection).get_columns("series")}
+
+
+def test_0006_counts_the_stored_instances_of_every_series(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A populated database of every earlier revision, upgraded: each series
+    gets the number of its stored instances, and queries answer as before.
+
+    Down to a revision before 0006 the column is gone, so the counts after
+    the upgrade can only come from its ``UPDATE`` (the default is 0).
+    """
+    _index(db_url, _archive(tmp_path / "archive"))
+    with Store(db_url) as store:
+        before = {level: list(store.query(level)) for level in ("studies", "series")}
+    engine = db.create_engine(db_url)
+    try:
+        written = _instance_counts(engine)
+        # two CT series (two instances and one), the enhanced MR's
+        assert sorted(written.values()) == [1, 1, 2]
+        for revision in _revisions()[1 : _revisions().index("0006")]:
+            db.downgrade(engine, revision)
+            assert "instance_count" not in _series_columns(engine)
+            db.upgrade(engine)
+            assert _instance_counts(engine) == written, revision
+    finally:
+        engine.dispose()
+    assert problems(db_url) == {}
+    with Store(db_url) as store:
+        for level, rows in before.items():
+            assert list(store.query(level)) == rows

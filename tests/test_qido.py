@@ -711,6 +711,15 @@ def _clone_instances(conn: Any, n: int) -> None:
         ),
         {"n": n},
     )
+    # rows inserted past the store's write path: recount as settle would
+    conn.execute(text(RECOUNT))
+
+
+#: Every series' ``instance_count`` counted again (revision 0006's UPDATE).
+RECOUNT = (
+    "UPDATE series SET instance_count = "
+    "(SELECT count(*) FROM instances WHERE instances.series_id = series.id)"
+)
 
 
 def _rival(n: int, referring: str, study_id: str, step_date: str) -> InstanceRecord:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from reliability import problems
 from stored import query_rows
 
 from metastore.errors import SchemaNotAtHeadError, StoreError
@@ -161,7 +162,7 @@ def test_known_sources_lists_stored_locations(store: Store) -> None:
     assert store.known_sources() == {"/a/1.dcm": (5, 7), "/a/2.dcm": (6, 8)}
 
 
-def test_reindexing_a_location_replaces_its_instance(store: Store) -> None:
+def test_reindexing_a_location_replaces_its_instance(store: Store, db_url: str) -> None:
     """Writing a location again replaces what it held before."""
     store.write_batch([make_instance("/a/1.dcm", "1.1", frames=3)])
     store.write_batch([make_instance("/a/1.dcm", "1.2", frames=1, mtime_ns=9)])
@@ -170,9 +171,12 @@ def test_reindexing_a_location_replaces_its_instance(store: Store) -> None:
     assert store.dicom_json("1.1") is None
     assert store.dicom_json("1.2") is not None
     assert store.known_sources() == {"/a/1.dcm": (100, 9)}
+    assert problems(db_url, garbage=False) == {}
 
 
-def test_same_sop_from_another_location_is_a_duplicate(store: Store) -> None:
+def test_same_sop_from_another_location_is_a_duplicate(
+    store: Store, db_url: str
+) -> None:
     """A SOP Instance UID stored from elsewhere is reported, recorded, not stored."""
     store.write_batch([make_instance("/a/1.dcm", "1.1")])
     found = store.write_batch([make_instance("/b/copy.dcm", "1.1")])
@@ -183,15 +187,17 @@ def test_same_sop_from_another_location_is_a_duplicate(store: Store) -> None:
         ("/b/copy.dcm", "duplicate")
     ]
     assert "/b/copy.dcm" not in store.known_sources()
+    assert problems(db_url) == {}
 
 
-def test_duplicate_within_one_batch(store: Store) -> None:
+def test_duplicate_within_one_batch(store: Store, db_url: str) -> None:
     """Two locations with one SOP Instance UID in one batch store it once."""
     found = store.write_batch(
         [make_instance("/a/1.dcm", "1.1"), make_instance("/b/1.dcm", "1.1")]
     )
     assert [e.kind for e in found] == ["duplicate"]
     assert count(store, t.instances) == 1
+    assert problems(db_url) == {}
 
 
 def searched(store: Store) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -216,7 +222,7 @@ INTRUDER = {
 }
 
 
-def test_a_duplicate_changes_nothing_stored(store: Store) -> None:
+def test_a_duplicate_changes_nothing_stored(store: Store, db_url: str) -> None:
     """A refused copy with other attributes leaves study and series as they were.
 
     docs/guarantees.md "Duplicates": a duplicate is read again on every run,
@@ -233,6 +239,7 @@ def test_a_duplicate_changes_nothing_stored(store: Store) -> None:
     [study] = query_rows(store, "studies", {"PatientID": "PID1"})
     assert (study["PatientName"], study["ModalitiesInStudy"]) == ("Doe^John", "CT")
     assert query_rows(store, "studies", {"PatientID": "WRONG"}) == []
+    assert problems(db_url) == {}
 
 
 def test_duplicates_under_other_uids_leave_no_row_behind(db_url: str) -> None:
@@ -252,7 +259,9 @@ def test_duplicates_under_other_uids_leave_no_row_behind(db_url: str) -> None:
     assert problems(db_url) == {}
 
 
-def test_a_location_rewritten_as_a_duplicate_loses_what_it_held(store: Store) -> None:
+def test_a_location_rewritten_as_a_duplicate_loses_what_it_held(
+    store: Store, db_url: str
+) -> None:
     """A changed file now holding a copy of another instance: its old one goes."""
     store.write_batch(
         [make_instance("/a/1.dcm", "1.1"), make_instance("/b/2.dcm", "1.2")]
@@ -266,6 +275,7 @@ def test_a_location_rewritten_as_a_duplicate_loses_what_it_held(store: Store) ->
     store.write_batch([], [duplicate(copy, "/a/1.dcm")], replaced=["/c/3.dcm"])
     assert store.dicom_json("1.3") is None
     assert store.stats()["instances"] == store.stats()["series"] == 1
+    assert problems(db_url, garbage=False) == {}
 
 
 def differing(n: int, **changes: Any) -> InstanceRecord:
@@ -286,7 +296,7 @@ def differing(n: int, **changes: Any) -> InstanceRecord:
     ids=["one-batch", "one-each", "lowest-last", "lowest-first"],
 )
 def test_attributes_are_those_of_the_lowest_sop_instance_uid(
-    store: Store, batches: list[list[int]]
+    store: Store, db_url: str, batches: list[list[int]]
 ) -> None:
     """However instances come in, study and series show the lowest one's attributes.
 
@@ -301,6 +311,7 @@ def test_attributes_are_those_of_the_lowest_sop_instance_uid(
     assert (study["AccessionNumber"], study["StudyDescription"]) == ("A1", None)
     assert study["ModalitiesInStudy"] == "MR"
     assert study["NumberOfStudyRelatedInstances"] == 3
+    assert problems(db_url) == {}
 
 
 def _random_archive(rng: random.Random) -> list[InstanceRecord]:
@@ -384,6 +395,53 @@ def test_an_empty_series_or_study_is_deleted_with_its_last_instance(
         )
     # (the old values stay until a prune sweeps them: docs/store.md)
     assert problems(db_url, garbage=False) == {}
+
+
+def instance_counts(store: Store) -> dict[str, int]:
+    """``{SeriesInstanceUID: series.instance_count}`` as stored."""
+    se = t.series
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(se.c.series_instance_uid, se.c.instance_count))
+        return {uid: n for uid, n in rows}
+
+
+def test_series_instance_counts_follow_every_change(db_url: str) -> None:
+    """``series.instance_count`` is the number of instances after every change.
+
+    Batches, a location rewritten with an instance of another series, a
+    duplicate, a location rewritten with the same instance, a stream written
+    in parts, prunes: the stored counts are what QIDO-RS returns, and equal the
+    instances stored (``reliability.BROKEN``).
+    """
+    a, b = f"{SERIES}.1", f"{SERIES}.2"
+    with Store(db_url) as store:
+        store.write_batch(
+            [make_instance(f"/c/{n}.dcm", f"1.{n}", series=a) for n in (1, 2, 3)]
+        )
+        store.write_batch(
+            [make_instance(f"/c/{n}.dcm", f"1.{n}", series=b) for n in (4, 5)]
+        )
+        assert instance_counts(store) == {a: 3, b: 2}
+        store.write_batch([make_instance("/c/1.dcm", "1.6", series=b, mtime_ns=9)])
+        assert instance_counts(store) == {a: 2, b: 3}
+        found = store.write_batch([make_instance("/d/copy.dcm", "1.2", series=b)])
+        assert [e.kind for e in found] == ["duplicate"]
+        store.write_batch([make_instance("/c/2.dcm", "1.2", series=a, mtime_ns=9)])
+        assert instance_counts(store) == {a: 2, b: 3}
+        streamed = [make_instance("/big.json", f"1.{n}", series=a) for n in (7, 8, 9)]
+        store.write_stream(lambda: iter(streamed), part_size=2)
+        assert instance_counts(store) == {a: 5, b: 3}
+        assert store.prune(["/c"], {"/c/1.dcm", "/c/4.dcm"}) == 3
+        assert instance_counts(store) == {a: 3, b: 2}
+        series = query_rows(store, "series")
+        assert {
+            s["SeriesInstanceUID"]: s["NumberOfSeriesRelatedInstances"] for s in series
+        } == {a: 3, b: 2}
+        [study] = query_rows(store, "studies")
+        assert study["NumberOfStudyRelatedInstances"] == 5
+        assert store.prune(["/big.json"], set()) == 3
+        assert instance_counts(store) == {b: 2}
+    assert problems(db_url) == {}
 
 
 def test_a_stream_screens_and_settles_as_a_batch(db_url: str, tmp_path: Path) -> None:
@@ -508,7 +566,7 @@ def test_schema_behind_head_is_refused(sqlite_url: str) -> None:
     assert not isinstance(StoreError(), SchemaNotAtHeadError)
 
 
-def test_prune_deletes_unseen_locations_and_orphans(store: Store) -> None:
+def test_prune_deletes_unseen_locations_and_orphans(store: Store, db_url: str) -> None:
     """prune forgets locations under a root that were not seen, and orphans."""
     store.write_batch(
         [
@@ -530,6 +588,7 @@ def test_prune_deletes_unseen_locations_and_orphans(store: Store) -> None:
     assert query_rows(store, "studies", {"StudyInstanceUID": "1.8"}) == []
     assert store.prune(["/data/z.zip"], set()) == 1
     assert store.stats()["instances"] == 2
+    assert problems(db_url) == {}
 
 
 def test_prune_minds_the_case_of_locations(store: Store) -> None:
@@ -544,7 +603,7 @@ def test_prune_minds_the_case_of_locations(store: Store) -> None:
     assert [e.location for e in store.errors()] == ["/DATA/bad.dcm"]
 
 
-def test_prune_forgets_only_locations_it_owns(store: Store) -> None:
+def test_prune_forgets_only_locations_it_owns(store: Store, db_url: str) -> None:
     """With owns, only unseen locations under a root that owns accepts go."""
     store.write_batch(
         [make_instance(f"/o/{i}.dcm", f"1.{i}") for i in range(4)],
@@ -559,6 +618,7 @@ def test_prune_forgets_only_locations_it_owns(store: Store) -> None:
     assert [e.location for e in store.errors()] == ["/o/bad1.dcm"]
     assert store.prune(["/o"], set(), owns=lambda location: False) == 0
     assert store.stats()["instances"] == 3
+    assert problems(db_url) == {}
 
 
 def test_prune_removes_unreferenced_module_values(store: Store) -> None:
@@ -679,6 +739,8 @@ def test_concurrent_writers_never_duplicate_or_fail(db_url: str, workers: int) -
         assert set(store.series_image_modules(SERIES)) == {
             image_id for image_id, _ in store.export()
         }
+    # (the copies from /copy/ leave values only a prune sweeps)
+    assert problems(db_url, garbage=False) == {}
 
 
 def test_images_with_many_own_values_round_trip(store: Store) -> None:

@@ -1087,13 +1087,18 @@ class _Fetcher:
     def study_counts(
         self, conn: Connection, study_ids: Sequence[int]
     ) -> dict[int, tuple[list[str], int, int]]:
-        """``{study id: (modalities, series, instances)}``."""
+        """``{study id: (modalities, series, instances)}``.
+
+        From the series rows alone: each holds its instance count
+        (``series.instance_count``, kept by ``store.write.settle``), so a
+        study costs its series, not its instances.
+        """
         se = t.series
         ids = sorted(set(study_ids))
         found: dict[int, tuple[set[str], int, int]] = {i: (set(), 0, 0) for i in ids}
-        per_series = sa.select(
-            se.c.study_id, se.c.modality, _instances_of_series()
-        ).where(se.c.study_id.in_(_IDS))
+        per_series = sa.select(se.c.study_id, se.c.modality, se.c.instance_count).where(
+            se.c.study_id.in_(_IDS)
+        )
         for study_id, modality, n in conn.execute(per_series, {"ids": ids}):
             modalities, n_series, n_instances = found[study_id]
             if modality:
@@ -1104,20 +1109,8 @@ class _Fetcher:
     def series_counts(
         self, conn: Connection, series_ids: Sequence[int]
     ) -> dict[int, int]:
-        """``{series id: instances}``."""
+        """``{series id: instances}`` (the stored ``series.instance_count``)."""
         se = t.series
-        stmt = sa.select(se.c.id, _instances_of_series()).where(se.c.id.in_(_IDS))
+        stmt = sa.select(se.c.id, se.c.instance_count).where(se.c.id.in_(_IDS))
         found = conn.execute(stmt, {"ids": sorted(set(series_ids))})
         return {series_id: n for series_id, n in found}
-
-
-def _instances_of_series() -> sa.ScalarSelect[Any]:
-    """How many instances ``series`` has: one index range count per series
-    (a join would let PostgreSQL pick a scan of every instance)."""
-    ins = t.instances
-    return (
-        sa.select(sa.func.count())
-        .select_from(ins)
-        .where(ins.c.series_id == t.series.c.id)
-        .scalar_subquery()
-    )

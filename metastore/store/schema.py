@@ -25,6 +25,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 #: Constraint names identical on SQLite and PostgreSQL, so batch migrations can
@@ -104,6 +105,14 @@ series = Table(
     Column("performed_procedure_step_start_date", String(8), index=True),
     # (0040,0245) PerformedProcedureStepStartTime (0003).
     Column("performed_procedure_step_start_time", Text),
+    # How many instances the series has stored (0006): what QIDO-RS
+    # NumberOfSeriesRelatedInstances and NumberOfStudyRelatedInstances
+    # return, without counting instances at query time.  Maintained by
+    # ``store.write.settle`` in every transaction that adds or deletes
+    # instances of the series; a row inserted without it starts at 0 (the
+    # server default: the write path's plain INSERTs leave it out) and is
+    # settled in the same transaction.
+    Column("instance_count", Integer, nullable=False, server_default=text("0")),
 )
 
 #: A location (path, archive member or URL) that was indexed successfully.

@@ -1130,12 +1130,15 @@ def settle(
     of what is stored, so the order sources come in, batch boundaries, a
     crash and its rerun or concurrent writers cannot change it; a duplicate,
     never stored, cannot either.  A series without instances and a study
-    without series are deleted.
+    without series are deleted.  A series' ``instance_count`` is set to the
+    number of its stored instances, counted by the query that finds the
+    lowest one.
 
     Call it in the transaction that changed the instances of ``series_ids``
-    (every series a write touched, or a prune emptied).  The attributes of
-    an instance in ``written`` (SOP Instance UID -> the record just
-    inserted) come from the record.  Otherwise a row already holds its
+    (every series a write touched, or a prune emptied): every path that
+    inserts or deletes instances must, or the stored counts go wrong.  The
+    attributes of an instance in ``written`` (SOP Instance UID -> the record
+    just inserted) come from the record.  Otherwise a row already holds its
     lowest instance's attributes, unless that instance may have gone: for
     the series in ``lost`` (they lost instances here) and their studies,
     the attributes are read back from the lowest instance's stored DICOM
@@ -1143,7 +1146,7 @@ def settle(
 
     PostgreSQL: the rows are locked (in id order) before their lowest
     instance is looked up, so of two writers adding to one series the second
-    sees the first's instances once it gets the lock.
+    sees the first's instances once it gets the lock (and counts them).
     """
     if not series_ids:
         return
@@ -1172,25 +1175,31 @@ def _settle_series(
         instances, or a series moved out of or into them.
     """
     se = t.series
-    columns = [se.c.study_id, *(se.c[f] for f in SERIES_FIELDS)]
+    columns = [se.c.study_id, se.c.instance_count, *(se.c[f] for f in SERIES_FIELDS)]
     rows = _locked(conn, se, columns, series_ids)
-    lowest = _lowest_sops(conn, se, sorted(rows))
+    held = _held(conn, se, sorted(rows))
     recheck = {rows[id_].study_id for id_ in lost if id_ in rows}
-    sops = [lowest[id_] for id_ in lost if id_ in lowest]
+    sops = [held[id_].lowest for id_ in lost if id_ in held]
     _read_back(conn, [sop for sop in sops if sop not in known], known)
     updates: list[dict[str, Any]] = []
     for id_, row in sorted(rows.items()):
-        found = known.get(lowest.get(id_, ""))
-        if found is None:
-            continue  # no instance left (deleted below), or its attributes stand
-        wanted = {"study_id": _study_id(conn, found, study_of, row.study_id)}
-        wanted |= series_values(found)
+        if id_ not in held:
+            continue  # no instance left: deleted below
+        lowest, count = held[id_]
+        found = known.get(lowest)
+        # None: the lowest instance is the one the row's attributes came from
+        wanted: dict[str, Any] = {}
+        if found is not None:
+            wanted = {"study_id": _study_id(conn, found, study_of, row.study_id)}
+            wanted |= series_values(found)
         if any(wanted[f] != getattr(row, f) for f in wanted):
-            updates.append({"_id": id_, **wanted})
-        if wanted["study_id"] != row.study_id:
+            updates.append({"_id": id_, **wanted, "instance_count": count})
+        elif count != row.instance_count:
+            updates.append({"_id": id_, "instance_count": count})
+        if found is not None and wanted["study_id"] != row.study_id:
             recheck |= {row.study_id, wanted["study_id"]}
     _update(conn, se, updates)
-    _delete_unused(conn, se, [id_ for id_ in rows if id_ not in lowest], t.instances)
+    _delete_unused(conn, se, [id_ for id_ in rows if id_ not in held], t.instances)
     return {row.study_id for row in rows.values()} | recheck, recheck
 
 
@@ -1203,7 +1212,7 @@ def _settle_studies(
     """The study half of :func:`settle`: ``recheck`` are read back."""
     st = t.studies
     rows = _locked(conn, st, [st.c[f] for f in STUDY_FIELDS], study_ids)
-    lowest = _lowest_sops(conn, st, sorted(rows))
+    lowest = {id_: h.lowest for id_, h in _held(conn, st, sorted(rows)).items()}
     recheck = {id_ for id_ in recheck if id_ in lowest}
     _read_back(
         conn, [lowest[id_] for id_ in recheck if lowest[id_] not in known], known
@@ -1236,27 +1245,41 @@ def _locked(
     return found
 
 
-#: SQLite's statements of :func:`_lowest_sops` (by "of series?"), whose
-#: ``min`` compares text by the BINARY collation: by code point.
-_SQLITE_LOWEST_SOPS = {
+class _Held(NamedTuple):
+    """What a series or a study holds of the stored instances (:func:`_held`)."""
+
+    #: Its lowest SOP Instance UID, by code point.
+    lowest: str
+    #: How many instances it has (a series': its ``instance_count``).
+    instances: int
+
+
+#: SQLite's statements of :func:`_held` (by "of series?"), whose ``min``
+#: compares text by the BINARY collation: by code point.
+_SQLITE_HELD = {
     True: (
-        "SELECT series_id, min(sop_instance_uid) FROM instances "
+        "SELECT series_id, min(sop_instance_uid), count(*) FROM instances "
         "WHERE series_id IN {keys} GROUP BY series_id"
     ),
     False: (
-        "SELECT series.study_id, min(instances.sop_instance_uid) FROM instances "
-        "JOIN series ON series.id = instances.series_id "
+        "SELECT series.study_id, min(instances.sop_instance_uid), count(*) "
+        "FROM instances JOIN series ON series.id = instances.series_id "
         "WHERE series.study_id IN {keys} GROUP BY series.study_id"
     ),
 }
 
 
-def _lowest_sops(
-    conn: Connection, table: sa.Table, ids: Sequence[int]
-) -> dict[int, str]:
-    """``{series or study id: lowest SOP Instance UID stored in it}`` (by code point).
+def _held(conn: Connection, table: sa.Table, ids: Sequence[int]) -> dict[int, _Held]:
+    """``{series or study id: its lowest SOP Instance UID and instance count}``.
 
-    Rows without an instance are left out.
+    One ``GROUP BY`` over the instances of ``ids``: the count costs nothing
+    beside the ``min``, which reads every one of them already.  Called with
+    the rows locked (PostgreSQL, :func:`_locked`; READ COMMITTED), so the
+    last count of a series is exact under concurrent writers: every writer
+    that changes its instances settles it under the same lock, so one that
+    took the lock first committed before this statement (and is counted),
+    and one that waits for it counts after this transaction commits.  Rows
+    without an instance are left out.
     """
     ins, se = t.instances, t.series
     sop: sa.ColumnElement[str] = ins.c.sop_instance_uid
@@ -1268,20 +1291,23 @@ def _lowest_sops(
     else:
         group = se.c.study_id
         source = ins.join(se, se.c.id == ins.c.series_id)
-    found: dict[int, str] = {}
+    found: dict[int, _Held] = {}
     if not is_postgres(conn):
-        sql = _SQLITE_LOWEST_SOPS[table is se]
+        sql = _SQLITE_HELD[table is se]
         for text, params in sqlite_in(sql, ids):
-            found.update((id_, uid) for id_, uid in conn.exec_driver_sql(text, params))
+            found.update(
+                (id_, _Held(uid, n))
+                for id_, uid, n in conn.exec_driver_sql(text, params)
+            )
         return found
     for where in key_in(conn, group, ids):
         stmt = (
-            sa.select(group, sa.func.min(sop))
+            sa.select(group, sa.func.min(sop), sa.func.count())
             .select_from(source)
             .where(where)
             .group_by(group)
         )
-        found.update((id_, uid) for id_, uid in conn.execute(stmt))
+        found.update((id_, _Held(uid, n)) for id_, uid, n in conn.execute(stmt))
     return found
 
 
@@ -1326,9 +1352,21 @@ def _study_id(
 
 
 def _update(conn: Connection, table: sa.Table, updates: list[dict[str, Any]]) -> None:
-    """Set columns of rows by id: ``[{"_id": id, column: value, ...}, ...]``."""
-    if not updates:
-        return
+    """Set columns of rows by id: ``[{"_id": id, column: value, ...}, ...]``.
+
+    One statement per set of columns (rows may set different ones).
+    """
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in updates:
+        shapes.setdefault(tuple(row), []).append(row)
+    for rows in shapes.values():
+        _update_shape(conn, table, rows)
+
+
+def _update_shape(
+    conn: Connection, table: sa.Table, updates: list[dict[str, Any]]
+) -> None:
+    """:func:`_update` of rows that all set the same columns."""
     columns = [name for name in updates[0] if name != "_id"]
     if not is_postgres(conn):
         # A plain text and tuples for sqlite3's executemany; the columns
