@@ -630,3 +630,85 @@ def test_0006_counts_the_stored_instances_of_every_series(
     with Store(db_url) as store:
         for level, rows in before.items():
             assert list(store.query(level)) == rows
+
+
+# -- revision 0007: series and studies first_instance_id -----------------------
+
+
+def _first_instances(engine: sa.Engine) -> dict[str, dict[str, int | None]]:
+    """``{table: {UID: first_instance_id}}`` of series and studies (0007 on)."""
+    with engine.connect() as connection:
+        return {
+            table: dict(
+                connection.execute(
+                    sa.text(f"SELECT {uid}, first_instance_id FROM {table}")
+                ).all()
+            )
+            for table, uid in (
+                ("series", "series_instance_uid"),
+                ("studies", "study_instance_uid"),
+            )
+        }
+
+
+def _lowest_sop_instances(engine: sa.Engine) -> dict[str, dict[str, int | None]]:
+    """What :func:`_first_instances` must be: the id of the instance with the
+    lowest SOP Instance UID, compared here in Python (by code point)."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            sa.text(
+                "SELECT s.series_instance_uid, t.study_instance_uid, "
+                "i.sop_instance_uid, i.id FROM instances i "
+                "JOIN series s ON s.id = i.series_id "
+                "JOIN studies t ON t.id = s.study_id"
+            )
+        ).all()
+    lowest: dict[str, dict[str, tuple[str, int]]] = {"series": {}, "studies": {}}
+    for series_uid, study_uid, sop, id_ in rows:
+        for table, uid in (("series", series_uid), ("studies", study_uid)):
+            lowest[table][uid] = min(lowest[table].get(uid, (sop, id_)), (sop, id_))
+    return {
+        table: {uid: id_ for uid, (_, id_) in found.items()}
+        for table, found in lowest.items()
+    }
+
+
+def test_0007_finds_the_lowest_sop_instance_of_every_series_and_study(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A populated database of every earlier revision, upgraded: each series
+    and study gets the id of its instance with the lowest SOP Instance UID,
+    and queries answer as before.
+
+    The instance stored last (a second run) has the lowest UID of its series
+    and study by code point (``...1.1.10`` before ``...1.1.2``), so the first
+    stored (lowest id, the query layer's first instance before 0007) is
+    another one.  Down to a revision before 0007 the columns are gone, so the
+    ids after the upgrade can only come from its ``UPDATE``.
+    """
+    root = _archive(tmp_path / "archive")
+    _index(db_url, root)
+    write_ct(root / "ct" / "4.dcm", 10, series=1)
+    _index(db_url, root)
+    with Store(db_url) as store:
+        before = {level: list(store.query(level)) for level in ("studies", "series")}
+    engine = db.create_engine(db_url)
+    try:
+        wanted = _lowest_sop_instances(engine)
+        with engine.connect() as connection:
+            last = connection.execute(sa.text("SELECT max(id) FROM instances"))
+            newest = last.scalar_one()
+        study_uid = "1.2.826.0.1.3680043.8.498.77.1"
+        assert wanted["studies"][study_uid] == newest
+        assert wanted["series"][f"{study_uid}.1"] == newest
+        for revision in _revisions()[1 : _revisions().index("0007")]:
+            db.downgrade(engine, revision)
+            assert "first_instance_id" not in _series_columns(engine)
+            db.upgrade(engine)
+            assert _first_instances(engine) == wanted, revision
+    finally:
+        engine.dispose()
+    assert problems(db_url) == {}
+    with Store(db_url) as store:
+        for level, rows in before.items():
+            assert list(store.query(level)) == rows

@@ -80,7 +80,7 @@ VERSION_TABLE = "metastore_alembic_version"
 MIGRATION_LOCK_KEY = 0x6D65746173746F72
 #: The newest migration's revision id.  Checked against the migration
 #: scripts by tests/test_migrations.py; lets ensure_schema skip Alembic.
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0007"
 #: Milliseconds a SQLite connection waits for another writer before failing.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 

@@ -87,6 +87,12 @@ studies = Table(
     Column("dicom_study_id", Text),
     # ``dicom_study_id`` case-folded (``str.casefold``) for search.
     Column("dicom_study_id_key", Text, index=True),
+    # ``instances.id`` of the study's instance with the lowest SOP Instance
+    # UID (0007): the one its columns come from, whose DICOM JSON QIDO-RS
+    # answers the study's other attributes from (and its series' columns
+    # named in ``include``).  Kept by ``store.write.settle`` like
+    # ``series.first_instance_id``; no foreign key, as there.
+    Column("first_instance_id", Integer),
 )
 
 #: One series of a study.
@@ -113,6 +119,15 @@ series = Table(
     # server default: the write path's plain INSERTs leave it out) and is
     # settled in the same transaction.
     Column("instance_count", Integer, nullable=False, server_default=text("0")),
+    # ``instances.id`` of the series' instance with the lowest SOP Instance
+    # UID (0007): the one its columns come from, whose DICOM JSON QIDO-RS
+    # answers the series' other attributes from.  Kept by
+    # ``store.write.settle`` in the same transaction (and update) as the
+    # columns, so it never names a deleted instance once a transaction
+    # commits; NULL only inside the transaction that inserts the row.  No
+    # foreign key: instances reference their series already (a key back
+    # would make the tables reference each other), and settle keeps it right.
+    Column("first_instance_id", Integer),
 )
 
 #: A location (path, archive member or URL) that was indexed successfully.
