@@ -210,7 +210,9 @@ SELECT '9.' || CAST(n.i AS TEXT), x.series_id, x.sop_class_uid, n.i, 1, x.source
 FROM ({numbers}) AS n, (SELECT * FROM instances ORDER BY id LIMIT 1) AS x
 """
 #: The clones bypass the write path: their series' stored count is set as
-#: ``store.write.settle`` would (revision 0006's UPDATE).
+#: ``store.write.settle`` would (revision 0006's UPDATE).  Their UIDs
+#: (``9.N``) sort after the stored ones (``1.2...``), so the series' and
+#: study's ``first_instance_id`` (revision 0007) stays the lowest-SOP one.
 RECOUNT = """
 UPDATE series SET instance_count =
     (SELECT count(*) FROM instances WHERE instances.series_id = series.id)

@@ -208,7 +208,8 @@ def counts(url: str) -> dict[str, int | None]:
     return stats
 
 
-#: SQL that must count 0 rows in any database metastore left, crash or not.
+#: SQL that must count 0 rows in any database metastore left, crash or not
+#: (``{collate}``: the code point collation, ``COLLATE "C"`` on PostgreSQL).
 BROKEN = {
     "image without instance": "SELECT count(*) FROM images i "
     "WHERE NOT EXISTS (SELECT 1 FROM instances n WHERE n.id = i.instance_id)",
@@ -242,6 +243,19 @@ BROKEN = {
     "series with a wrong instance count": "SELECT count(*) FROM series s "
     "WHERE s.instance_count <> "
     "(SELECT count(*) FROM instances n WHERE n.series_id = s.id)",
+    # first_instance_id, kept by store.write.settle (revision 0007): the
+    # instance with the lowest SOP Instance UID ({collate}: by code point)
+    "series whose first_instance_id is not its lowest-SOP instance": "SELECT "
+    "count(*) FROM series s WHERE NOT EXISTS (SELECT 1 FROM instances f "
+    "WHERE f.id = s.first_instance_id AND f.series_id = s.id AND NOT EXISTS "
+    "(SELECT 1 FROM instances n WHERE n.series_id = s.id "
+    "AND n.sop_instance_uid{collate} < f.sop_instance_uid))",
+    "study whose first_instance_id is not its lowest-SOP instance": "SELECT "
+    "count(*) FROM studies t WHERE NOT EXISTS (SELECT 1 FROM instances f "
+    "JOIN series fs ON fs.id = f.series_id "
+    "WHERE f.id = t.first_instance_id AND fs.study_id = t.id AND NOT EXISTS "
+    "(SELECT 1 FROM instances n JOIN series ns ON ns.id = n.series_id "
+    "WHERE ns.study_id = t.id AND n.sop_instance_uid{collate} < f.sop_instance_uid))",
     "image without modules": "SELECT count(*) FROM images i WHERE NOT EXISTS "
     "(SELECT 1 FROM image_modules m WHERE m.image_id = i.id)",
 }
@@ -262,8 +276,12 @@ def problems(url: str, *, garbage: bool = True) -> dict[str, int]:
     engine = db.create_engine(url)
     try:
         with engine.connect() as conn:
+            postgres = engine.dialect.name == "postgresql"
+            collate = ' COLLATE "C"' if postgres else ""
             found = {
-                name: int(conn.exec_driver_sql(sql).scalar_one())
+                name: int(
+                    conn.exec_driver_sql(sql.format(collate=collate)).scalar_one()
+                )
                 for name, sql in checks.items()
             }
             if engine.dialect.name == "sqlite":

@@ -701,6 +701,7 @@ def test_0007_finds_the_lowest_sop_instance_of_every_series_and_study(
         study_uid = "1.2.826.0.1.3680043.8.498.77.1"
         assert wanted["studies"][study_uid] == newest
         assert wanted["series"][f"{study_uid}.1"] == newest
+        assert _first_instances(engine) == wanted  # as store.write.settle keeps them
         for revision in _revisions()[1 : _revisions().index("0007")]:
             db.downgrade(engine, revision)
             assert "first_instance_id" not in _series_columns(engine)

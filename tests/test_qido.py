@@ -711,7 +711,9 @@ def _clone_instances(conn: Any, n: int) -> None:
         ),
         {"n": n},
     )
-    # rows inserted past the store's write path: recount as settle would
+    # rows inserted past the store's write path: recount as settle would;
+    # their UIDs (9.N) sort after the stored ones, so each series' and
+    # study's first_instance_id (the lowest-SOP instance) stays right
     conn.execute(text(RECOUNT))
 
 

@@ -444,6 +444,59 @@ def test_series_instance_counts_follow_every_change(db_url: str) -> None:
     assert problems(db_url) == {}
 
 
+def first_instances(store: Store) -> dict[str, tuple[str, int]]:
+    """``{Series or Study Instance UID: (SOP Instance UID, instances.id)}`` of
+    each row's stored ``first_instance_id`` (a row naming no instance: left out)."""
+    ins, found = t.instances, {}
+    with store.engine.connect() as conn:
+        for table, uid in (
+            (t.series, t.series.c.series_instance_uid),
+            (t.studies, t.studies.c.study_instance_uid),
+        ):
+            rows = conn.execute(
+                sa.select(uid, ins.c.sop_instance_uid, ins.c.id).join_from(
+                    table, ins, ins.c.id == table.c.first_instance_id
+                )
+            )
+            found.update((row[0], (row[1], row[2])) for row in rows)
+    return found
+
+
+def test_first_instances_follow_every_change(db_url: str) -> None:
+    """A series' and a study's ``first_instance_id`` is their lowest-SOP
+    instance after every change, whichever was stored first.
+
+    A later batch with a lower UID (by code point ``1.10`` < ``1.5``), the
+    same instance written again (a new row), the lowest moved to another
+    series, a yet lower one from another location, a prune of the lowest:
+    each row names the stored instance its columns come from
+    (``reliability.BROKEN`` too).
+    """
+    a, b = f"{SERIES}.1", f"{SERIES}.2"
+
+    def sops(store: Store) -> dict[str, str]:
+        return {uid: sop for uid, (sop, _) in first_instances(store).items()}
+
+    with Store(db_url) as store:
+        store.write_batch(
+            [make_instance(f"/c/{n}.dcm", f"1.{n}", series=a) for n in (5, 6)]
+        )
+        assert sops(store) == {STUDY: "1.5", a: "1.5"}
+        store.write_batch([make_instance("/c/10.dcm", "1.10", series=b)])
+        assert sops(store) == {STUDY: "1.10", a: "1.5", b: "1.10"}
+        # a new row (PostgreSQL: a new id; SQLite may reuse the last rowid)
+        store.write_batch([make_instance("/c/10.dcm", "1.10", series=b, mtime_ns=9)])
+        assert sops(store) == {STUDY: "1.10", a: "1.5", b: "1.10"}
+        store.write_batch([make_instance("/c/10.dcm", "1.10", series=a, mtime_ns=7)])
+        assert sops(store) == {STUDY: "1.10", a: "1.10"}
+        found = store.write_batch([make_instance("/d/copy.dcm", "1.0", series=b)])
+        assert found == []  # another SOP: stored, the lowest now
+        assert sops(store) == {STUDY: "1.0", a: "1.10", b: "1.0"}
+        assert store.prune(["/c", "/d"], {"/c/5.dcm", "/c/6.dcm"}) == 2
+        assert sops(store) == {STUDY: "1.5", a: "1.5"}
+    assert problems(db_url) == {}
+
+
 def test_a_stream_screens_and_settles_as_a_batch(db_url: str, tmp_path: Path) -> None:
     """``write_stream`` refuses duplicates before encoding and settles per part.
 

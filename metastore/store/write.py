@@ -1132,17 +1132,21 @@ def settle(
     never stored, cannot either.  A series without instances and a study
     without series are deleted.  A series' ``instance_count`` is set to the
     number of its stored instances, counted by the query that finds the
-    lowest one.
+    lowest one, and a series' and a study's ``first_instance_id`` to the id
+    of that lowest instance (whose DICOM JSON QIDO-RS answers their other
+    attributes from): the row's columns and its first instance are always
+    the same instance.
 
     Call it in the transaction that changed the instances of ``series_ids``
     (every series a write touched, or a prune emptied): every path that
-    inserts or deletes instances must, or the stored counts go wrong.  The
-    attributes of an instance in ``written`` (SOP Instance UID -> the record
-    just inserted) come from the record.  Otherwise a row already holds its
-    lowest instance's attributes, unless that instance may have gone: for
-    the series in ``lost`` (they lost instances here) and their studies,
-    the attributes are read back from the lowest instance's stored DICOM
-    JSON (``metastore.attributes``, as the record was made).
+    inserts or deletes instances must, or the stored counts and first
+    instances go wrong.  The attributes of an instance in ``written`` (SOP
+    Instance UID -> the record just inserted) come from the record.
+    Otherwise a row already holds its lowest instance's attributes, unless
+    that instance may have gone: for the series in ``lost`` (they lost
+    instances here) and their studies, the attributes are read back from
+    the lowest instance's stored DICOM JSON (``metastore.attributes``, as
+    the record was made).
 
     PostgreSQL: the rows are locked (in id order) before their lowest
     instance is looked up, so of two writers adding to one series the second
@@ -1175,7 +1179,11 @@ def _settle_series(
         instances, or a series moved out of or into them.
     """
     se = t.series
-    columns = [se.c.study_id, se.c.instance_count, *(se.c[f] for f in SERIES_FIELDS)]
+    columns = [
+        se.c.study_id,
+        *(se.c[f] for f in _HELD_COLUMNS),
+        *(se.c[f] for f in SERIES_FIELDS),
+    ]
     rows = _locked(conn, se, columns, series_ids)
     held = _held(conn, se, sorted(rows))
     recheck = {rows[id_].study_id for id_ in lost if id_ in rows}
@@ -1185,17 +1193,13 @@ def _settle_series(
     for id_, row in sorted(rows.items()):
         if id_ not in held:
             continue  # no instance left: deleted below
-        lowest, count = held[id_]
-        found = known.get(lowest)
+        found = known.get(held[id_].lowest)
         # None: the lowest instance is the one the row's attributes came from
         wanted: dict[str, Any] = {}
         if found is not None:
             wanted = {"study_id": _study_id(conn, found, study_of, row.study_id)}
             wanted |= series_values(found)
-        if any(wanted[f] != getattr(row, f) for f in wanted):
-            updates.append({"_id": id_, **wanted, "instance_count": count})
-        elif count != row.instance_count:
-            updates.append({"_id": id_, "instance_count": count})
+        _changed(updates, id_, row, wanted, held[id_].columns(se))
         if found is not None and wanted["study_id"] != row.study_id:
             recheck |= {row.study_id, wanted["study_id"]}
     _update(conn, se, updates)
@@ -1211,22 +1215,41 @@ def _settle_studies(
 ) -> None:
     """The study half of :func:`settle`: ``recheck`` are read back."""
     st = t.studies
-    rows = _locked(conn, st, [st.c[f] for f in STUDY_FIELDS], study_ids)
-    lowest = {id_: h.lowest for id_, h in _held(conn, st, sorted(rows)).items()}
-    recheck = {id_ for id_ in recheck if id_ in lowest}
-    _read_back(
-        conn, [lowest[id_] for id_ in recheck if lowest[id_] not in known], known
-    )
+    columns = [st.c.first_instance_id, *(st.c[f] for f in STUDY_FIELDS)]
+    rows = _locked(conn, st, columns, study_ids)
+    held = _held(conn, st, sorted(rows))
+    recheck = {id_ for id_ in recheck if id_ in held}
+    sops = [held[id_].lowest for id_ in recheck]
+    _read_back(conn, [sop for sop in sops if sop not in known], known)
     updates: list[dict[str, Any]] = []
     for id_, row in sorted(rows.items()):
-        found = known.get(lowest.get(id_, ""))
-        if found is None:
-            continue
-        wanted = study_values(found)
-        if any(wanted[f] != getattr(row, f) for f in wanted):
-            updates.append({"_id": id_, **wanted})
+        if id_ not in held:
+            continue  # no series left: deleted below
+        found = known.get(held[id_].lowest)
+        # None: the lowest instance is the one the row's attributes came from
+        wanted = {} if found is None else study_values(found)
+        _changed(updates, id_, row, wanted, held[id_].columns(st))
     _update(conn, st, updates)
-    _delete_unused(conn, st, [id_ for id_ in rows if id_ not in lowest], t.series)
+    _delete_unused(conn, st, [id_ for id_ in rows if id_ not in held], t.series)
+
+
+def _changed(
+    updates: list[dict[str, Any]],
+    id_: int,
+    row: sa.Row[Any],
+    wanted: dict[str, Any],
+    kept: dict[str, Any],
+) -> None:
+    """Add row ``id_``'s update to ``updates`` if ``wanted`` or ``kept`` changes it.
+
+    ``wanted``: the attributes of its lowest instance (empty if they stand);
+    ``kept``: the columns :func:`_held` found (written with the attributes
+    when those change, so a batch has few shapes of updates, else alone).
+    """
+    if any(wanted[f] != getattr(row, f) for f in wanted):
+        updates.append({"_id": id_, **wanted, **kept})
+    elif any(kept[f] != getattr(row, f) for f in kept):
+        updates.append({"_id": id_, **kept})
 
 
 def _locked(
@@ -1245,6 +1268,10 @@ def _locked(
     return found
 
 
+#: The columns settle stores from :class:`_Held` (a study has no count).
+_HELD_COLUMNS = ("instance_count", "first_instance_id")
+
+
 class _Held(NamedTuple):
     """What a series or a study holds of the stored instances (:func:`_held`)."""
 
@@ -1252,9 +1279,16 @@ class _Held(NamedTuple):
     lowest: str
     #: How many instances it has (a series': its ``instance_count``).
     instances: int
+    #: The ``instances.id`` of ``lowest``: its ``first_instance_id``.
+    first: int
+
+    def columns(self, table: sa.Table) -> dict[str, Any]:
+        """The columns of a ``table`` row (series, studies) it gives."""
+        found = {"instance_count": self.instances, "first_instance_id": self.first}
+        return {name: found[name] for name in _HELD_COLUMNS if name in table.c}
 
 
-#: SQLite's statements of :func:`_held` (by "of series?"), whose ``min``
+#: SQLite's statements of :func:`_grouped` (by "of series?"), whose ``min``
 #: compares text by the BINARY collation: by code point.
 _SQLITE_HELD = {
     True: (
@@ -1270,36 +1304,52 @@ _SQLITE_HELD = {
 
 
 def _held(conn: Connection, table: sa.Table, ids: Sequence[int]) -> dict[int, _Held]:
-    """``{series or study id: its lowest SOP Instance UID and instance count}``.
+    """``{series or study id: its lowest SOP Instance UID, instance count and
+    the id of that lowest instance}``.
 
-    One ``GROUP BY`` over the instances of ``ids``: the count costs nothing
-    beside the ``min``, which reads every one of them already.  Called with
-    the rows locked (PostgreSQL, :func:`_locked`; READ COMMITTED), so the
-    last count of a series is exact under concurrent writers: every writer
-    that changes its instances settles it under the same lock, so one that
-    took the lock first committed before this statement (and is counted),
-    and one that waits for it counts after this transaction commits.  Rows
-    without an instance are left out.
+    One ``GROUP BY`` over the instances of ``ids`` (:func:`_grouped`), then
+    the ids of the lowest UIDs, looked up by ``sop_instance_uid`` (unique
+    store-wide; the same statement on both backends).  Called with the rows
+    locked (PostgreSQL, :func:`_locked`; READ COMMITTED), so the last count
+    of a series is exact under concurrent writers: every writer that
+    changes its instances settles it under the same lock, so one that took
+    the lock first committed before this statement (and is counted), and
+    one that waits for it counts after this transaction commits.  For the
+    same reason the lowest instance is still there for the lookup, a
+    statement later: a writer deleting it settles its series (and study)
+    and waits for the lock.  Rows without an instance are left out.
+    """
+    grouped = _grouped(conn, table, ids)
+    ins = t.instances
+    uids = (uid for _, uid, _ in grouped)
+    first = select_map(conn, ins.c.sop_instance_uid, [ins.c.id], uids)
+    return {id_: _Held(uid, n, first[uid].id) for id_, uid, n in grouped}
+
+
+def _grouped(
+    conn: Connection, table: sa.Table, ids: Sequence[int]
+) -> list[tuple[int, str, int]]:
+    """``(series or study id, lowest SOP Instance UID, instances)`` of ``ids``.
+
+    One ``GROUP BY`` over their instances: the count costs nothing beside
+    the ``min``, which reads every one of them already.
     """
     ins, se = t.instances, t.series
-    sop: sa.ColumnElement[str] = ins.c.sop_instance_uid
-    if is_postgres(conn):
-        sop = sop.collate("C")  # code point order, whatever the database's collation
+    found: list[tuple[int, str, int]] = []
+    if not is_postgres(conn):
+        sql = _SQLITE_HELD[table is se]
+        for text, params in sqlite_in(sql, ids):
+            rows = conn.exec_driver_sql(text, params)
+            found.extend((id_, uid, n) for id_, uid, n in rows)
+        return found
+    # code point order, whatever the database's collation
+    sop = ins.c.sop_instance_uid.collate("C")
     if table is se:
         group: sa.ColumnElement[int] = ins.c.series_id
         source: Any = ins
     else:
         group = se.c.study_id
         source = ins.join(se, se.c.id == ins.c.series_id)
-    found: dict[int, _Held] = {}
-    if not is_postgres(conn):
-        sql = _SQLITE_HELD[table is se]
-        for text, params in sqlite_in(sql, ids):
-            found.update(
-                (id_, _Held(uid, n))
-                for id_, uid, n in conn.exec_driver_sql(text, params)
-            )
-        return found
     for where in key_in(conn, group, ids):
         stmt = (
             sa.select(group, sa.func.min(sop), sa.func.count())
@@ -1307,7 +1357,7 @@ def _held(conn: Connection, table: sa.Table, ids: Sequence[int]) -> dict[int, _H
             .where(where)
             .group_by(group)
         )
-        found.update((id_, _Held(uid, n)) for id_, uid, n in conn.execute(stmt))
+        found.extend((id_, uid, n) for id_, uid, n in conn.execute(stmt))
     return found
 
 
