@@ -767,3 +767,78 @@ def test_0003_columns_follow_the_lowest_sop_instance_uid(db_url: str) -> None:
         # the lowest goes: the next one's stored JSON decides
         store.prune(["/rival"], {"/rival/2", "/rival/3"})
         assert shown(store) == ("Late^B", ["B"], ["20200202"])
+
+
+def _ordered(sop: str, institution: str, thickness: int) -> InstanceRecord:
+    """Instance ``sop`` of study ``7.7`` (series: ``sop`` but its last part),
+    with (0008,0080) InstitutionName and (0018,0050) SliceThickness, no
+    columns, of its own; series ``7.7.1`` is CT, ``7.7.2`` MR."""
+    series = sop.rpartition(".")[0]
+    json = {
+        "00080018": el("UI", sop),
+        "00080060": el("CS", "CT" if series == "7.7.1" else "MR"),
+        "00080080": el("LO", institution),
+        "00180050": el("DS", thickness),
+        "0020000D": el("UI", "7.7"),
+        "0020000E": el("UI", series),
+    }
+    name = lambda a, b, c: parse_image_id(wadors_image_id(ROOT, a, b, c, 1))  # noqa: E731
+    return build_instance(json, Source(f"/ordered/{sop}", 1, 1), name)
+
+
+#: By code point ``7.7.1.10`` is the lowest SOP Instance UID of study ``7.7``
+#: and of series ``7.7.1`` ("1" sorts before "9" and "2").
+ORDERED = [("7.7.1.10", "Lowest", 1), ("7.7.1.9", "Other", 5), ("7.7.2.1", "MR", 3)]
+
+
+def test_include_answers_do_not_depend_on_the_order_of_storing(db_url: str) -> None:
+    """The same instances stored one batch each, lowest first and then (after
+    a prune) highest first, answer every ``include=`` alike.
+
+    A study's and a series' attributes that are not columns, and a lower
+    level's columns named in ``include``, come from their instance with the
+    lowest SOP Instance UID, the one their columns come from: not from the
+    first stored, which highest first is ``7.7.2.1`` for the study (another
+    series, another modality) and ``7.7.1.9`` for series ``7.7.1``, both
+    with another InstitutionName and SliceThickness.
+    """
+    queries: list[tuple[Any, dict[str, Any], Any]] = [
+        ("studies", {}, ["InstitutionName", "SliceThickness", "Modality"]),
+        ("studies", {}, "all"),
+        ("studies", {"InstitutionName": "Lowest"}, ["SliceThickness"]),
+        ("series", {}, ["InstitutionName", "SliceThickness"]),
+        ("series", {}, "all"),
+        ("series", {"InstitutionName": "Lowest"}, ["SliceThickness"]),
+    ]
+    records = [_ordered(*instance) for instance in ORDERED]
+    answers = []
+    firsts = []
+    with Store(db_url) as store:
+        for order in (records, records[::-1]):
+            for record in order:
+                assert store.write_batch([record]) == []
+            with store.engine.connect() as conn:
+                first = conn.exec_driver_sql(
+                    "SELECT sop_instance_uid FROM instances ORDER BY id LIMIT 1"
+                )
+                firsts.append(first.scalar_one())
+            answers.append(
+                [
+                    list(store.query(level, filters, include=include))
+                    for level, filters, include in queries
+                ]
+            )
+            assert store.prune(["/ordered"], set()) == len(ORDERED)
+    assert firsts == ["7.7.1.10", "7.7.2.1"]
+    assert answers[0] == answers[1]
+    studies, all_studies, lowest_studies, series, all_series, lowest_series = answers[0]
+    [study] = studies
+    assert study["00080080"] == el("LO", "Lowest")
+    assert study["00180050"]["Value"] == [1]
+    assert study["00080060"] == el("CS", "CT")
+    assert all_studies[0]["00080080"] == el("LO", "Lowest")
+    assert [s["0020000D"]["Value"] for s in lowest_studies] == [["7.7"]]
+    found = {s["0020000E"]["Value"][0]: s["00080080"]["Value"] for s in series}
+    assert found == {"7.7.1": ["Lowest"], "7.7.2": ["MR"]}
+    assert {s["0020000E"]["Value"][0] for s in all_series} == {"7.7.1", "7.7.2"}
+    assert [s["0020000E"]["Value"] for s in lowest_series] == [["7.7.1"]]

@@ -980,36 +980,21 @@ class _Fetcher:
     def first_instances(
         self, conn: Connection, depth: int, ids: Sequence[int]
     ) -> dict[int, int]:
-        """``{row id: instances.id}`` of each row's first instance (lowest id).
+        """``{row id: instances.id}`` of each row's first instance.
 
-        Per series an index seek (``min(id)`` of ``ix_instances_series_id``),
-        per study the least of its series'.
+        A study's or series' first instance is its instance with the lowest
+        SOP Instance UID, the one its columns come from, stored in the row
+        (``first_instance_id``, kept by ``store.write.settle``): one primary
+        key lookup per row, whatever order the instances were stored in.
+        An instance is its own.
         """
-        se, ins = t.series, t.instances
         ids = sorted(set(ids))
         if depth == 2 or not ids:
             return {i: i for i in ids}
-        # PostgreSQL: "+ 0" keeps the planner from answering min(id) by
-        # walking the primary key from its start until a row of the series
-        # turns up (seconds on a database not yet ANALYZEd)
-        key = ins.c.id if conn.dialect.name == "sqlite" else ins.c.id + 0
-        first = (
-            sa.select(sa.func.min(key))
-            .where(ins.c.series_id == se.c.id)
-            .scalar_subquery()
+        table = _tables(depth)[depth]
+        stmt = sa.select(table.c.id, table.c.first_instance_id).where(
+            table.c.id.in_(_IDS)
         )
-        if depth == 1:
-            stmt = sa.select(se.c.id, first).where(se.c.id.in_(_IDS))
-            found = conn.execute(stmt, {"ids": ids})
-            return {i: f for i, f in found if f is not None}
-        per_series = (
-            sa.select(se.c.study_id.label("study_id"), first.label("first"))
-            .where(se.c.study_id.in_(_IDS))
-            .subquery()
-        )
-        stmt = sa.select(
-            per_series.c.study_id, sa.func.min(per_series.c.first)
-        ).group_by(per_series.c.study_id)
         found = conn.execute(stmt, {"ids": ids})
         return {i: f for i, f in found if f is not None}
 
@@ -1041,7 +1026,7 @@ class _Fetcher:
         self, conn: Connection, depth: int, ids: Sequence[int]
     ) -> dict[int, DicomJson | None]:
         """The DICOM JSON of each row id of a level (its first instance's for
-        a study or a series: the lowest ``instances.id``)."""
+        a study or a series: the lowest SOP Instance UID, :meth:`first_instances`)."""
         ins = t.instances
         ids = sorted(set(ids))
         if not ids:
