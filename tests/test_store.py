@@ -447,7 +447,8 @@ def test_series_instance_counts_follow_every_change(db_url: str) -> None:
 def first_instances(store: Store) -> dict[str, tuple[str, int]]:
     """``{Series or Study Instance UID: (SOP Instance UID, instances.id)}`` of
     each row's stored ``first_instance_id`` (a row naming no instance: left out)."""
-    ins, found = t.instances, {}
+    ins = t.instances
+    found: dict[str, tuple[str, int]] = {}
     with store.engine.connect() as conn:
         for table, uid in (
             (t.series, t.series.c.series_instance_uid),
