@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -619,17 +620,30 @@ def test_0006_counts_the_stored_instances_of_every_series(
         written = _instance_counts(engine)
         # two CT series (two instances and one), the enhanced MR's
         assert sorted(written.values()) == [1, 1, 2]
-        for revision in _revisions()[1 : _revisions().index("0006")]:
-            db.downgrade(engine, revision)
-            assert "instance_count" not in _series_columns(engine)
-            db.upgrade(engine)
-            assert _instance_counts(engine) == written, revision
+        _down_and_up(engine, "0006", "instance_count", _instance_counts, written)
     finally:
         engine.dispose()
     assert problems(db_url) == {}
     with Store(db_url) as store:
         for level, rows in before.items():
             assert list(store.query(level)) == rows
+
+
+def _down_and_up(
+    engine: sa.Engine,
+    revision: str,
+    column: str,
+    read: Callable[[sa.Engine], object],
+    wanted: object,
+) -> None:
+    """Down to each revision before ``revision`` (its series ``column`` gone,
+    so the upgrade alone fills it again) and back up: ``read`` gives
+    ``wanted`` after every upgrade."""
+    for older in _revisions()[1 : _revisions().index(revision)]:
+        db.downgrade(engine, older)
+        assert column not in _series_columns(engine)
+        db.upgrade(engine)
+        assert read(engine) == wanted, older
 
 
 # -- revision 0007: series and studies first_instance_id -----------------------
@@ -702,11 +716,7 @@ def test_0007_finds_the_lowest_sop_instance_of_every_series_and_study(
         assert wanted["studies"][study_uid] == newest
         assert wanted["series"][f"{study_uid}.1"] == newest
         assert _first_instances(engine) == wanted  # as store.write.settle keeps them
-        for revision in _revisions()[1 : _revisions().index("0007")]:
-            db.downgrade(engine, revision)
-            assert "first_instance_id" not in _series_columns(engine)
-            db.upgrade(engine)
-            assert _first_instances(engine) == wanted, revision
+        _down_and_up(engine, "0007", "first_instance_id", _first_instances, wanted)
     finally:
         engine.dispose()
     assert problems(db_url) == {}
