@@ -21,6 +21,8 @@ from tests.test_store import SERIES, make_instance, same
 
 #: Images of the fixture's big series (single-frame instances, numbered 1..N).
 SIZE = 40
+#: What store.read.no_jit sends on PostgreSQL before a bulk read.
+NO_JIT = "SET LOCAL jit = off"
 OTHER_SERIES = "1.2.826.0.1.1.2"
 #: What a viewer asks of every image (six module types the fixture stores,
 #: plus one it does not).
@@ -97,8 +99,9 @@ def test_a_cold_loop_over_a_series_costs_one_query(
             for t in TYPES
         }
         assert counter.read_aheads == 1
-        # the constant: the module type names, read once (and SQLite's BEGIN)
-        queries = [q for q in counter.texts if q != "BEGIN"]
+        # the constant: the module type names, read once (and SQLite's
+        # BEGIN, PostgreSQL's SET LOCAL jit = off: store.read.no_jit)
+        queries = [q for q in counter.texts if q not in ("BEGIN", NO_JIT)]
         assert len(queries) <= 2, queries
     finally:
         counter.close()
@@ -221,3 +224,26 @@ def test_stack_order_of_the_window(db_url: str) -> None:
         }
         everything = store.nearby_image_modules(last, 100)
         assert same(everything, store.series_image_modules(SERIES))
+
+
+def test_bulk_reads_switch_postgresql_jit_off(store: Store) -> None:
+    """The series and read-ahead loads run with JIT off on PostgreSQL.
+
+    At a million instances the planner estimated the series load past
+    ``jit_above_cost`` and compiled it: ~40 ms of a statement that runs in
+    11 (docs/benchmarks.md).  ``SET LOCAL`` must come first in the same
+    transaction; SQLite has no JIT and gets no such statement.
+    """
+    counter = Statements(store.engine)
+    try:
+        assert len(store.series_image_modules(SERIES)) == SIZE
+        assert store.nearby_image_modules(stack(5), 3)
+    finally:
+        counter.close()
+    texts = [q for q in counter.texts if q not in ("BEGIN", "COMMIT")]
+    loads = [i for i, q in enumerate(texts) if "image_modules m" in q]
+    assert len(loads) == 2, texts
+    if store.engine.dialect.name == "postgresql":
+        assert all(texts[i - 1] == NO_JIT for i in loads), texts
+    else:
+        assert NO_JIT not in texts

@@ -722,6 +722,7 @@ class Store:
         with store_read.gc_paused(), self._read() as conn:
             # Names first: a composite's references are filled in by name.
             names = self._type_names or self._type_names_now(conn)
+            store_read.no_jit(conn)
             rows = conn.execute(
                 store_read.series_statement(self.engine.dialect.name),
                 {"uid": series_instance_uid},
@@ -757,6 +758,7 @@ class Store:
         }
         with store_read.gc_paused(), self._read() as conn:
             names = self._type_names or self._type_names_now(conn)
+            store_read.no_jit(conn)
             rows = conn.execute(
                 store_read.nearby_statement(self.engine.dialect.name), params
             )

@@ -46,7 +46,7 @@ from metastore.store.names import (
     wildcard_regex,
 )
 from metastore.store.query import ESCAPE, escape_like
-from metastore.store.read import gc_paused
+from metastore.store.read import gc_paused, no_jit
 from metastore.types import DicomJson
 
 Level = Literal["studies", "series", "instances"]
@@ -838,11 +838,10 @@ def run(conn: Connection, p: Plan) -> Iterator[DicomJson]:
     n_ids = p.depth + 1
     checks = [(n_ids + columns.index(c.column), c.match) for c in p.row_checks]
     fetch = _Fetcher()
-    if conn.dialect.name == "postgresql":
-        # JIT compiling costs 5-20 ms a statement, more than these
-        # statements take; the planner asks for it when its estimates
-        # are high (a table not ANALYZEd since a bulk index, say)
-        conn.exec_driver_sql("SET LOCAL jit = off")
+    # JIT compiling costs 5-20 ms a statement, more than these statements
+    # take; the planner asks for it when its estimates are high (a table not
+    # ANALYZEd since a bulk index, say)
+    no_jit(conn)
     small = not in_python and p.limit is not None and p.limit <= CHUNK
     if small:  # one round trip, no server-side cursor to declare and close
         result = conn.execute(stmt)
