@@ -7,6 +7,8 @@ dict that records what is read, and a frame whose number, functional groups,
 instance and imageId are all changed.  Then every oracle case set goes
 through ``instance_frame_modules`` with one memo (in order, twice, and
 backwards) and without: the same values, types and key order included.
+The series-level types are compared all at once while a series runs on,
+and a frame whose building fails is never the one compared with.
 """
 
 from __future__ import annotations
@@ -195,3 +197,79 @@ def test_a_memo_tells_which_key_holds_a_value() -> None:
         plain = list(instance_frame_modules(instance, lambda n: IMAGE_ID, 1))
         memoised = list(instance_frame_modules(instance, lambda n: IMAGE_ID, 1, memo))
         assert _strict(memoised) == _strict(plain)
+
+
+def _series_run() -> list[dict[str, Any]]:
+    """Instances of one series: image-level elements change, series-level ones not."""
+    run = []
+    for n in range(1, 5):
+        run.append(
+            _instance(
+                **{
+                    "00080018": {"vr": "UI", "Value": [f"1.2.3.4.{n}"]},
+                    "00200032": {"vr": "DS", "Value": [0.0, 0.0, float(n)]},
+                    # (0028,1050) WindowCenter changes every other image
+                    "00281050": {"vr": "DS", "Value": [40.0 + n // 2]},
+                    "00281051": {"vr": "DS", "Value": [400.0]},
+                    "00081030": {"vr": "LO", "Value": ["CHEST"]},
+                }
+            )
+        )
+    return run
+
+
+def test_series_level_values_are_handed_out_while_all_their_inputs_repeat() -> None:
+    """One comparison of all series-level inputs: the same objects as building once."""
+    memo = ModuleMemo()
+    values = []
+    for instance in _series_run():
+        plain = list(instance_frame_modules(instance, lambda n: IMAGE_ID, 1))
+        memoised = list(instance_frame_modules(instance, lambda n: IMAGE_ID, 1, memo))
+        assert _strict(memoised) == _strict(plain)
+        values.append(memoised[0][2])
+    first, *rest = values
+    assert first is not None
+    for later in rest:
+        assert later is not None
+        for module_type in ("generalStudyModule", "imagePixelModule", "cineModule"):
+            assert later[module_type] is first[module_type]
+        assert later["sopCommonModule"] is not first["sopCommonModule"]
+    # compared on its own: equal for images 2 and 3, not for 1 and 2
+    assert values[2]["voiLutModule"] is values[1]["voiLutModule"]
+    assert values[1]["voiLutModule"] is not values[0]["voiLutModule"]
+
+
+def test_a_frame_that_fails_half_way_is_never_compared_with(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A frame that raises after some series-level modules were built is no reference.
+
+    Its study differs from the frames around it, and its building fails
+    after generalStudyModule was built (and memoised) for it: the next
+    frame, whose series-level inputs equal the frame before, must not get
+    the failed frame's study.
+    """
+    import metastore.modules as modules
+
+    def fails_on_other(frame: Frame, image_id: str) -> Any:
+        if "OTHER" in json.dumps(frame.data.get("00081030")):
+            raise ValueError("a builder fails")
+        return None
+
+    plan = [
+        (name, fails_on_other if name == "generalImageModule" else build, memoised)
+        for name, build, memoised in modules._PLAN
+    ]
+    # (generalImageModule, never memoised, comes after generalStudyModule)
+    monkeypatch.setattr(modules, "_PLAN", tuple(plan))
+    study = "00081030"  # (0008,1030) StudyDescription
+    first = _instance(**{study: {"vr": "LO", "Value": ["CHEST"]}})
+    other = _instance(**{study: {"vr": "LO", "Value": ["OTHER"]}})
+    memo = ModuleMemo()
+    for instance in (first, first):
+        list(instance_frame_modules(instance, lambda n: IMAGE_ID, 1, memo))
+    with pytest.raises(ValueError):
+        list(instance_frame_modules(other, lambda n: IMAGE_ID, 1, memo))
+    [(_, _, again)] = instance_frame_modules(first, lambda n: IMAGE_ID, 1, memo)
+    assert again is not None
+    assert again["generalStudyModule"]["studyDescription"] == "CHEST"

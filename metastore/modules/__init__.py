@@ -224,17 +224,22 @@ def _modules_of(
 ) -> FrameModules:
     """Every module type of one combined frame (:func:`frame_modules`)."""
     out: dict[str, ModuleAnswer | None] = {}
-    for module_type in MODULE_TYPES:
-        if module_type == ModuleType.INSTANCE:
-            out[module_type] = instance_module(combined, image_id, out)
-            continue
-        builder = _BUILDERS.get(module_type)
+    # the values the memo knows already (its series-level types, when their
+    # inputs repeat the last frame's)
+    known = _NOTHING if memo is None else memo.begin(combined)
+    for module_type, builder, memoised in _PLAN:
         if builder is None:
             out[module_type] = None
-        elif memo is not None and module_type in MODULE_INPUTS:
+        elif module_type in known:
+            out[module_type] = known[module_type]
+        elif module_type == ModuleType.INSTANCE:
+            out[module_type] = instance_module(combined, image_id, out)
+        elif memo is not None and memoised:
             out[module_type] = memo.build(module_type, builder, combined, image_id)
         else:
             out[module_type] = builder(combined, image_id)
+    if memo is not None:
+        memo.end()
     # Every key of MODULE_TYPES, each from its own builder (a test checks it)
     return cast("FrameModules", out)
 
@@ -305,6 +310,28 @@ MODULE_INPUTS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: The :data:`MODULE_INPUTS` types whose inputs usually stay the same for a
+#: whole series (study, patient, pixel description, isotope...).  The others
+#: read elements that often change from one image to the next: acquisition
+#: date and time, window, rescale.
+_SERIES_TYPES = (
+    "generalStudyModule",
+    "patientModule",
+    "patientStudyModule",
+    "imagePixelModule",
+    "petIsotopeModule",
+    "petSeriesModule",
+    "transferSyntax",
+    "ultrasoundEnhancedRegionModule",
+    "calibrationModule",
+    "cineModule",
+)
+#: Every input of the :data:`_SERIES_TYPES`, each once.
+_SERIES_INPUTS = tuple(
+    dict.fromkeys(key for name in _SERIES_TYPES for key in MODULE_INPUTS[name])
+)
+
+
 class ModuleMemo:
     """The last value of each :data:`MODULE_INPUTS` type, while its inputs repeat.
 
@@ -322,9 +349,15 @@ class ModuleMemo:
     a subclass of a JSON type, or anything orjson refuses.  Inputs are DICOM
     JSON as parsed from text or made by ``metastore.dicomjson`` (lists, not
     tuples).
+
+    Each frame starts with :meth:`begin` and ends with :meth:`end`.
+    :meth:`begin` compares the inputs of all :data:`_SERIES_TYPES` at once
+    with those of the last frame that ended (one text of them all, keyed by
+    tag): when they are equal, so are each type's, and their last values
+    are handed out without comparing them one by one.
     """
 
-    __slots__ = ("_dumps", "_last")
+    __slots__ = ("_dumps", "_last", "_next", "_series")
 
     def __init__(self) -> None:
         # imported here: only the indexer makes memos, and orjson takes
@@ -335,6 +368,44 @@ class ModuleMemo:
             orjson.dumps, option=orjson.OPT_PASSTHROUGH_SUBCLASS
         )
         self._last: dict[str, tuple[tuple[int, bytes], ModuleAnswer | None]] = {}
+        #: The text of the :data:`_SERIES_INPUTS` of the last frame that ended
+        #: (``None``: none to compare with), and of this frame.
+        self._series: bytes | None = None
+        self._next: bytes | None = None
+
+    def begin(self, frame: Frame) -> Mapping[str, ModuleAnswer | None]:
+        """Start a frame: compare its series-level inputs with the last frame's.
+
+        Returns:
+            The values of the :data:`_SERIES_TYPES` when their inputs are
+            the last frame's (the values :meth:`build` would give); else
+            nothing.
+        """
+        data = frame.data
+        try:
+            text: bytes | None = self._dumps(
+                {key: data[key] for key in _SERIES_INPUTS if key in data}
+            )
+        except TypeError:  # a subclass, a big int...: no text to compare
+            text = None
+        if text is not None and b"null" in text:
+            text = None  # null, NaN and infinities all read null
+        same = text is not None and text == self._series
+        # Until end(): a frame whose building fails half-way may have
+        # changed some of the last values.
+        self._series = None
+        self._next = text
+        if not same:
+            return _NOTHING
+        # Their inputs are those of the last frame that ended, where they
+        # went through build()'s comparison (no null, no subclass: the text
+        # of them all had none) and their values were kept.
+        last = self._last
+        return {name: last[name][1] for name in _SERIES_TYPES}
+
+    def end(self) -> None:
+        """End a frame whose modules were all built."""
+        self._series = self._next
 
     def build(
         self, module_type: str, builder: Builder, frame: Frame, image_id: str
@@ -366,6 +437,12 @@ class ModuleMemo:
 
 
 _ABSENT = object()
+_NOTHING: Mapping[str, ModuleAnswer | None] = {}
+
+#: ``(type, builder or None, memoised)`` for each of :data:`MODULE_TYPES`.
+_PLAN: tuple[tuple[str, Builder | None, bool], ...] = tuple(
+    (name, _BUILDERS.get(name), name in MODULE_INPUTS) for name in MODULE_TYPES
+)
 
 
 def instance_frame_modules(

@@ -398,12 +398,13 @@ def pre_encode(
     return out
 
 
-def _encode_value(module_type: str, value: Any) -> codec.Encoded:
-    """``value`` as :class:`codec.Encoded` (as it is if it already is)."""
+def _encode_value(module_type: str, value: Any) -> tuple[bytes, bytes, int]:
+    """``value``'s digest, canonical bytes and flags (its own if it is
+    :class:`codec.Encoded` already)."""
     if type(value) is codec.Encoded:
-        return value
+        return value.digest, value.data, value.flags
     data, flags = codec.canonical(value, pack=codec.packs_bits(module_type))
-    return codec.Encoded(data, flags, codec.value_digest(data))
+    return codec.value_digest(data), data, flags
 
 
 def _canonical_json(instance: Any) -> tuple[bytes, int]:
@@ -691,27 +692,30 @@ def _encode_entries(
 ) -> list[tuple[EncodedInstance, ImageRecord, list[Entry]]]:
     """Every module value of ``images`` encoded, per image, in module order.
 
-    Frames of one instance usually share value objects: each object is
-    encoded once, and each distinct encoding kept once.
+    Frames of one instance usually share value objects, and so do the
+    instances of a series (``metastore.modules.ModuleMemo``): each object is
+    encoded once, and its :class:`Entry` made once and shared by the images
+    holding it (this loop runs for every module of every image).
     """
-    memo: dict[tuple[str, int], tuple[bytes, bytes, int]] = {}
+    memo: dict[tuple[str, int], Entry] = {}
     by_digest: dict[tuple[bytes, int], tuple[bytes, bytes, int]] = {}
     keep: list[Any] = []  # keeps memoised objects alive so ids stay unique
     encoded: list[tuple[EncodedInstance, ImageRecord, list[Entry]]] = []
+    types = batch.module_types
     for item, image in images:
+        modules = image.modules
         entries: list[Entry] = []
-        for module_type, value in image.modules.items():
+        for module_type, value in modules.items():
             key = (module_type, id(value))
-            known = memo.get(key)
-            if known is None:
-                enc = _encode_value(module_type, value)
-                known = (enc.digest, enc.data, enc.flags)
+            entry = memo.get(key)
+            if entry is None:
+                known = _encode_value(module_type, value)
                 # equal values of distinct objects keep one copy of the bytes
-                known = by_digest.setdefault((enc.digest, enc.flags), known)
-                memo[key] = known
+                known = by_digest.setdefault((known[0], known[2]), known)
+                entry = memo[key] = Entry(module_type, *known)
                 keep.append(value)
-            entries.append(Entry(module_type, *known))
-            batch.module_types.add(module_type)
+            entries.append(entry)
+        types.update(modules)
         encoded.append((item, image, entries))
     return encoded
 
@@ -732,6 +736,10 @@ def _gather_composites(
     """
     fresh: dict[str, dict[bytes, tuple[bytes, int]]] = {}
     shared: dict[tuple[str, bytes], ModuleRef] = {}
+    # The reference of an entry used by several images, by the entry's id:
+    # most entries are such shared objects (_encode_entries), met once per
+    # image.  The entries stay alive in ``encoded``, so ids stay unique.
+    ref_of: dict[int, ModuleRef] = {}
     for item, image, entries in encoded:
         own = sorted(e for e in entries if uses[e.digest] == 1)
         composite = None
@@ -748,15 +756,19 @@ def _gather_composites(
                 codec.mark_composite(flags),
             )
         refs: list[ModuleRef] = []
-        for name, digest, data, flags in entries:
-            if composite is not None and uses[digest] == 1:
-                refs.append(ModuleRef(name, composite))
-                continue
-            # one object per shared reference: pickled once per chunk
-            ref = shared.get((name, digest))
+        for entry in entries:
+            ref = ref_of.get(id(entry))
             if ref is None:
-                ref = shared[name, digest] = ModuleRef(name, digest)
-                fresh.setdefault(name, {}).setdefault(digest, (data, flags))
+                name, digest, data, flags = entry
+                if composite is not None and uses[digest] == 1:
+                    refs.append(ModuleRef(name, composite))
+                    continue
+                # one object per shared reference: pickled once per chunk
+                ref = shared.get((name, digest))
+                if ref is None:
+                    ref = shared[name, digest] = ModuleRef(name, digest)
+                    fresh.setdefault(name, {}).setdefault(digest, (data, flags))
+                ref_of[id(entry)] = ref
             refs.append(ref)
         item.images.append(EncodedImage(image.image_id, image.frame, refs))
     return fresh
