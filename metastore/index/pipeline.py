@@ -31,6 +31,7 @@ from itertools import groupby
 from operator import itemgetter
 from typing import TYPE_CHECKING, TypeVar
 
+from metastore.chunking import gc_paused
 from metastore.errors import ConnectionLostError, DataRefusedError
 from metastore.imageid import check_wadors_root
 from metastore.index.discovery import Entry, discover, shadowed_error
@@ -51,7 +52,6 @@ from metastore.index.workers import map_chunks
 from metastore.locations import legacy_location, location_of
 from metastore.records import ErrorRecord, InstanceRecord, Outcome
 from metastore.store.encode import EncodeMemo, pack
-from metastore.store.read import gc_paused
 
 if TYPE_CHECKING:
     from metastore.store import Store

@@ -27,7 +27,7 @@ import sqlalchemy.dialects.sqlite  # the default backend's, loaded with the stor
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from metastore.chunking import chunked
+from metastore.chunking import chunked, gc_paused
 from metastore.errors import QueryError, WadorsRootError
 from metastore.records import ErrorRecord, InstanceRecord, LazyImages, StoredInstance
 from metastore.store import codec
@@ -719,7 +719,7 @@ class Store:
             return {}  # never stored; and the driver could not send it
         # Pausing the cyclic GC: thousands of new dicts would trigger
         # collections that walk everything already cached (up to 2x slower).
-        with store_read.gc_paused(), self._read() as conn:
+        with gc_paused(), self._read() as conn:
             # Names first: a composite's references are filled in by name.
             names = self._type_names or self._type_names_now(conn)
             store_read.no_jit(conn)
@@ -756,7 +756,7 @@ class Store:
             "image_id": image_id,
             "limit": limit,
         }
-        with store_read.gc_paused(), self._read() as conn:
+        with gc_paused(), self._read() as conn:
             names = self._type_names or self._type_names_now(conn)
             store_read.no_jit(conn)
             rows = conn.execute(

@@ -30,6 +30,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from metastore.chunking import gc_paused
 from metastore.errors import QueryError, StoreError
 from metastore.keywords import dictionary_vr, tag_for_keyword
 from metastore.store import codec
@@ -46,7 +47,7 @@ from metastore.store.names import (
     wildcard_regex,
 )
 from metastore.store.query import ESCAPE, escape_like
-from metastore.store.read import gc_paused, no_jit
+from metastore.store.read import no_jit
 from metastore.types import DicomJson
 
 Level = Literal["studies", "series", "instances"]
