@@ -256,12 +256,8 @@ def test_a_frame_that_fails_half_way_is_never_compared_with(
             raise ValueError("a builder fails")
         return None
 
-    plan = [
-        (name, fails_on_other if name == "generalImageModule" else build, memoised)
-        for name, build, memoised in modules._PLAN
-    ]
     # (generalImageModule, never memoised, comes after generalStudyModule)
-    monkeypatch.setattr(modules, "_PLAN", tuple(plan))
+    monkeypatch.setitem(modules._BUILDERS, "generalImageModule", fails_on_other)
     study = "00081030"  # (0008,1030) StudyDescription
     first = _instance(**{study: {"vr": "LO", "Value": ["CHEST"]}})
     other = _instance(**{study: {"vr": "LO", "Value": ["OTHER"]}})

@@ -227,14 +227,19 @@ def _modules_of(
     # the values the memo knows already (its series-level types, when their
     # inputs repeat the last frame's)
     known = _NOTHING if memo is None else memo.begin(combined)
-    for module_type, builder, memoised in _PLAN:
+    # MODULE_TYPES and _BUILDERS are read on every call, not planned once:
+    # tests/test_mapping_version.py swaps builders and types in and out to
+    # show that the mapping's digest follows every answer
+    inputs = MODULE_INPUTS
+    for module_type in MODULE_TYPES:
+        builder = _BUILDERS.get(module_type)
         if builder is None:
             out[module_type] = None
         elif module_type in known:
             out[module_type] = known[module_type]
         elif module_type == ModuleType.INSTANCE:
             out[module_type] = instance_module(combined, image_id, out)
-        elif memo is not None and memoised:
+        elif memo is not None and module_type in inputs:
             out[module_type] = memo.build(module_type, builder, combined, image_id)
         else:
             out[module_type] = builder(combined, image_id)
@@ -438,11 +443,6 @@ class ModuleMemo:
 
 _ABSENT = object()
 _NOTHING: Mapping[str, ModuleAnswer | None] = {}
-
-#: ``(type, builder or None, memoised)`` for each of :data:`MODULE_TYPES`.
-_PLAN: tuple[tuple[str, Builder | None, bool], ...] = tuple(
-    (name, _BUILDERS.get(name), name in MODULE_INPUTS) for name in MODULE_TYPES
-)
 
 
 def instance_frame_modules(
