@@ -11,6 +11,7 @@ in for instances stored before it).
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterator
@@ -116,6 +117,9 @@ def fuzzy_tokens(text: str) -> Iterator[str]:
                         yield from words
 
 
+# Memoised: the write path derives the key of every instance's names, and
+# the instances of a study repeat them (this was half of search_values).
+@functools.lru_cache(maxsize=4096)
 def fuzzy_key(text: str | None) -> str | None:
     """The fuzzy search key of a PN: its distinct tokens, each after :data:`SEP`."""
     if not text:
