@@ -443,11 +443,14 @@ def pack(
     # are pre-encoded and wait for the writer.
     encoded: list[InstanceRecord] = []
     lazy = []
+    # The search values of the eager records, by id: added to the one copy
+    # made of each below, not by a copy of their own.
+    values: dict[int, attrs.Values] = {}
     for record in map(storable_attributes, records):
         if isinstance(record.images, LazyImages):
             lazy.append(len(encoded))
-        else:
-            record = _with_search_values(record)
+        elif record.search_values is None:
+            values[id(record)] = search_values(record.dicom_json, record.patient_name)
         encoded.append(record)
     for at, record in zip(
         lazy, pre_encode([encoded[i] for i in lazy], memo), strict=True
@@ -477,7 +480,13 @@ def pack(
         )
         images = [ImageRecord(i.image_id, i.frame, {}) for i in item.images]
         out.append(
-            dataclasses.replace(record, dicom_json={}, images=images, packed=packed)
+            dataclasses.replace(
+                record,
+                dicom_json={},
+                images=images,
+                packed=packed,
+                search_values=values.get(id(record), record.search_values),
+            )
         )
     return out
 
