@@ -129,15 +129,17 @@ class WadorsRootError(MetastoreError, ValueError):
 class WorkerPoolError(MetastoreError):
     """A run's worker processes kept dying: the run stops.
 
-    A worker that dies fails the chunks its pool held and a fresh pool
-    reads on (docs/indexing.md); when pools break more than
+    A worker that dies breaks its pool: a fresh pool reads on, and the
+    chunks the broken one held are read again in a pool of one process,
+    halved on each crash (docs/indexing.md).  When pools break more than
     ``metastore.index.workers.POOL_RESTARTS`` times in a row, none giving
-    a chunk back whole, every read is failing (memory too short for the
-    workers, a library that crashes on anything) and the run stops.  What
-    it committed before stays.
+    a chunk or a part of one back whole, every read is failing (memory too
+    short for the workers, a library that crashes on anything) and the run
+    stops.  What it committed before stays.
 
     Attributes:
-        pools: The worker pools that broke in a row.
+        pools: The worker pools (of the run, or of one process for a lost
+            chunk) that broke in a row.
         reason: Why the last one broke.
     """
 

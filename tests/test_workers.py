@@ -12,12 +12,14 @@ import pytest
 
 from metastore.errors import WorkerPoolError
 from metastore.index import workers
-from metastore.index.workers import TASKS_PER_WORKER, map_chunks
+from metastore.index.workers import map_chunks
 
 #: A chunk holding this item makes its task fail.
 RAISES = -1
 #: A chunk holding this item kills its worker process.
 KILLS = -2
+#: The reason of an item that killed its worker process, read alone.
+BROKEN = "worker process failed: BrokenProcessPool: "
 
 
 def double(items: list[int]) -> list[int | str]:
@@ -95,20 +97,31 @@ def test_a_failed_task_fails_each_item_of_its_chunk_only() -> None:
     ]
 
 
-def test_a_dead_worker_fails_each_item_of_its_chunk() -> None:
-    """A worker killed while running a chunk fails that chunk's items, in order."""
-    # the killing chunk comes last, so every chunk is handed over before the
-    # pool breaks; the others may be lost with it (their futures fail too)
+def test_a_dead_worker_fails_only_the_item_that_kills() -> None:
+    """A worker killed while running a chunk: the chunks its pool lost are
+    read again alone, the killing one halved, and only the killing item fails."""
     chunks = [[1, 2], [3], [4, KILLS]]
+    results = list(map_chunks(double, keyed(chunks), 2, crashed=failed))
+    assert results[:-1] == [("c0", 1, 2), ("c0", 2, 4), ("c1", 3, 6), ("c2", 4, 8)]
+    ((key, item, result),) = results[-1:]
+    assert (key, item) == ("c2", KILLS)
+    assert str(result).startswith(
+        f"{KILLS}: worker process failed: BrokenProcessPool: "
+    )
+    assert multiprocessing.active_children() == []
+
+
+def test_the_item_that_kills_is_found_among_many() -> None:
+    """Halving a lost chunk isolates the one item that kills; its neighbours
+    come back as a pool gives them, in order."""
+    chunks = [[1, 2, 3, 4, 5, KILLS, 7, 8, 9, 10], [11, 12]]
     results = list(map_chunks(double, keyed(chunks), 2, crashed=failed))
     assert [(key, item) for key, item, _ in results] == [
         (key, n) for key, chunk in keyed(chunks) for n in chunk
     ]
-    broken = "worker process failed: BrokenProcessPool: "
-    for _, item, result in results[-2:]:
-        assert str(result).startswith(f"{item}: {broken}")
-    for _, item, result in results[:-2]:
-        assert result == 2 * item or str(result).startswith(f"{item}: {broken}")
+    fails = [item for _, item, result in results if isinstance(result, str)]
+    assert fails == [KILLS]
+    assert all(result == 2 * item for _, item, result in results if item != KILLS)
 
 
 # -- a worker that dies does not stop the run ------------------------------
@@ -117,9 +130,6 @@ def test_a_dead_worker_fails_each_item_of_its_chunk() -> None:
 #: net against a hang, never reached when the test passes).
 PATIENCE = 60.0
 
-#: The reason a chunk lost with its pool gives.
-BROKEN = "worker process failed: BrokenProcessPool: "
-
 
 def double_or_die(
     items: list[int], marks: str, kill: frozenset[int]
@@ -127,13 +137,14 @@ def double_or_die(
     """The task of chunk ``items[0] // 2``: each item doubled, or a dead worker.
 
     Each chunk marks its start in the folder ``marks``.  A chunk of ``kill``
-    kills its worker once the next chunk has started: with two workers the
-    other one has then sent back every chunk before, so which chunks are done
-    when the pool breaks does not depend on timing.
+    holding its first item kills its worker once the next chunk has started:
+    with two workers the other one has then sent back every chunk before, so
+    which chunks are done when the pool breaks does not depend on timing.
+    Read again alone, the chunk's second item is doubled.
     """
     chunk = items[0] // 2
     Path(marks, f"started-{chunk}").touch()
-    if chunk in kill:
+    if chunk in kill and 2 * chunk in items:
         after = Path(marks, f"started-{chunk + 1}")
         deadline = time.monotonic() + PATIENCE
         while not after.exists() and time.monotonic() < deadline:
@@ -147,29 +158,26 @@ def pairs(count: int) -> list[list[int]]:
     return [[2 * c, 2 * c + 1] for c in range(count)]
 
 
-#: Chunks handed to a pool after the one that kills it, before the run sees
-#: the break: what may be lost with it (two workers).
-IN_FLIGHT = 2 * TASKS_PER_WORKER
-
-
 @pytest.mark.parametrize(
     ("count", "kill", "restarts"),
     [
         (16, {5}, workers.POOL_RESTARTS),  # one dead worker mid-run
-        # a pool that gave back a chunk whole does not count towards the
-        # limit: with none allowed in a row, three breaks still go by
-        (40, {3, 13, 23}, 0),
+        # a chunk or half back whole resets the count: each of three crashes
+        # kills the pool (a whole chunk came back before: not counted), the
+        # lost chunk read alone, and its killing half: two in a row
+        (40, {3, 13, 23}, 2),
     ],
 )
-def test_a_dead_worker_costs_only_the_chunks_in_flight(
+def test_a_dead_worker_costs_only_the_item_that_kills(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     count: int,
     kill: set[int],
     restarts: int,
 ) -> None:
-    """A worker dies mid-run: its pool's unfinished chunks fail, a fresh pool
-    reads the rest, every item comes back once and in order, no process is left."""
+    """A worker dies mid-run: a fresh pool reads on, the chunks lost with the
+    broken one are read again alone, and only the killing items fail; every
+    item comes back once and in order, no process is left."""
     monkeypatch.setattr(workers, "POOL_RESTARTS", restarts)
     task = functools.partial(double_or_die, marks=str(tmp_path), kill=frozenset(kill))
     chunks = keyed(pairs(count))
@@ -177,30 +185,27 @@ def test_a_dead_worker_costs_only_the_chunks_in_flight(
     assert [(key, item) for key, item, _ in results] == [
         (key, n) for key, chunk in chunks for n in chunk
     ]
-    # Done before the break: every chunk before a killing one.  Surely read by
-    # a fresh pool: those handed over once the run saw the break.  Between
-    # them, a chunk is done or lost with the pool, by timing.
-    lost = {c for k in kill for c in range(k, k + IN_FLIGHT + 1)}
     for key, item, result in results:
-        c = int(key[1:])
-        if c in kill:
+        if item // 2 in kill and item % 2 == 0:
             assert str(result).startswith(f"{item}: {BROKEN}")
-        elif c in lost:
-            assert result == 2 * item or str(result).startswith(f"{item}: {BROKEN}")
         else:
             assert result == 2 * item, (key, result)
-    assert max(kill) + IN_FLIGHT + 1 < count  # a fresh pool read the last chunk
     assert multiprocessing.active_children() == []  # the broken pools were joined
 
 
+def die(items: list[int]) -> list[int | str]:
+    """A task that kills its worker on every chunk, and on every part of one."""
+    os._exit(3)
+
+
 def test_pools_that_keep_dying_stop_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every chunk kills its worker: after the restart limit the run raises, having
+    """Every read kills its worker: after the restart limit the run raises, having
     yielded only failures, and leaves no process behind."""
     monkeypatch.setattr(workers, "POOL_RESTARTS", 1)
-    chunks = keyed([[n, KILLS] for n in range(40)])
+    chunks = keyed([[n, n + 100] for n in range(40)])
     seen = []
     with pytest.raises(WorkerPoolError) as caught:
-        for key, item, result in map_chunks(double, chunks, 2, crashed=failed):
+        for key, item, result in map_chunks(die, chunks, 2, crashed=failed):
             seen.append((key, item))
             assert str(result).startswith(f"{item}: {BROKEN}")
     assert caught.value.pools == 2

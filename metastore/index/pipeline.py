@@ -471,8 +471,9 @@ def index_paths(
             none): nothing is read or written (``Store.claim_wadors_root``).
         StoreError: The database cannot be read or written (a lost
             PostgreSQL connection is retried first).
-        WorkerPoolError: Worker processes kept dying (a dead one fails the
-            sources its pool held, and a fresh pool reads on; see
+        WorkerPoolError: Worker processes kept dying (after a dead one a
+            fresh pool reads on and what its pool lost is read again alone,
+            only a source that kills a process failing; see
             ``metastore.index.workers``); the batches committed before stay.
         ValueError: ``shard`` is not ``(K, N)`` with ``1 <= K <= N``, or
             ``wadors_root`` is not an http(s) URL with a host, without

@@ -153,8 +153,9 @@ def reindex(
     Raises:
         StoreError: the database cannot be read or written (a lost
             PostgreSQL connection is retried first).
-        WorkerPoolError: worker processes kept dying (a dead one fails the
-            instances its pool held, and a fresh pool goes on; see
+        WorkerPoolError: worker processes kept dying (after a dead one a
+            fresh pool goes on and what its pool lost is recomputed again
+            alone, only an instance that kills a process failing; see
             ``metastore.index.workers``); the batches written before stay.
     """
     with _frozen_heap():

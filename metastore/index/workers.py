@@ -4,9 +4,11 @@
 (``metastore.index.pipeline`` reads sources, ``metastore.index.recompute``
 rebuilds stored instances), keeps a bounded number in flight and gives the
 results back in the order of the chunks.  A worker that dies (out of
-memory, a crash in a codec on a corrupt file) breaks its pool: the chunks
-the pool held come back as one failure per item, and a fresh pool reads
-on, until pools break :data:`POOL_RESTARTS` times in a row
+memory, a crash in a codec on a corrupt file) breaks its pool: a fresh pool
+reads on, and the chunks the broken one held are read again in a process
+of their own, halved on every crash until the items that kill a process
+are alone (they fail; the others give their results).  Processes that keep
+dying, :data:`POOL_RESTARTS` times in a row, stop the run
 (:class:`~metastore.errors.WorkerPoolError`).  A job too small for
 processes runs in this one.  How a worker starts is here too
 (:func:`_process_context`, :func:`_worker_init`).  Of metastore it imports
@@ -37,16 +39,18 @@ __all__ = ["POOL_RESTARTS", "TASKS_PER_WORKER", "map_chunks"]
 #: Tasks queued per worker beyond the one it runs: bounds memory in flight.
 TASKS_PER_WORKER = 3
 
-#: Fresh pools a run starts in a row, each after the last broke before any
-#: chunk of its came back whole; one more break stops the run
-#: (:class:`~metastore.errors.WorkerPoolError`).  A corrupt file breaks one
-#: pool, and the next starts on chunks the broken one never held, so a few
-#: such files, even neighbours, do not break this many in a row.  Pools that
-#: keep breaking mean every read fails (memory too short for any chunk, a
-#: library that crashes on everything): going on would fail the whole
-#: archive, a pool at a time, and a report of that many failures hides the
-#: cause.  Reading in this process instead is no way out: there the same
-#: crash would kill the run itself.
+#: Worker processes that may die in a row, with no chunk or part of one
+#: coming back whole in between, before the run stops
+#: (:class:`~metastore.errors.WorkerPoolError`): a broken pool, or the
+#: process a lost chunk is read again in.  A corrupt file kills a pool's
+#: worker once and the process its chunk is read again in once per halving,
+#: each halving also giving back a whole half, so a few such files, even
+#: neighbours, do not come near the limit.  Processes that keep dying mean
+#: every read fails (memory too short for any chunk, a library that crashes
+#: on everything): going on would fail the whole archive, a process at a
+#: time, and a report of that many failures hides the cause.  Reading in
+#: this process instead is no way out: there the same crash would kill the
+#: run itself.
 POOL_RESTARTS = 8
 
 K = TypeVar("K")
@@ -65,13 +69,15 @@ def map_chunks(
     """Run ``task`` on every chunk, in worker processes when there are enough.
 
     A task that raises fails its chunk only.  A worker process that dies
-    breaks the pool: every chunk handed to it and not yet done fails (each
-    item ``crashed(item, "worker process failed: BrokenProcessPool: ...")``;
-    a chunk done before the break keeps its results), the broken pool is
-    shut down, its processes joined, and a fresh one (same start method and
-    initializer) takes the chunks that follow, in order.  Which chunks were
-    still in flight when a worker died is a matter of timing; those handed
-    over after the break are read by the fresh pool.
+    breaks the pool: the broken pool is shut down, its processes joined, and
+    a fresh one (same start method and initializer) takes the chunks that
+    follow, in order.  Every chunk the broken pool held and had not given
+    back (which ones is a matter of timing) is read again, in turn, in a
+    process of its own: whole if it can be (a chunk lost with another's
+    worker), else halved on each crash until a part holds one item, which
+    fails (``crashed(item, "worker process failed: BrokenProcessPool:
+    ...")``).  So only an item that kills a process alone fails, and a chunk
+    with none gives the results it gives in a pool.
 
     Args:
         task: what a worker does with a chunk's items: one result per item,
@@ -90,9 +96,9 @@ def map_chunks(
         workers give the same run.
 
     Raises:
-        WorkerPoolError: Pools broke more than :data:`POOL_RESTARTS` times
-            in a row, none giving a chunk back whole; what was yielded
-            before stands.
+        WorkerPoolError: Worker processes died more than
+            :data:`POOL_RESTARTS` times in a row, none giving a chunk or a
+            part of one back whole; what was yielded before stands.
     """
     run_here = task if here is None else here
     chunks = iter(chunks)
@@ -109,22 +115,22 @@ def map_chunks(
         for key, items in chain(first, chunks):
             pending.append((key, items, pools.submit(items)))
             while len(pending) > workers * TASKS_PER_WORKER:
-                yield from _result(*pending.popleft(), crashed)
-        # a pool that breaks now fails what it holds; nothing is left for a
-        # fresh one
+                yield from pools.result(*pending.popleft(), crashed)
         while pending:
-            yield from _result(*pending.popleft(), crashed)
+            yield from pools.result(*pending.popleft(), crashed)
     finally:
         pools.shutdown()
 
 
 class _Pools(Generic[T, R]):
-    """The pool of a run, replaced by a fresh one whenever it breaks.
+    """The pool of a run, replaced by a fresh one whenever it breaks, and the
+    process that chunks lost with a pool are read again in.
 
     A pool breaks when one of its processes dies: ``concurrent.futures``
     then fails every chunk it holds and refuses new ones
-    (``BrokenProcessPool``).  The break shows at the next submit; the
-    chunks it failed stay with the caller, whose futures say which.
+    (``BrokenProcessPool``).  The break shows at the next submit, which
+    starts a fresh pool, and in the futures of the chunks it failed, which
+    :meth:`result` reads again.
     """
 
     def __init__(self, task: Callable[[list[T]], list[R]], workers: int) -> None:
@@ -132,15 +138,17 @@ class _Pools(Generic[T, R]):
         self._workers = workers
         # chosen once: a fresh pool starts its workers as the first did
         self._context = _process_context()
-        #: Pools broken in a row, none of which gave a chunk back whole.
+        #: Processes died in a row (pools broken, or the lone process),
+        #: and whether a chunk or part came back whole since the last death.
         self._broken = 0
         self._whole = False
-        self._pool = self._start()
+        self._pool = self._start(self._workers)
+        #: One process for reading lost chunks again, started when needed.
+        self._alone: ProcessPoolExecutor | None = None
 
-    def _start(self) -> ProcessPoolExecutor:
-        self._whole = False  # set by a chunk of this pool coming back whole
+    def _start(self, workers: int) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
-            self._workers, mp_context=self._context, initializer=_worker_init
+            workers, mp_context=self._context, initializer=_worker_init
         )
 
     def submit(self, items: list[T]) -> Future[list[R]]:
@@ -148,31 +156,80 @@ class _Pools(Generic[T, R]):
         try:
             future = self._pool.submit(self._task, items)
         except BrokenProcessPool as exc:
-            self._replace(f"{type(exc).__name__}: {exc}")
+            # its processes are dead or terminated; wait=True joins them and
+            # the pool's thread, which has settled every future of the pool
+            self._pool.shutdown(wait=True)
+            self._died(exc)
+            self._pool = self._start(self._workers)
             future = self._pool.submit(self._task, items)
         future.add_done_callback(self._done)
         return future
 
     def _done(self, future: Future[list[R]]) -> None:
         # in the pool's thread (or this one, for a future already done): a
-        # pool that broke after giving a chunk back whole made progress, and
-        # its break does not count towards the limit
+        # chunk back whole is progress, and the next death does not count
+        # towards the limit
         if not future.cancelled() and future.exception() is None:
             self._whole = True
 
-    def _replace(self, reason: str) -> None:
-        """Shut the broken pool down and start a fresh one, within the limit."""
-        # its processes are dead or terminated; wait=True joins them and the
-        # pool's thread, which has settled every future of the pool
-        self._pool.shutdown(wait=True)
+    def _died(self, exc: BaseException) -> None:
+        """Count a dead process; past the limit in a row, stop the run."""
         self._broken = 0 if self._whole else self._broken + 1
+        self._whole = False
         if self._broken > POOL_RESTARTS:
-            raise WorkerPoolError(self._broken, reason)
-        self._pool = self._start()
+            raise WorkerPoolError(self._broken, f"{type(exc).__name__}: {exc}")
+
+    def result(
+        self,
+        key: K,
+        items: list[T],
+        future: Future[list[R]],
+        crashed: Callable[[T, str], R],
+    ) -> list[tuple[K, T, R]]:
+        """A chunk's results; read again alone if its pool broke; a failure
+        per item if its task raised."""
+        try:
+            results = future.result()
+        except BrokenProcessPool:  # a worker of its pool died, maybe not on it
+            results = self._again(items, crashed)
+        except Exception as exc:  # the task raised
+            reason = f"worker process failed: {type(exc).__name__}: {exc}"
+            results = [crashed(item, reason) for item in items]
+        return [(key, item, r) for item, r in zip(items, results, strict=True)]
+
+    def _again(self, items: list[T], crashed: Callable[[T, str], R]) -> list[R]:
+        """Read ``items`` in a process of their own, halving them on a crash.
+
+        A chunk that was only in flight with another chunk's dying worker
+        comes back whole, with the results a pool gives; one holding an item
+        that kills its process is halved until that item is alone.
+        """
+        if self._alone is None:
+            self._alone = self._start(1)
+        try:
+            results = self._alone.submit(self._task, items).result()
+        except BrokenProcessPool as exc:
+            self._alone.shutdown(wait=True)
+            self._alone = None
+            self._died(exc)
+            if len(items) == 1:
+                reason = f"worker process failed: {type(exc).__name__}: {exc}"
+                return [crashed(items[0], reason)]
+            half = len(items) // 2
+            return self._again(items[:half], crashed) + self._again(
+                items[half:], crashed
+            )
+        except Exception as exc:  # the task raised
+            reason = f"worker process failed: {type(exc).__name__}: {exc}"
+            return [crashed(item, reason) for item in items]
+        self._whole = True
+        return results
 
     def shutdown(self) -> None:
-        """Stop the pool, dropping chunks not started (the run stopped early)."""
+        """Stop the pools, dropping chunks not started (the run stopped early)."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._alone is not None:
+            self._alone.shutdown(wait=True, cancel_futures=True)
 
 
 def _map_here(
@@ -182,23 +239,6 @@ def _map_here(
     for key, items in chunks:
         for item, result in zip(items, task(items), strict=True):
             yield key, item, result
-
-
-def _result(
-    key: K,
-    items: list[T],
-    future: Future[list[R]],
-    crashed: Callable[[T, str], R],
-) -> list[tuple[K, T, R]]:
-    """A chunk's results, or a failure per item if its worker failed."""
-    try:
-        return [
-            (key, item, result)
-            for item, result in zip(items, future.result(), strict=True)
-        ]
-    except Exception as exc:  # a worker died (out of memory, a crash in a codec)
-        reason = f"worker process failed: {type(exc).__name__}: {exc}"
-        return [(key, item, crashed(item, reason)) for item in items]
 
 
 def _process_context() -> BaseContext:
