@@ -311,8 +311,10 @@ def test_a_dead_worker_fails_only_its_killer_and_the_run_goes_on(
     assert second.ok and second.indexed == 1
     # everything but the killer was stored by the first run
     assert error.location in every and stored == every - {error.location}
-    # the killer's chunk was written in parts, its values grouped otherwise
-    assert_like_clean_values_aside(db_url, clean_dicom)
+    # the killer's chunk was written in parts; in this archive its values
+    # still come out grouped as a clean run groups them (in general they
+    # may not: docs/indexing.md), so the whole store is compared
+    assert_like_clean(db_url, clean_dicom)
 
 
 def test_workers_dying_on_every_chunk_stop_the_command_in_one_line(
