@@ -236,12 +236,18 @@ def search_values(dicom_json: Any, patient_name: str | None) -> attrs.Values:
     return attrs.from_json(dicom_json, name, clean)
 
 
+def _search_values_of(record: InstanceRecord) -> attrs.Values:
+    """:attr:`InstanceRecord.search_values`, derived if the record has none."""
+    if record.search_values is not None:
+        return record.search_values
+    return search_values(record.dicom_json, record.patient_name)
+
+
 def _with_search_values(record: InstanceRecord) -> InstanceRecord:
     """``record`` with :attr:`InstanceRecord.search_values` filled in."""
     if record.search_values is not None:
         return record
-    values = search_values(record.dicom_json, record.patient_name)
-    return dataclasses.replace(record, search_values=values)
+    return dataclasses.replace(record, search_values=_search_values_of(record))
 
 
 def _storable_error(error: ErrorRecord) -> ErrorRecord:
@@ -449,8 +455,8 @@ def pack(
     for record in map(storable_attributes, records):
         if isinstance(record.images, LazyImages):
             lazy.append(len(encoded))
-        elif record.search_values is None:
-            values[id(record)] = search_values(record.dicom_json, record.patient_name)
+        else:
+            values[id(record)] = _search_values_of(record)
         encoded.append(record)
     for at, record in zip(
         lazy, pre_encode([encoded[i] for i in lazy], memo), strict=True
@@ -485,7 +491,7 @@ def pack(
                 dicom_json={},
                 images=images,
                 packed=packed,
-                search_values=values.get(id(record), record.search_values),
+                search_values=values[id(record)],
             )
         )
     return out
