@@ -193,7 +193,7 @@ class _Pools(Generic[T, R]):
         except BrokenProcessPool:  # a worker of its pool died, maybe not on it
             results = self._again(items, crashed)
         except Exception as exc:  # the task raised
-            reason = f"worker process failed: {type(exc).__name__}: {exc}"
+            reason = _failed(exc)
             results = [crashed(item, reason) for item in items]
         return [(key, item, r) for item, r in zip(items, results, strict=True)]
 
@@ -213,14 +213,13 @@ class _Pools(Generic[T, R]):
             self._alone = None
             self._died(exc)
             if len(items) == 1:
-                reason = f"worker process failed: {type(exc).__name__}: {exc}"
-                return [crashed(items[0], reason)]
+                return [crashed(items[0], _failed(exc))]
             half = len(items) // 2
             return self._again(items[:half], crashed) + self._again(
                 items[half:], crashed
             )
         except Exception as exc:  # the task raised
-            reason = f"worker process failed: {type(exc).__name__}: {exc}"
+            reason = _failed(exc)
             return [crashed(item, reason) for item in items]
         self._whole = True
         return results
@@ -239,6 +238,11 @@ def _map_here(
     for key, items in chunks:
         for item, result in zip(items, task(items), strict=True):
             yield key, item, result
+
+
+def _failed(exc: BaseException) -> str:
+    """The reason given for the items of a chunk whose task or worker failed."""
+    return f"worker process failed: {type(exc).__name__}: {exc}"
 
 
 def _process_context() -> BaseContext:
