@@ -88,8 +88,9 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: at a million instances each batch dirties index leaves all over the file,
 #: and checkpointing every few batches wrote the same leaves back again and
 #: again: at 16,384 pages (64 MB of WAL at most, folded into the file and
-#: removed when the last connection closes) the writing process spends
-#: ~4-10 % less CPU there (docs/benchmarks.md).
+#: removed when the last connection closes) the writing process spent ~4 %
+#: less CPU on 20,000 instances into a million-instance database, in an A/B
+#: of three rounds (docs/benchmarks.md; no scripts/ program repeats it yet).
 SQLITE_WAL_AUTOCHECKPOINT = 16_384
 
 
