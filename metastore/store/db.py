@@ -90,7 +90,7 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: again: at 16,384 pages (64 MB of WAL at most, folded into the file and
 #: removed when the last connection closes) the writing process spent ~4 %
 #: less CPU on 20,000 instances into a million-instance database, in an A/B
-#: of three rounds (docs/benchmarks.md; no scripts/ program repeats it yet).
+#: of three rounds (scripts/bench_growth.py repeats it; docs/benchmarks.md).
 SQLITE_WAL_AUTOCHECKPOINT = 16_384
 
 
