@@ -5,7 +5,8 @@ Prepares chunks as the indexer's workers do (``metastore.index.read.read_entry``
 then ``metastore.store.encode.pack`` per chunk of ``CHUNK_SIZE`` files, and
 pickled; in this process and untimed, except for the worker CPU per file it
 reports), then writes them into a fresh database in batches of whole chunks
-(500 instances or more, as the indexer cuts them) and measures the CPU of
+(the indexer's batch size or more, as it cuts them; ``--batch-size N``,
+repeatable, compares sizes in the same run) and measures the CPU of
 this process (``time.process_time``) two ways: ``write_batch``, the store's
 call alone (the figure of earlier runs), and ``pipeline``, all the
 indexer's writing process does per batch (unpickle the chunks,
@@ -16,7 +17,7 @@ Prints the ratio to the target (0.1 ms of writer CPU per instance, i.e.
 ``min(cores / worker_cpu_per_file, 1 / writer_cpu_per_file)`` files/s.
 With ``--profile`` it also prints a cProfile of one write loop.
 
-    python scripts/bench_writer.py [--images 3000] [--rounds 3]
+    python scripts/bench_writer.py [--images 3000] [--rounds 3] [--batch-size N ...]
         [--postgres postgresql://postgres@127.0.0.1:5432/postgres] [--profile]
 """
 
@@ -37,7 +38,6 @@ from bench_index import _pg_db, _pg_drop
 from benchlib import ensure_archive, median
 
 TARGET_S = 0.0001  # writer CPU per instance
-BATCH = 500
 #: What is timed: ``write_batch`` alone, or all the writing process does.
 WAYS = ("write_batch", "pipeline")
 
@@ -115,8 +115,11 @@ def write_all(
     blobs: list[tuple[int, bytes]],
     way: str,
     profile: cProfile.Profile | None,
+    size: int,
 ) -> tuple[float, float]:
     """Write the chunks in batches of whole chunks; (CPU s, wall s) of the writer.
+
+    A batch ends after the chunk that brings it to ``size`` instances.
 
     ``way``: ``write_batch``, the store's call alone (records unpickled
     before, untimed), or ``pipeline``, what the indexer's writing process
@@ -134,7 +137,7 @@ def write_all(
         for n, blob in blobs:
             batches[-1].append(blob)
             count += n
-            if count >= BATCH:  # cut after the chunk that fills it, as the indexer
+            if count >= size:  # cut after the chunk that fills it, as the indexer
                 batches.append([])
                 count = 0
         cpu = wall = 0.0
@@ -172,11 +175,21 @@ def main() -> None:
     ap.add_argument("--postgres", default=None, help="also write into this server")
     ap.add_argument("--profile", action="store_true", help="cProfile one SQLite loop")
     ap.add_argument(
+        "--batch-size",
+        type=int,
+        action="append",
+        default=[],
+        help="instances per batch (repeatable; default: the indexer's)",
+    )
+    ap.add_argument(
         "--archive",
         type=Path,
         default=Path(tempfile.gettempdir()) / "metastore-bench-archive",
     )
     args = ap.parse_args()
+    from metastore.index import DEFAULT_BATCH_SIZE
+
+    sizes = args.batch_size or [DEFAULT_BATCH_SIZE]
 
     ensure_archive(args.archive, args.images, args.size)
     blobs, files, worker_cpu = prepare(args.archive)
@@ -189,14 +202,19 @@ def main() -> None:
         f"{per_file_worker * 1e3:.3f} ms/file"
     )
     bases = ["sqlite"] + (["postgresql"] if args.postgres else [])
-    targets = [f"{b} {way}" for b in bases for way in WAYS]
-    cpus: dict[str, list[float]] = {t: [] for t in targets}
-    walls: dict[str, list[float]] = {t: [] for t in targets}
+    targets = [(b, way, size) for b in bases for way in WAYS for size in sizes]
+    cpus: dict[tuple[str, str, int], list[float]] = {t: [] for t in targets}
+    walls: dict[tuple[str, str, int], list[float]] = {t: [] for t in targets}
+
+    def label(backend: str, way: str, size: int) -> str:
+        return f"{backend} {way}" + (f", batches of {size}" if len(sizes) > 1 else "")
+
     if args.profile:  # a round of its own: the profiler's overhead is not counted
         profile = cProfile.Profile()
         work = Path(tempfile.mkdtemp())
         try:
-            write_all(f"sqlite:///{work / 'bench.sqlite'}", blobs, "pipeline", profile)
+            url = f"sqlite:///{work / 'bench.sqlite'}"
+            write_all(url, blobs, "pipeline", profile, sizes[0])
         finally:
             shutil.rmtree(work, ignore_errors=True)
         stats = pstats.Stats(profile, stream=sys.stdout)
@@ -205,13 +223,13 @@ def main() -> None:
     for _ in range(args.rounds):
         for target in targets:
             work = Path(tempfile.mkdtemp())
-            backend, way = target.split()
+            backend, way, size = target
             if backend == "sqlite":
                 url, name = f"sqlite:///{work / 'bench.sqlite'}", ""
             else:
                 url, name = _pg_db(args.postgres)
             try:
-                cpu, wall = write_all(url, blobs, way, None)
+                cpu, wall = write_all(url, blobs, way, None, size)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
                 if name:
@@ -220,11 +238,12 @@ def main() -> None:
             walls[target].append(wall)
 
     for target in targets:
+        name = label(*target)
         cpu, wall = median(cpus[target]), median(walls[target])
         per_instance = cpu / instances
         per_file_writer = cpu / files
         print(
-            f"writer ({target}): {per_instance * 1e3:.3f} ms CPU/instance, "
+            f"writer ({name}): {per_instance * 1e3:.3f} ms CPU/instance, "
             f"{instances / cpu:.0f} instances/s of writer CPU, {instances / wall:.0f} instances/s wall "
             f"(median of {args.rounds}); target {TARGET_S * 1e3:.1f} ms: "
             f"ratio target / measured = {TARGET_S / per_instance:.2f}x"
@@ -233,9 +252,16 @@ def main() -> None:
             workers = cores / per_file_worker
             ceiling = 1 / per_file_writer
             print(
-                f"  projection {cores:2d} cores ({target}): min({workers:.0f} worker files/s, "
+                f"  projection {cores:2d} cores ({name}): min({workers:.0f} worker files/s, "
                 f"{ceiling:.0f} writer files/s) = {min(workers, ceiling):.0f} files/s "
                 f"({'writer' if ceiling < workers else 'workers'}-bound)"
+            )
+        backend, way, size = target
+        first = (backend, way, sizes[0])
+        if size != sizes[0]:
+            ratio = cpu / median(cpus[first])
+            print(
+                f"  batches of {size} / of {sizes[0]} ({backend} {way}): {ratio:.2f}x CPU"
             )
 
 
