@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from metastore.cli import base, cli
-from metastore.index import DEFAULT_BATCH_SIZE, REINDEX_BATCH_SIZE
+from metastore.index import DEFAULT_BATCH_SIZE
 from metastore.modules import MODULE_TYPES
 from metastore.store import Store, db
 from tests.test_store import make_instance
@@ -121,16 +121,6 @@ def test_the_cli_copies_of_library_constants_agree() -> None:
     """The defaults the options show are the library's own."""
     assert base.DEFAULT_URL == db.DEFAULT_URL
     assert base.DEFAULT_BATCH_SIZE == DEFAULT_BATCH_SIZE
-    assert base.REINDEX_BATCH_SIZE == REINDEX_BATCH_SIZE
-    # and each command shows its own: reindex batches hold parsed DICOM JSON
-    for name, default in (
-        ("index", DEFAULT_BATCH_SIZE),
-        ("reindex", REINDEX_BATCH_SIZE),
-    ):
-        command = cli.commands[name]
-        (option,) = (p for p in command.params if p.name == "batch_size")
-        assert option.default == default, name
-    assert DEFAULT_BATCH_SIZE != REINDEX_BATCH_SIZE
     with pytest.raises(Exception, match="valid types: ") as raised:
         base.module_types(["noSuchModule"])
     assert str(raised.value).endswith("valid types: " + ", ".join(MODULE_TYPES))

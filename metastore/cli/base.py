@@ -23,13 +23,11 @@ from metastore.errors import MetastoreError, ModuleError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: ``metastore.store.db.DEFAULT_URL``, ``metastore.index.DEFAULT_BATCH_SIZE``
-#: and ``metastore.index.REINDEX_BATCH_SIZE``, needed to build the options
-#: (``--help`` too) without importing SQLAlchemy and the indexer;
-#: tests/test_cli_startup.py checks they stay equal.
+#: ``metastore.store.db.DEFAULT_URL`` and ``metastore.index.DEFAULT_BATCH_SIZE``,
+#: needed to build the options (``--help`` too) without importing SQLAlchemy
+#: and the indexer; tests/test_cli_startup.py checks they stay equal.
 DEFAULT_URL = "sqlite:///metastore.sqlite"
-DEFAULT_BATCH_SIZE = 2000
-REINDEX_BATCH_SIZE = 500
+DEFAULT_BATCH_SIZE = 500
 
 #: Exit status for bad input and an unusable database (click's usage status).
 EXIT_ERROR = 2

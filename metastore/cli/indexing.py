@@ -11,7 +11,6 @@ import click
 from metastore.cli.base import (
     DEFAULT_BATCH_SIZE,
     EXIT_INTERRUPTED,
-    REINDEX_BATCH_SIZE,
     Failure,
     cli,
     db_option,
@@ -21,9 +20,6 @@ from metastore.cli.progress import counts, reindex_counts
 from metastore.locations import location_of
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from metastore.cli.base import F
     from metastore.index import IndexInterrupted, IndexReport
     from metastore.store import Store
 
@@ -62,17 +58,14 @@ workers_option = click.option(
     type=click.IntRange(min=0),
     help="Worker processes (default: one per CPU; 0 or 1: none).",
 )
-
-
-def batch_size_option(default: int) -> Callable[[F], F]:
-    """``--batch-size`` of the commands that write in batches (index, reindex)."""
-    return click.option(
-        "--batch-size",
-        type=click.IntRange(min=1),
-        default=default,
-        show_default=True,
-        help="Instances per transaction.",
-    )
+#: ``--batch-size`` of the commands that write in batches (index, reindex).
+batch_size_option = click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=DEFAULT_BATCH_SIZE,
+    show_default=True,
+    help="Instances per transaction.",
+)
 
 
 @cli.command()
@@ -84,7 +77,7 @@ def batch_size_option(default: int) -> Callable[[F], F]:
     help="Make wadors: imageIds under this DICOMweb root (http or https).",
 )
 @workers_option
-@batch_size_option(DEFAULT_BATCH_SIZE)
+@batch_size_option
 @click.option(
     "--prune",
     is_flag=True,
@@ -281,7 +274,7 @@ def _print_interrupted(stop: IndexInterrupted, as_json: bool) -> None:
 
 @cli.command(name="reindex")
 @workers_option
-@batch_size_option(REINDEX_BATCH_SIZE)
+@batch_size_option
 @click.option(
     "--all",
     "everything",

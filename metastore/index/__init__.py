@@ -2,10 +2,10 @@
 
 Its public face is :func:`index_paths`, the :class:`IndexReport` it
 returns (or :class:`IndexInterrupted`, on Ctrl-C), its
-:data:`DEFAULT_BATCH_SIZE` (``reindex``'s is :data:`REINDEX_BATCH_SIZE`),
-:func:`parse_shard` (``K/N`` as ``--shard`` takes it), :func:`count_sources`
-(a quick pre-count, for progress) and :func:`sniff` (what a source is, by its
-first :data:`HEAD_SIZE` bytes: a :class:`Kind`).  The rooms, in the order a
+:data:`DEFAULT_BATCH_SIZE`, :func:`parse_shard` (``K/N`` as ``--shard``
+takes it), :func:`count_sources` (a quick pre-count, for progress) and
+:func:`sniff` (what a source is, by its first :data:`HEAD_SIZE` bytes: a
+:class:`Kind`).  The rooms, in the order a
 source passes through them:
 
 - ``discovery``: walking files, folders and zips, telling kinds apart;
@@ -30,19 +30,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from metastore.index.discovery import HEAD_SIZE, Kind, sniff
     from metastore.index.pipeline import DEFAULT_BATCH_SIZE, index_paths
-    from metastore.index.recompute import (
-        REINDEX_BATCH_SIZE,
-        ReindexReport,
-        reindex,
-        stale_instances,
-    )
+    from metastore.index.recompute import ReindexReport, reindex, stale_instances
     from metastore.index.report import IndexInterrupted, IndexReport
     from metastore.index.sharding import count_sources, parse_shard
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "HEAD_SIZE",
-    "REINDEX_BATCH_SIZE",
     "IndexInterrupted",
     "IndexReport",
     "Kind",
@@ -65,7 +59,6 @@ _EXPORTS = {
     "count_sources": "metastore.index.sharding",
     "index_paths": "metastore.index.pipeline",
     "parse_shard": "metastore.index.sharding",
-    "REINDEX_BATCH_SIZE": "metastore.index.recompute",
     "ReindexReport": "metastore.index.recompute",
     "reindex": "metastore.index.recompute",
     "stale_instances": "metastore.index.recompute",

@@ -61,14 +61,7 @@ __all__ = ["DEFAULT_BATCH_SIZE", "index_paths"]
 log = logging.getLogger(__name__)
 
 #: Instances written per transaction (a crash loses at most one batch).
-#: Larger transactions put more rows into each index leaf they dirty (the
-#: module value digests and imageId keys are random): 2,000 against 500 cost
-#: the writing process 6-10 % less CPU into an empty SQLite database and
-#: 13-15 % less into a million-instance one (scripts/bench_growth.py, two
-#: runs), and PostgreSQL with two shards 5 % less (docs/benchmarks.md), for
-#: ~10-20 MB more at the writer's peak.  ``reindex`` keeps its own, smaller
-#: default (``metastore.index.recompute.REINDEX_BATCH_SIZE``).
-DEFAULT_BATCH_SIZE = 2000
+DEFAULT_BATCH_SIZE = 500
 #: A batch is also written once it holds this many images (big multi-frames).
 BATCH_IMAGES = 20_000
 #: Instances collected past a full batch before they are screened (one

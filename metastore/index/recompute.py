@@ -28,6 +28,7 @@ from metastore.imageid import ImageId, parse_image_id
 from metastore.index.extract import build_instance
 from metastore.index.pipeline import (
     BATCH_IMAGES,
+    DEFAULT_BATCH_SIZE,
     PROGRESS_INTERVAL,
     _frozen_heap,
     _reconnecting,
@@ -41,13 +42,8 @@ from metastore.store.encode import EncodeMemo, pre_encode
 if TYPE_CHECKING:
     from metastore.store import Store
 
-__all__ = ["REINDEX_BATCH_SIZE", "ReindexReport", "reindex", "stale_instances"]
+__all__ = ["ReindexReport", "reindex", "stale_instances"]
 
-#: Instances written per transaction by default.  Smaller than the
-#: indexer's: a batch here holds each instance's DICOM JSON as parsed
-#: objects besides its records, and at 2,000 ``metastore reindex --all`` of
-#: the perf archive peaked at 187 MB against 122 MB, no faster.
-REINDEX_BATCH_SIZE = 500
 #: Instances read from the store per query.
 READ_SIZE = 256
 #: Stands for a frame no stored imageId names (never a storable imageId:
@@ -138,7 +134,7 @@ def reindex(
     store: Store,
     *,
     workers: int | None = None,
-    batch_size: int = REINDEX_BATCH_SIZE,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     everything: bool = False,
     progress: ReindexProgress | None = None,
 ) -> ReindexReport:
