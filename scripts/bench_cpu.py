@@ -45,7 +45,7 @@ import tempfile
 from pathlib import Path
 
 from bench_index import _pg_db, _pg_drop
-from benchlib import PYTHON, ROOT, ensure_archive, median, warm_page_cache
+from benchlib import PYTHON, ROOT, cpu_driver, ensure_archive, median, warm_page_cache
 
 #: Issue 14, target 1: total CPU per file (ms), and the loop it was set against.
 TARGET_MS = 0.9
@@ -67,21 +67,7 @@ print(loop, r.ru_utime + r.ru_stime)
 
 #: Runs ``metastore ARGS...`` in this process; prints its own CPU (writer)
 #: and its children's (workers), in seconds, as the last line.
-DRIVER = """
-import json, resource, sys
-from metastore.cli import main
-sys.argv = ["metastore", *sys.argv[1:]]
-code = 0
-try:
-    main()
-except SystemExit as exc:
-    code = exc.code or 0
-def cpu(who):
-    r = resource.getrusage(who)
-    return r.ru_utime + r.ru_stime
-print(json.dumps({"rc": code, "self": cpu(resource.RUSAGE_SELF),
-                  "children": cpu(resource.RUSAGE_CHILDREN)}))
-"""
+DRIVER = cpu_driver()
 
 
 def _run(args: list[str], cwd: Path, tree: Path | None = None) -> str:

@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from benchlib import HERE, PYTHON, median
+from benchlib import HERE, PYTHON, cpu_driver, median
 
 PER_SERIES = 500
 #: SQLite's own default ``wal_autocheckpoint`` (pages).
@@ -52,24 +52,12 @@ SQLITE_DEFAULT = 1000
 #: Runs ``metastore ARGS...`` here, with the WAL checkpoint interval given
 #: first (or "-": metastore's); prints the writing process's CPU and its
 #: workers', in seconds.
-DRIVER = """
-import json, resource, sys
-from metastore.store import db
-if sys.argv[1] != "-":
-    db.SQLITE_WAL_AUTOCHECKPOINT = int(sys.argv[1])
-from metastore.cli import main
-sys.argv = ["metastore", *sys.argv[2:]]
-code = 0
-try:
-    main()
-except SystemExit as exc:
-    code = exc.code or 0
-def cpu(who):
-    r = resource.getrusage(who)
-    return r.ru_utime + r.ru_stime
-print(json.dumps({"rc": code, "self": cpu(resource.RUSAGE_SELF),
-                  "children": cpu(resource.RUSAGE_CHILDREN)}))
-"""
+DRIVER = cpu_driver(
+    "from metastore.store import db\n"
+    "if sys.argv[1] != '-':\n"
+    "    db.SQLITE_WAL_AUTOCHECKPOINT = int(sys.argv[1])",
+    skip=1,
+)
 
 
 def _index(

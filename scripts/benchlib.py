@@ -64,6 +64,38 @@ def run_child(args: Sequence[str], env: dict[str, str] | None = None) -> Run:
     return Run(result["s"], result["mb"], result["out"], result["cpu"])
 
 
+#: Runs ``metastore ARGS...`` in the process it is given to (``python -c``);
+#: prints, as the last line, its exit status, its own CPU (the writing
+#: process) and its children's (the workers), in seconds.  ``{prelude}`` runs
+#: first, with ``sys.argv[1:]`` still the driver's own arguments; ``{skip}``
+#: of them come before metastore's.
+_CPU_DRIVER = """
+import json, resource, sys
+{prelude}
+from metastore.cli import main
+sys.argv = ["metastore", *sys.argv[1 + {skip}:]]
+code = 0
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code or 0
+def cpu(who):
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+print(json.dumps({{"rc": code, "self": cpu(resource.RUSAGE_SELF),
+                  "children": cpu(resource.RUSAGE_CHILDREN)}}))
+"""
+
+
+def cpu_driver(prelude: str = "", skip: int = 0) -> str:
+    """``python -c`` code running ``metastore ARGS...`` and printing its CPU.
+
+    The last line it prints is JSON: ``rc`` (exit status), ``self`` (the
+    writing process's CPU, s) and ``children`` (the workers', s).
+    """
+    return _CPU_DRIVER.format(prelude=prelude, skip=skip)
+
+
 def median(values: Sequence[float]) -> float:
     """Median of a non-empty sequence."""
     return statistics.median(values)
