@@ -84,22 +84,28 @@ def _index(
 
 
 def _archive(root: Path, large: int, new: int) -> tuple[list[Path], list[Path]]:
-    """The series folders of the large database and of the new instances."""
-    marker = root / f".archive-{large}-{new}"
-    archive = root / "archive"
-    if not marker.exists():
-        sys.path.insert(0, str(HERE))
-        from gen_archive import clone_archive
+    """The series folders of the large database and of the new instances.
 
-        shutil.rmtree(archive, ignore_errors=True)
-        archive.mkdir(parents=True)
-        t = time.perf_counter()
-        clone_archive(archive, large + new, per_folder=PER_SERIES)
-        print(f"archive: {large + new} files in {time.perf_counter() - t:.0f} s")
-        marker.touch()
+    Each part is written once and kept (with ``--dir``): a later run with
+    another ``--new`` adds to the new part and reuses the large one.
+    """
+    if large % PER_SERIES:
+        raise SystemExit(f"--large must be a multiple of {PER_SERIES}")
+    archive = root / "archive"
+    archive.mkdir(parents=True, exist_ok=True)
+    sys.path.insert(0, str(HERE))
+    from gen_archive import clone_archive
+
+    for part, count, start in (("large", large, 0), ("new", new, large)):
+        marker = archive / f".{part}-{start}-{count}"
+        if not marker.exists():
+            t = time.perf_counter()
+            clone_archive(archive, count, per_folder=PER_SERIES, start=start)
+            print(f"archive: {count} {part} files in {time.perf_counter() - t:.0f} s")
+            marker.touch()
     folders = sorted(p for p in archive.iterdir() if p.is_dir())
-    split = -(-large // PER_SERIES)
-    return folders[:split], folders[split:]
+    split = large // PER_SERIES
+    return folders[:split], folders[split : split - (-new // PER_SERIES)]
 
 
 def _large_db(root: Path, folders: list[Path], large: int) -> Path:

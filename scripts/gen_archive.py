@@ -278,14 +278,18 @@ def generate(
     return paths
 
 
-def clone_archive(out_dir: Path, count: int, per_folder: int = 1000) -> list[Path]:
+def clone_archive(
+    out_dir: Path, count: int, per_folder: int = 1000, start: int = 0
+) -> list[Path]:
     """Write ``count`` small single-frame instances fast, by patching a template.
 
     pydicom writes a few hundred files a second; the scale benchmark needs
     100,000.  One CT file is written with fixed-width UIDs and position, and
     every copy replaces those bytes in place (same length, so the encoding
     stays valid): each copy is a distinct instance in its own series of
-    ``per_folder`` images, with its own slice position.
+    ``per_folder`` images, with its own slice position.  ``start``: the
+    number of the first instance, so that a later call adds to an archive
+    (instance ``i`` is always the same file, in series ``i // per_folder``).
     """
     rng = random.Random(7)
     plan = SeriesPlan("CT", 1)
@@ -308,7 +312,7 @@ def clone_archive(out_dir: Path, count: int, per_folder: int = 1000) -> list[Pat
         return f"{UID_ROOT}9.{kind}{number:0{width}d}".encode()
 
     paths = []
-    for i in range(count):
+    for i in range(start, start + count):
         series, pos = divmod(i, per_folder)
         data = (
             template.replace(b"7" * 40, uid(1, i))
