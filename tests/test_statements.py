@@ -67,8 +67,9 @@ def test_postgresql_engines_skip_the_hstore_lookup(postgres_url: str) -> None:
     """No HSTORE column exists, so its type is not looked up on connecting.
 
     SQLAlchemy's psycopg dialect otherwise queries ``pg_type`` for hstore on
-    every engine's first connection, ~1.5 ms of every cold lookup's
-    connection (issue 14).  (SQLite engines have no such option.)
+    every engine's first connection, a fifth of every cold lookup's
+    connection (scripts/bench_connect.py).  (SQLite engines have no such
+    option.)
     """
     engine = db.create_engine(postgres_url)
     try:

@@ -534,8 +534,8 @@ def create_engine(
         return engine
     try:
         # use_native_hstore=False: no column is HSTORE, and looking its type
-        # up costs a query on every engine's first connection (~1.5 ms of a
-        # cold lookup's connection, issue 14)
+        # up costs a query on every engine's first connection (0.80x the
+        # first connection's time without it: scripts/bench_connect.py)
         return sa.create_engine(url, pool_pre_ping=True, use_native_hstore=False)
     except ImportError as exc:  # SQLAlchemy imports the driver here
         raise StoreError(
