@@ -88,9 +88,10 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: at a million instances each batch dirties index leaves all over the file,
 #: and checkpointing every few batches wrote the same leaves back again and
 #: again: at 16,384 pages (64 MB of WAL at most, folded into the file and
-#: removed when the last connection closes) the writing process spent ~4 %
-#: less CPU on 20,000 instances into a million-instance database, in an A/B
-#: of three rounds (scripts/bench_growth.py repeats it; docs/benchmarks.md).
+#: removed when the last connection closes) SQLite's default cost the writing
+#: process 1.04-1.13x the CPU on new instances into a million-instance
+#: database, and the same into an empty one (scripts/bench_growth.py, four
+#: runs; docs/benchmarks.md).
 SQLITE_WAL_AUTOCHECKPOINT = 16_384
 
 
