@@ -231,6 +231,12 @@ def _medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _spread(figures: dict[str, Any], name: str) -> str:
+    """``[min-max]`` of a figure :func:`_medians` took the median of."""
+    low, high = figures[name + "_range"]
+    return f"[{low:.1f}-{high:.1f}]"
+
+
 def lookups(url: str, series: str, image_id: str) -> None:
     """Print the three lookups' times against the target (fresh processes).
 
@@ -259,16 +265,11 @@ def lookups(url: str, series: str, image_id: str) -> None:
         ("get", "get imagePlaneModule"),
     ):
         ms = cold[key]
-
-        def spread(fig: dict[str, Any], name: str) -> str:
-            low, high = fig[name + "_range"]
-            return f"[{low:.1f}-{high:.1f}]"
-
         print(
-            f"    {label}: {ms:.1f} ms cold {spread(cold, key)}, {ms / TARGET_MS:.2f}x "
+            f"    {label}: {ms:.1f} ms cold {_spread(cold, key)}, {ms / TARGET_MS:.2f}x "
             f"the {TARGET_MS:.0f} ms target "
             f"({'met' if ms <= TARGET_MS else 'NOT met'}); {warm[key]:.1f} ms "
-            f"cold with its modules imported beforehand {spread(warm, key)} "
+            f"cold with its modules imported beforehand {_spread(warm, key)} "
             f"({warm[key] / TARGET_MS:.2f}x); {cold[key + '_again']:.1f} ms again "
             "in the same process"
         )
